@@ -1,0 +1,14 @@
+//! cmesh-core: the pure part of cmesh.
+//!
+//! It owns the mesh.yaml model and its validation ([`spec`]), Cilium version knowledge
+//! ([`version`]), Helm values ([`value`]) and YAML handling ([`yaml`]). Nothing here performs
+//! I/O: no sockets, no processes, no async runtime, no file system. Functions take text,
+//! bytes and a clock, and return values and plans that the `cmesh` binary carries out.
+
+pub mod diag;
+pub mod spec;
+pub mod value;
+pub mod version;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Severity};

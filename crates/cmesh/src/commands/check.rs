@@ -1,0 +1,38 @@
+//! `cmesh check`: validates mesh.yaml and reports every problem at once.
+
+use std::io::Write;
+
+use cmesh_core::spec;
+
+use crate::cli::{CheckArgs, GlobalArgs, Output};
+use crate::errors::{ExpectedError, exit};
+use crate::input;
+use crate::ui::{Style, diagnostics};
+
+/// Runs `cmesh check`. Exit 0 when there is no error (warnings allowed), 3 otherwise.
+///
+/// # Errors
+/// Only for an unreadable input; spec problems are reported, not returned.
+pub fn run(global: &GlobalArgs, args: &CheckArgs, style: Style, out: &mut dyn Write) -> Result<u8, ExpectedError> {
+    let input = input::read(&global.spec_source())?;
+    let checked = spec::check(&input.name, &input.text);
+    let diags = checked.diagnostics;
+    let ok_text = match &checked.spec {
+        Some(s) => format!(
+            "ok ({} clusters, Cilium {}, certificates: {})",
+            s.clusters.len(),
+            s.cilium.version,
+            s.clustermesh.certificates.as_str()
+        ),
+        None => "ok".to_owned(),
+    };
+    let rendered = match args.output {
+        Output::Json => diagnostics::render_json(&input.name, &diags),
+        Output::Table => diagnostics::render_human(&input.name, &diags, style, &ok_text),
+    };
+    out.write_all(rendered.as_bytes()).map_err(|source| ExpectedError::Write {
+        path: "<stdout>".into(),
+        source,
+    })?;
+    Ok(if diags.iter().any(|d| d.is_error()) { exit::SPEC } else { exit::OK })
+}

@@ -1,0 +1,4 @@
+//! One module per command: each turns parsed arguments into effects and an exit code.
+
+pub mod check;
+pub mod init;

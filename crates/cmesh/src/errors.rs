@@ -1,0 +1,162 @@
+//! The one user-facing error type, its exit codes and how it is shown.
+//!
+//! Every failure a user can cause or meet ends up as an [`ExpectedError`]; each variant maps
+//! to a documented exit code (see [`exit`]) and prints `error: …` plus `(hint: …)` lines.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use cmesh_core::diag::Counts;
+
+/// Process exit codes. Documented in docs/ARCHITECTURE.md and `cmesh --help`.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The command ran and what it checked failed (a probe, a status check, a test).
+    pub const CHECKS_FAILED: u8 = 1;
+    /// Invalid command line.
+    pub const USAGE: u8 = 2;
+    /// mesh.yaml is invalid (errors were printed).
+    pub const SPEC: u8 = 3;
+    /// A file could not be read or written.
+    pub const IO: u8 = 4;
+    /// The PKI is missing, invalid, or would have to be regenerated.
+    pub const PKI: u8 = 5;
+    /// `render --check`: the tree on disk differs from what would be rendered.
+    pub const DRIFT: u8 = 6;
+    /// An operation on a cluster, or an external tool (helm), failed.
+    pub const CLUSTER: u8 = 7;
+    /// Interrupted (Ctrl-C).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// Everything that can go wrong, as the user sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpectedError {
+    /// mesh.yaml has errors; they were already printed.
+    #[error("{file} has {} error(s)", counts.errors)]
+    SpecInvalid {
+        /// The file.
+        file: String,
+        /// Counts.
+        counts: Counts,
+    },
+    /// mesh.yaml does not exist.
+    #[error("{} does not exist", path.display())]
+    SpecNotFound {
+        /// The path.
+        path: PathBuf,
+    },
+    /// mesh.yaml is a directory.
+    #[error("{} is a directory, not a mesh.yaml file", path.display())]
+    SpecIsDirectory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// mesh.yaml is too large to be one.
+    #[error("{} is {size} bytes; a mesh.yaml is at most {limit} bytes", path.display())]
+    SpecTooLarge {
+        /// The path.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// mesh.yaml is not UTF-8.
+    #[error("{} is not UTF-8 text (invalid byte at offset {offset})", path.display())]
+    SpecNotUtf8 {
+        /// The path.
+        path: PathBuf,
+        /// First invalid byte.
+        offset: usize,
+    },
+    /// A file could not be read.
+    #[error("failed to read {}", path.display())]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A file could not be written.
+    #[error("failed to write {}", path.display())]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Refusing to overwrite an existing file.
+    #[error("{} already exists", path.display())]
+    WouldOverwrite {
+        /// The path.
+        path: PathBuf,
+    },
+    /// An option combination or argument that cannot work.
+    #[error("{message}")]
+    Usage {
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        hint: Option<String>,
+    },
+}
+
+impl ExpectedError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ExpectedError::SpecInvalid { .. }
+            | ExpectedError::SpecTooLarge { .. }
+            | ExpectedError::SpecNotUtf8 { .. } => exit::SPEC,
+            ExpectedError::SpecNotFound { .. }
+            | ExpectedError::SpecIsDirectory { .. }
+            | ExpectedError::Read { .. }
+            | ExpectedError::Write { .. }
+            | ExpectedError::WouldOverwrite { .. } => exit::IO,
+            ExpectedError::Usage { .. } => exit::USAGE,
+        }
+    }
+
+    /// Hints shown under the error.
+    pub fn hints(&self) -> Vec<String> {
+        match self {
+            ExpectedError::SpecInvalid { .. } => {
+                vec!["fix the errors above; `cmesh check` lists them all".into()]
+            }
+            ExpectedError::SpecNotFound { .. } => vec![
+                "run `cmesh init` to write one, pass another file with -f, or use --example".into(),
+            ],
+            ExpectedError::SpecIsDirectory { path } => {
+                vec![format!("pass the file inside it: -f {}", path.join("mesh.yaml").display())]
+            }
+            ExpectedError::SpecTooLarge { .. } => vec!["is this the right file?".into()],
+            ExpectedError::SpecNotUtf8 { .. } => {
+                vec!["save the file as UTF-8 (is it encrypted or binary?)".into()]
+            }
+            ExpectedError::WouldOverwrite { .. } => {
+                vec!["pass --force to replace it, or -f to write elsewhere".into()]
+            }
+            ExpectedError::Usage { hint, .. } => hint.iter().cloned().collect(),
+            ExpectedError::Read { .. } | ExpectedError::Write { .. } => Vec::new(),
+        }
+    }
+
+    /// Writes the error, its causes and hints to `w` (stderr in the binary).
+    pub fn display_to(&self, w: &mut dyn Write) -> io::Result<()> {
+        write!(w, "error: {self}")?;
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            write!(w, ": {s}")?;
+            source = s.source();
+        }
+        writeln!(w)?;
+        for h in self.hints() {
+            writeln!(w, "  (hint: {h})")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! cmesh, the edge: command line, file system, Kubernetes, helm, probes and terminal output.
+//!
+//! The pure work (validation, PKI, rendering) happens in `cmesh-core`; this crate reads
+//! inputs, calls the core, and carries out the plans it returns.
+
+pub mod cli;
+pub mod commands;
+pub mod errors;
+pub mod fsx;
+pub mod input;
+pub mod ui;
+
+/// Entry point of the `cmesh` binary.
+pub fn main() -> std::process::ExitCode {
+    cli::main_impl()
+}
