@@ -213,10 +213,10 @@ impl miette::Diagnostic for Diagnostic {
             let label = self.field.clone().map(|f| format!("{f}"));
             LabeledSpan::new_primary_with_span(label, clamp(s))
         });
-        let related = self
-            .related
-            .iter()
-            .filter_map(move |r| r.span.map(|s| LabeledSpan::new_with_span(Some(r.message.clone()), clamp(s))));
+        let related = self.related.iter().filter_map(move |r| {
+            r.span
+                .map(|s| LabeledSpan::new_with_span(Some(r.message.clone()), clamp(s)))
+        });
         Some(Box::new(primary.into_iter().chain(related)))
     }
 }

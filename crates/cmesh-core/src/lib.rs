@@ -6,6 +6,8 @@
 //! bytes and a clock, and return values and plans that the `cmesh` binary carries out.
 
 pub mod diag;
+pub mod pki;
+pub mod render;
 pub mod spec;
 pub mod value;
 pub mod version;

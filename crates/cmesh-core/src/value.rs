@@ -91,7 +91,9 @@ impl Value {
             if !matches!(cur, Value::Map(_)) {
                 *cur = Value::map();
             }
-            let Value::Map(m) = cur else { unreachable!("just made a map") };
+            let Value::Map(m) = cur else {
+                unreachable!("just made a map")
+            };
             cur = m.entry((*key).to_owned()).or_insert_with(Value::map);
         }
         if !matches!(cur, Value::Map(_)) {
@@ -150,10 +152,12 @@ impl Value {
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null),
             Value::Str(s) => serde_json::Value::String(s.clone()),
-            Value::Seq(items) => serde_json::Value::Array(items.iter().map(Value::to_json).collect()),
-            Value::Map(m) => serde_json::Value::Object(
-                m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
-            ),
+            Value::Seq(items) => {
+                serde_json::Value::Array(items.iter().map(Value::to_json).collect())
+            }
+            Value::Map(m) => {
+                serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
         }
     }
 }

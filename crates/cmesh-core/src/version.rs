@@ -51,7 +51,10 @@ impl FromStr for CiliumVersion {
             return Err(err());
         }
         let num = |p: &str| -> Result<u64, VersionParseError> {
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
+            if p.is_empty()
+                || !p.bytes().all(|b| b.is_ascii_digit())
+                || (p.len() > 1 && p.starts_with('0'))
+            {
                 return Err(err());
             }
             p.parse().map_err(|_| err())
@@ -139,10 +142,11 @@ impl CiliumVersion {
         self.at_least(20)
     }
 
-    /// The chart accepts clustermesh certificates as values (`tls.server.cert` …): up to 1.19.
-    /// From 1.20 it fails if they are set and the Secrets must be pre-created.
-    pub fn accepts_clustermesh_certs_in_values(&self) -> bool {
-        !self.at_least(20)
+    /// Provided clustermesh certificates can only be given as values (`tls.server.cert` …):
+    /// 1.14 and 1.15, whose `tls-provided` templates `required` them. 1.16 … 1.19 also accept
+    /// pre-created Secrets (`tls.enableSecrets: false`), and 1.20 accepts nothing else.
+    pub fn clustermesh_certs_only_as_values(&self) -> bool {
+        !self.at_least(16)
     }
 
     /// `clustermesh.apiserver.tls.enableSecrets` exists (1.16 … 1.19).
@@ -186,7 +190,11 @@ impl CiliumVersion {
 
     /// Default `clustermesh.apiserver.tls.authMode` of the chart.
     pub fn default_auth_mode(&self) -> &'static str {
-        if self.at_least(19) { "migration" } else { "legacy" }
+        if self.at_least(19) {
+            "migration"
+        } else {
+            "legacy"
+        }
     }
 
     /// Hubble's `existingSecret` keys exist (1.16.19+; not in 1.16.0).
@@ -219,9 +227,16 @@ mod tests {
     fn parses_and_orders() {
         let v: CiliumVersion = "1.14.2".parse().unwrap();
         assert_eq!(v, CiliumVersion::new(1, 14, 2));
-        assert_eq!("v1.20.0".parse::<CiliumVersion>().unwrap().to_string(), "1.20.0");
         assert_eq!(
-            "1.21.0-pre.0".parse::<CiliumVersion>().unwrap().pre.as_deref(),
+            "v1.20.0".parse::<CiliumVersion>().unwrap().to_string(),
+            "1.20.0"
+        );
+        assert_eq!(
+            "1.21.0-pre.0"
+                .parse::<CiliumVersion>()
+                .unwrap()
+                .pre
+                .as_deref(),
             Some("pre.0")
         );
         for bad in ["1.14", "1.14.x", "", "1..2", "1.014.2", "1.14.2-", "latest"] {
@@ -242,7 +257,13 @@ mod tests {
         assert!(!v("1.19.0").has_shared_nodeport_bug());
         assert!(!v("1.16.0").has_hubble_existing_secret());
         assert!(v("1.16.19").has_hubble_existing_secret());
-        assert_eq!(v("1.20.0").server_common_name("kube-system"), "clustermesh-apiserver.kube-system.svc");
-        assert_eq!(v("1.19.6").server_common_name("kube-system"), "clustermesh-apiserver.cilium.io");
+        assert_eq!(
+            v("1.20.0").server_common_name("kube-system"),
+            "clustermesh-apiserver.kube-system.svc"
+        );
+        assert_eq!(
+            v("1.19.6").server_common_name("kube-system"),
+            "clustermesh-apiserver.cilium.io"
+        );
     }
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use cmesh_core::spec::{self, codes};
 
 fn fixtures(dir: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
         .map(|e| e.unwrap().path())
@@ -33,11 +35,24 @@ fn run(dir: &str) -> usize {
         let text = std::fs::read_to_string(path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let checked = spec::check(&name, &text);
-        let mut errors: Vec<String> = checked.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.code.to_owned()).collect();
-        let mut warnings: Vec<String> = checked.diagnostics.iter().filter(|d| !d.is_error()).map(|d| d.code.to_owned()).collect();
+        let mut errors: Vec<String> = checked
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.code.to_owned())
+            .collect();
+        let mut warnings: Vec<String> = checked
+            .diagnostics
+            .iter()
+            .filter(|d| !d.is_error())
+            .map(|d| d.code.to_owned())
+            .collect();
         errors.sort();
         warnings.sort();
-        let (want_e, want_w) = (expected(&text, "expect-errors"), expected(&text, "expect-warnings"));
+        let (want_e, want_w) = (
+            expected(&text, "expect-errors"),
+            expected(&text, "expect-warnings"),
+        );
         if errors != want_e || warnings != want_w {
             failures.push(format!(
                 "{name}: errors {errors:?} (want {want_e:?}), warnings {warnings:?} (want {want_w:?})\n  {}",
@@ -46,24 +61,39 @@ fn run(dir: &str) -> usize {
         }
         // Every diagnostic must point somewhere and say how to fix it.
         for d in &checked.diagnostics {
-            assert!(codes::by_code(d.code).is_some(), "{name}: unregistered code {}", d.code);
+            assert!(
+                codes::by_code(d.code).is_some(),
+                "{name}: unregistered code {}",
+                d.code
+            );
             assert!(d.help.is_some(), "{name}: {} has no help", d.code);
             if d.code != "CM002" && d.code != "CM009" {
                 assert!(d.span.is_some(), "{name}: {} has no span", d.code);
             }
         }
         if !want_e.is_empty() {
-            assert!(checked.spec.is_none(), "{name}: invalid spec produced a model");
+            assert!(
+                checked.spec.is_none(),
+                "{name}: invalid spec produced a model"
+            );
         }
     }
-    assert!(failures.is_empty(), "{} fixture(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} fixture(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     files.len()
 }
 
 #[test]
 fn invalid_specs_report_exactly_their_rule() {
     let n = run("invalid");
-    assert!(n >= 40, "the corpus must hold at least 40 invalid specs, found {n}");
+    assert!(
+        n >= 40,
+        "the corpus must hold at least 40 invalid specs, found {n}"
+    );
 }
 
 #[test]
@@ -84,7 +114,9 @@ fn every_error_rule_has_an_invalid_fixture() {
     }
     // Rules about an existing CA are exercised with real files in the PKI tests, and
     // CM114 needs 256 clusters (tested below), so they have no fixture here.
-    let elsewhere = ["CM114", "CM510", "CM511", "CM512", "CM513", "CM514", "CM515"];
+    let elsewhere = [
+        "CM114", "CM510", "CM511", "CM512", "CM513", "CM514", "CM515",
+    ];
     let missing: Vec<&str> = codes::ALL
         .iter()
         .map(|r| r.code)
@@ -100,10 +132,15 @@ fn too_many_clusters_for_255() {
         version: "1.16.0".parse().unwrap(),
         ..Default::default()
     };
-    let text = spec::example::generate(&o).unwrap().replace("  maxConnectedClusters: 511\n", "");
+    let text = spec::example::generate(&o)
+        .unwrap()
+        .replace("  maxConnectedClusters: 511\n", "");
     let checked = spec::check("gen", &text);
     let codes: Vec<&str> = checked.diagnostics.iter().map(|d| d.code).collect();
     // IDs 256..300 are out of range too; the count rule names the real fix.
     assert!(codes.contains(&"CM114"), "{codes:?}");
-    assert!(codes.iter().all(|c| *c == "CM114" || *c == "CM111"), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| *c == "CM114" || *c == "CM111"),
+        "{codes:?}"
+    );
 }

@@ -131,7 +131,10 @@ impl ExpectedError {
                 "run `cmesh init` to write one, pass another file with -f, or use --example".into(),
             ],
             ExpectedError::SpecIsDirectory { path } => {
-                vec![format!("pass the file inside it: -f {}", path.join("mesh.yaml").display())]
+                vec![format!(
+                    "pass the file inside it: -f {}",
+                    path.join("mesh.yaml").display()
+                )]
             }
             ExpectedError::SpecTooLarge { .. } => vec!["is this the right file?".into()],
             ExpectedError::SpecNotUtf8 { .. } => {

@@ -41,7 +41,12 @@ fn parent_of(path: &Path) -> PathBuf {
 ///
 /// # Errors
 /// [`ExpectedError::Write`] or [`ExpectedError::WouldOverwrite`].
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: Mode, overwrite: bool) -> Result<(), ExpectedError> {
+pub fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    mode: Mode,
+    overwrite: bool,
+) -> Result<(), ExpectedError> {
     let werr = |source| ExpectedError::Write {
         path: path.to_path_buf(),
         source,
@@ -79,5 +84,7 @@ fn permissions(mode: Mode) -> std::fs::Permissions {
 #[cfg(not(unix))]
 fn permissions(_mode: Mode) -> std::fs::Permissions {
     // Only Unix permissions are meaningful for cmesh's key files; elsewhere use the default.
-    std::fs::metadata(".").map(|m| m.permissions()).unwrap_or_else(|_| unreachable!())
+    std::fs::metadata(".")
+        .map(|m| m.permissions())
+        .unwrap_or_else(|_| unreachable!())
 }

@@ -4,8 +4,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use cmesh_core::spec::{self, MAX_SPEC_BYTES, MeshSpec, example};
 use cmesh_core::diag::Diagnostic;
+use cmesh_core::spec::{self, MAX_SPEC_BYTES, MeshSpec, example};
 
 use crate::errors::ExpectedError;
 
@@ -114,7 +114,10 @@ fn decode(buf: Vec<u8>, path: &Path) -> Result<String, ExpectedError> {
         offset: e.utf8_error().valid_up_to(),
     })?;
     // A UTF-8 byte-order mark is legal YAML but would end up in the first key.
-    Ok(text.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(text))
+    Ok(text
+        .strip_prefix('\u{feff}')
+        .map(str::to_owned)
+        .unwrap_or(text))
 }
 
 /// A validated spec with the input it came from and its warnings.

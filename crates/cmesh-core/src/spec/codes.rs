@@ -36,8 +36,10 @@ pub const MISSING_FIELD: Rule = error("CM006", "required field is missing");
 /// A value outside the allowed set or format.
 pub const INVALID_VALUE: Rule = error("CM007", "value is not one of the allowed values or formats");
 /// A plain scalar in Helm values that YAML 1.1 (Helm) reads differently from YAML 1.2.
-pub const YAML11_AMBIGUOUS: Rule =
-    error("CM008", "plain scalar in Helm values that Helm's YAML 1.1 reads differently");
+pub const YAML11_AMBIGUOUS: Rule = error(
+    "CM008",
+    "plain scalar in Helm values that Helm's YAML 1.1 reads differently",
+);
 /// Input over the size, depth or alias-expansion limits.
 pub const TOO_LARGE: Rule = error("CM009", "input exceeds size, nesting or alias limits");
 /// An integer written with a leading zero.
@@ -62,9 +64,13 @@ pub const MAX_CLUSTERS: Rule = error("CM112", "maxConnectedClusters must be 255 
 /// Fewer than two clusters.
 pub const SINGLE_CLUSTER: Rule = warning("CM113", "a mesh needs at least two clusters");
 /// More clusters than maxConnectedClusters allows.
-pub const TOO_MANY_CLUSTERS: Rule = error("CM114", "more clusters than maxConnectedClusters allows");
+pub const TOO_MANY_CLUSTERS: Rule =
+    error("CM114", "more clusters than maxConnectedClusters allows");
 /// ENI / AWS VPC CNI clusters with IDs the chart rejects (cilium#21330).
-pub const ENI_ID: Rule = error("CM115", "cluster ID 128-255 or 384-511 in ENI or aws-cni mode");
+pub const ENI_ID: Rule = error(
+    "CM115",
+    "cluster ID 128-255 or 384-511 in ENI or aws-cni mode",
+);
 
 /// A CIDR that does not parse.
 pub const CIDR_SYNTAX: Rule = error("CM201", "not a CIDR");
@@ -73,11 +79,20 @@ pub const CIDR_HOST_BITS: Rule = error("CM202", "CIDR has host bits set");
 /// Two CIDRs overlap.
 pub const CIDR_OVERLAP: Rule = error("CM203", "pod, service and node CIDRs must not overlap");
 /// podCIDRMaskSize not longer than a pool's prefix, or too long.
-pub const MASK_SIZE: Rule = error("CM204", "podCIDRMaskSize must be longer than every pool prefix");
+pub const MASK_SIZE: Rule = error(
+    "CM204",
+    "podCIDRMaskSize must be longer than every pool prefix",
+);
 /// podCIDRMaskSize leaves room for too few nodes.
-pub const MASK_ROOM: Rule = error("CM205", "podCIDRMaskSize leaves room for fewer than 4 nodes");
+pub const MASK_ROOM: Rule = error(
+    "CM205",
+    "podCIDRMaskSize leaves room for fewer than 4 nodes",
+);
 /// Clusters with no IP family in common.
-pub const IP_FAMILY: Rule = warning("CM206", "clusters with no common IP family cannot reach each other");
+pub const IP_FAMILY: Rule = warning(
+    "CM206",
+    "clusters with no common IP family cannot reach each other",
+);
 
 /// No address and no ips.
 pub const NO_ENDPOINT: Rule = error("CM301", "cluster has no clustermesh address or ips");
@@ -96,7 +111,8 @@ pub const IPS_FORMAT: Rule = error("CM307", "ips entry is not an IP address");
 /// LoadBalancer with a port other than 2379.
 pub const LB_PORT: Rule = warning("CM308", "LoadBalancer endpoints listen on 2379");
 /// Two clusters with the same endpoint.
-pub const DUPLICATE_ENDPOINT: Rule = error("CM309", "two clusters have the same clustermesh endpoint");
+pub const DUPLICATE_ENDPOINT: Rule =
+    error("CM309", "two clusters have the same clustermesh endpoint");
 /// An apiServer that is not host[:port].
 pub const API_SERVER_FORMAT: Rule = error("CM310", "apiServer is not HOST[:PORT]");
 /// The mesh domain is not a DNS name.
@@ -111,14 +127,21 @@ pub const NEEDS_VERSION: Rule = error("CM403", "option needs a newer Cilium vers
 /// kubeProxyReplacement spelled in a way the chart rejects (or deprecates).
 pub const KPR_VALUE: Rule = error("CM404", "kubeProxyReplacement value the chart rejects");
 /// certManager without an issuer reference.
-pub const CERT_MANAGER_ISSUER: Rule =
-    error("CM405", "certManager needs clustermesh.apiserver.tls.auto.certManagerIssuerRef");
+pub const CERT_MANAGER_ISSUER: Rule = error(
+    "CM405",
+    "certManager needs clustermesh.apiserver.tls.auto.certManagerIssuerRef",
+);
 
 /// authMode cluster without one shared CA.
-pub const AUTH_SHARED_CA: Rule = error("CM501", "authMode cluster requires one CA shared by all clusters");
+pub const AUTH_SHARED_CA: Rule = error(
+    "CM501",
+    "authMode cluster requires one CA shared by all clusters",
+);
 /// The helm method regenerates certificates on every render.
-pub const HELM_METHOD: Rule =
-    warning("CM502", "certificates: helm regenerates certificates on every render");
+pub const HELM_METHOD: Rule = warning(
+    "CM502",
+    "certificates: helm regenerates certificates on every render",
+);
 /// The existing CA cannot be read.
 pub const CA_UNREADABLE: Rule = error("CM510", "existing CA certificate or key cannot be read");
 /// The existing CA certificate is not a CA.
@@ -128,9 +151,11 @@ pub const CA_EXPIRED: Rule = error("CM512", "existing CA has expired or is not y
 /// The existing CA expires within 30 days.
 pub const CA_EXPIRING: Rule = warning("CM513", "existing CA expires within 30 days");
 /// CA key and certificate do not match.
-pub const CA_KEY_MISMATCH: Rule = error("CM514", "CA private key does not match the CA certificate");
+pub const CA_KEY_MISMATCH: Rule =
+    error("CM514", "CA private key does not match the CA certificate");
 /// A private key readable by others.
-pub const KEY_PERMISSIONS: Rule = warning("CM515", "private key file is readable by group or others");
+pub const KEY_PERMISSIONS: Rule =
+    warning("CM515", "private key file is readable by group or others");
 
 /// A user value overrides a key cmesh sets.
 pub const VALUE_OVERRIDE: Rule = warning("CM601", "user value overrides a key cmesh sets");
@@ -208,7 +233,10 @@ mod tests {
         sorted.dedup();
         assert_eq!(codes, sorted);
         for c in codes {
-            assert!(c.len() == 5 && c.starts_with("CM") && c[2..].bytes().all(|b| b.is_ascii_digit()), "{c}");
+            assert!(
+                c.len() == 5 && c.starts_with("CM") && c[2..].bytes().all(|b| b.is_ascii_digit()),
+                "{c}"
+            );
         }
     }
 }

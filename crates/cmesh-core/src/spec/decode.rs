@@ -11,8 +11,8 @@ use ipnet::IpNet;
 
 use super::codes;
 use super::model::{
-    AuthMode, CertMethod, DEFAULT_REPO, Host, HostPort, KeyAlgorithm, MeshSettings,
-    PkiSettings, ServiceType,
+    AuthMode, CertMethod, DEFAULT_REPO, Host, HostPort, KeyAlgorithm, MeshSettings, PkiSettings,
+    ServiceType,
 };
 use super::source::{SpecSource, child, item};
 use crate::diag::{Diagnostic, Rule};
@@ -125,7 +125,14 @@ impl<'s> Decoder<'s> {
         self.diags.push(d.with_source(self.src.text()));
     }
 
-    fn problem(&mut self, rule: &Rule, path: &str, node: &Node, message: String, help: Option<String>) {
+    fn problem(
+        &mut self,
+        rule: &Rule,
+        path: &str,
+        node: &Node,
+        message: String,
+        help: Option<String>,
+    ) {
         let mut d = Diagnostic::new(rule, message).at(display_path(path), Some(node.span));
         if let Some(h) = help {
             d = d.help(h);
@@ -165,9 +172,23 @@ impl<'s> Decoder<'s> {
 
     fn fields<'n>(&mut self, node: &'n Node, path: &str, known: &[&str]) -> Option<Fields<'n>> {
         let NodeValue::Map(entries) = &node.value else {
-            let what = if path.is_empty() { "the document" } else { path };
-            let msg = format!("`{}` must be a mapping, found {}", display_path(what), node.kind_name());
-            self.problem(&codes::WRONG_TYPE, path, node, msg, None);
+            let what = if path.is_empty() {
+                "the document"
+            } else {
+                path
+            };
+            let msg = format!(
+                "`{}` must be a mapping, found {}",
+                display_path(what),
+                node.kind_name()
+            );
+            self.problem(
+                &codes::WRONG_TYPE,
+                path,
+                node,
+                msg,
+                Some("write `key: value` pairs here".into()),
+            );
             return None;
         };
         let mut out = Vec::new();
@@ -204,7 +225,12 @@ impl<'s> Decoder<'s> {
                 None
             }
             _ => {
-                self.wrong_type(path, node, "a string", None);
+                self.wrong_type(
+                    path,
+                    node,
+                    "a string",
+                    Some("write a single text value".into()),
+                );
                 None
             }
         }
@@ -236,7 +262,10 @@ impl<'s> Decoder<'s> {
             Some(Resolved::Int(i)) => {
                 if let (Some(text), true) = (node.as_str(), node.is_plain()) {
                     let digits = text.trim_start_matches(['-', '+']);
-                    if digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()) {
+                    if digits.len() > 1
+                        && digits.starts_with('0')
+                        && digits.bytes().all(|b| b.is_ascii_digit())
+                    {
                         let d = Diagnostic::new(
                             &codes::LEADING_ZERO,
                             format!("`{}` is written `{text}`; cmesh reads it as {i}", display_path(path)),
@@ -251,24 +280,47 @@ impl<'s> Decoder<'s> {
                 }
                 if i < min || i > max {
                     let msg = format!("`{}` is {i}, outside {min}..{max}", display_path(path));
-                    self.problem(&codes::INVALID_VALUE, path, node, msg, None);
+                    self.problem(
+                        &codes::INVALID_VALUE,
+                        path,
+                        node,
+                        msg,
+                        Some(format!("use a value from {min} to {max}")),
+                    );
                     return None;
                 }
                 Some(i)
             }
-            Some(Resolved::Str) if node.as_str().is_some_and(|t| t.trim().parse::<i128>().is_ok()) => {
-                let help = format!("remove the quotes: {}", node.as_str().unwrap_or_default().trim());
+            Some(Resolved::Str)
+                if node
+                    .as_str()
+                    .is_some_and(|t| t.trim().parse::<i128>().is_ok()) =>
+            {
+                let help = format!(
+                    "remove the quotes: {}",
+                    node.as_str().unwrap_or_default().trim()
+                );
                 self.wrong_type(path, node, "an integer", Some(help));
                 None
             }
             _ => {
-                self.wrong_type(path, node, "an integer", None);
+                self.wrong_type(
+                    path,
+                    node,
+                    "an integer",
+                    Some(format!("write a whole number from {min} to {max}")),
+                );
                 None
             }
         }
     }
 
-    fn choice(&mut self, node: &Node, path: &str, options: &[&'static str]) -> Option<&'static str> {
+    fn choice(
+        &mut self,
+        node: &Node,
+        path: &str,
+        options: &[&'static str],
+    ) -> Option<&'static str> {
         let text = self.string(node, path)?;
         if let Some(o) = options.iter().find(|o| **o == text) {
             return Some(o);
@@ -284,12 +336,22 @@ impl<'s> Decoder<'s> {
 
     fn cidrs(&mut self, node: &Node, path: &str) -> Option<Vec<Cidr>> {
         let items: Vec<(String, &Node)> = match &node.value {
-            NodeValue::Seq(list) => list.iter().enumerate().map(|(i, n)| (item(path, i), n)).collect(),
+            NodeValue::Seq(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (item(path, i), n))
+                .collect(),
             _ => vec![(path.to_owned(), node)],
         };
         if items.is_empty() {
             let msg = format!("`{}` is an empty list", display_path(path));
-            self.problem(&codes::MISSING_FIELD, path, node, msg, Some("give at least one CIDR".into()));
+            self.problem(
+                &codes::MISSING_FIELD,
+                path,
+                node,
+                msg,
+                Some("give at least one CIDR".into()),
+            );
             return None;
         }
         let mut out = Vec::new();
@@ -323,7 +385,12 @@ impl<'s> Decoder<'s> {
             NodeValue::Map(_) => self.value(node, path),
             _ if is_null(node) => Value::map(),
             _ => {
-                self.wrong_type(path, node, "a mapping of Helm values", Some("use {} for none".into()));
+                self.wrong_type(
+                    path,
+                    node,
+                    "a mapping of Helm values",
+                    Some("use {} for none".into()),
+                );
                 Value::map()
             }
         }
@@ -365,15 +432,31 @@ impl<'s> Decoder<'s> {
                     Some(Resolved::Int(i)) => match i64::try_from(i) {
                         Ok(i) => Value::Int(i),
                         Err(_) => {
-                            let msg = format!("`{}` is {i}, too large for Helm", display_path(path));
-                            self.problem(&codes::INVALID_VALUE, path, node, msg, Some("quote it to pass a string".into()));
+                            let msg =
+                                format!("`{}` is {i}, too large for Helm", display_path(path));
+                            self.problem(
+                                &codes::INVALID_VALUE,
+                                path,
+                                node,
+                                msg,
+                                Some("quote it to pass a string".into()),
+                            );
                             Value::Str(text.clone())
                         }
                     },
                     Some(Resolved::Float(f)) if f.is_finite() => Value::Float(f),
                     Some(Resolved::Float(_)) => {
-                        let msg = format!("`{}` is `{text}`; Helm values cannot hold infinities or NaN", display_path(path));
-                        self.problem(&codes::INVALID_VALUE, path, node, msg, Some("quote it to pass a string".into()));
+                        let msg = format!(
+                            "`{}` is `{text}`; Helm values cannot hold infinities or NaN",
+                            display_path(path)
+                        );
+                        self.problem(
+                            &codes::INVALID_VALUE,
+                            path,
+                            node,
+                            msg,
+                            Some("quote it to pass a string".into()),
+                        );
                         Value::Str(text.clone())
                     }
                     _ => Value::Str(text.clone()),
@@ -406,7 +489,12 @@ impl<'s> Decoder<'s> {
         let name = match top.get("name") {
             Some(n) => self.string(n, "name"),
             None => {
-                self.missing("", Some(root), "name", "add `name: <mesh name>` (a DNS label such as `homelab`)");
+                self.missing(
+                    "",
+                    Some(root),
+                    "name",
+                    "add `name: <mesh name>` (a DNS label such as `homelab`)",
+                );
                 None
             }
         };
@@ -419,7 +507,12 @@ impl<'s> Decoder<'s> {
                 if let Some(f) = self.fields(c, "cilium", CILIUM) {
                     match f.get("version") {
                         Some(v) => version = self.version(v),
-                        None => self.missing("cilium", Some(c), "version", "add `version: \"1.14.2\"` (quoted)"),
+                        None => self.missing(
+                            "cilium",
+                            Some(c),
+                            "version",
+                            "add `version: \"1.14.2\"` (quoted)",
+                        ),
                     }
                     if let Some(r) = f.get("repo") {
                         if let Some(r) = self.string(r, "cilium.repo") {
@@ -431,7 +524,12 @@ impl<'s> Decoder<'s> {
                     }
                 }
             }
-            None => self.missing("", Some(root), "cilium", "add a `cilium:` section with `version: \"1.14.2\"`"),
+            None => self.missing(
+                "",
+                Some(root),
+                "cilium",
+                "add a `cilium:` section with `version: \"1.14.2\"`",
+            ),
         }
 
         let mesh = self.mesh(top.get("clustermesh"));
@@ -445,9 +543,19 @@ impl<'s> Decoder<'s> {
                         clusters.push(self.cluster(n, &item("clusters", i)));
                     }
                 }
-                _ => self.wrong_type("clusters", node, "a list of clusters", None),
+                _ => self.wrong_type(
+                    "clusters",
+                    node,
+                    "a list of clusters",
+                    Some("start each cluster with `- name: ...`".into()),
+                ),
             },
-            None => self.missing("", Some(root), "clusters", "add a `clusters:` list with one entry per cluster"),
+            None => self.missing(
+                "",
+                Some(root),
+                "clusters",
+                "add a `clusters:` list with one entry per cluster",
+            ),
         }
 
         Some(RawSpec {
@@ -473,7 +581,12 @@ impl<'s> Decoder<'s> {
                 return None;
             }
             _ => {
-                self.wrong_type(path, node, "a version string", None);
+                self.wrong_type(
+                    path,
+                    node,
+                    "a version string",
+                    Some("write a quoted version such as \"1.14.2\"".into()),
+                );
                 return None;
             }
         };
@@ -512,7 +625,15 @@ impl<'s> Decoder<'s> {
                     m.domain = d;
                 } else {
                     let msg = format!("`clustermesh.domain` is `{d}`, which is not a DNS name");
-                    self.problem(&codes::DOMAIN_FORMAT, "clustermesh.domain", n, msg, Some("use lowercase labels separated by dots, such as mesh.cilium.io".into()));
+                    self.problem(
+                        &codes::DOMAIN_FORMAT,
+                        "clustermesh.domain",
+                        n,
+                        msg,
+                        Some(
+                            "use lowercase labels separated by dots, such as mesh.cilium.io".into(),
+                        ),
+                    );
                 }
             }
         }
@@ -524,7 +645,11 @@ impl<'s> Decoder<'s> {
             }
         }
         if let Some(n) = f.get("authMode") {
-            match self.choice(n, "clustermesh.authMode", &["cluster", "migration", "legacy"]) {
+            match self.choice(
+                n,
+                "clustermesh.authMode",
+                &["cluster", "migration", "legacy"],
+            ) {
                 Some("migration") => m.auth_mode = AuthMode::Migration,
                 Some("legacy") => m.auth_mode = AuthMode::Legacy,
                 _ => {}
@@ -534,16 +659,27 @@ impl<'s> Decoder<'s> {
             m.kvstoremesh = self.boolean(n, "clustermesh.kvstoremesh");
         }
         if let Some(n) = f.get("maxConnectedClusters") {
-            if let Some(v) = self.integer(n, "clustermesh.maxConnectedClusters", 0, i128::from(u16::MAX)) {
+            if let Some(v) = self.integer(
+                n,
+                "clustermesh.maxConnectedClusters",
+                0,
+                i128::from(u16::MAX),
+            ) {
                 // Range (255 | 511) is a semantic rule with its own code.
                 m.max_connected_clusters = u16::try_from(v).unwrap_or(255);
             }
         }
         if let Some(n) = f.get("endpointSliceSync") {
-            m.endpoint_slice_sync = self.boolean(n, "clustermesh.endpointSliceSync").unwrap_or(false);
+            m.endpoint_slice_sync = self
+                .boolean(n, "clustermesh.endpointSliceSync")
+                .unwrap_or(false);
         }
         if let Some(n) = f.get("certificates") {
-            m.certificates = match self.choice(n, "clustermesh.certificates", &["cmesh", "helm", "cronJob", "certManager"]) {
+            m.certificates = match self.choice(
+                n,
+                "clustermesh.certificates",
+                &["cmesh", "helm", "cronJob", "certManager"],
+            ) {
                 Some("helm") => CertMethod::Helm,
                 Some("cronJob") => CertMethod::CronJob,
                 Some("certManager") => CertMethod::CertManager,
@@ -561,18 +697,30 @@ impl<'s> Decoder<'s> {
             cert_validity_days: 365,
         };
         let Some(node) = node else { return p };
-        let Some(f) = self.fields(node, "pki", PKI) else { return p };
+        let Some(f) = self.fields(node, "pki", PKI) else {
+            return p;
+        };
         if let Some(n) = f.get("dir") {
             if let Some(d) = self.string(n, "pki.dir") {
                 if d.trim().is_empty() {
-                    self.problem(&codes::INVALID_VALUE, "pki.dir", n, "`pki.dir` is empty".into(), Some("leave it out for the default `pki`".into()));
+                    self.problem(
+                        &codes::INVALID_VALUE,
+                        "pki.dir",
+                        n,
+                        "`pki.dir` is empty".into(),
+                        Some("leave it out for the default `pki`".into()),
+                    );
                 } else {
                     p.dir = d;
                 }
             }
         }
         if let Some(n) = f.get("keyAlgorithm") {
-            p.key_algorithm = match self.choice(n, "pki.keyAlgorithm", &["ecdsa-p256", "rsa-2048", "rsa-4096"]) {
+            p.key_algorithm = match self.choice(
+                n,
+                "pki.keyAlgorithm",
+                &["ecdsa-p256", "rsa-2048", "rsa-4096"],
+            ) {
                 Some("rsa-2048") => KeyAlgorithm::Rsa2048,
                 Some("rsa-4096") => KeyAlgorithm::Rsa4096,
                 _ => KeyAlgorithm::EcdsaP256,
@@ -596,10 +744,17 @@ impl<'s> Decoder<'s> {
             values: Value::map(),
             ..RawCluster::default()
         };
-        let Some(f) = self.fields(node, path, CLUSTER) else { return c };
+        let Some(f) = self.fields(node, path, CLUSTER) else {
+            return c;
+        };
         match f.get("name") {
             Some(n) => c.name = self.string(n, &child(path, "name")),
-            None => self.missing(path, Some(node), "name", "add `name: <cluster name>`, a DNS label of at most 32 characters"),
+            None => self.missing(
+                path,
+                Some(node),
+                "name",
+                "add `name: <cluster name>`, a DNS label of at most 32 characters",
+            ),
         }
         match f.get("id") {
             Some(n) => {
@@ -613,7 +768,12 @@ impl<'s> Decoder<'s> {
                     }
                 }
             }
-            None => self.missing(path, Some(node), "id", "add `id: <1..255>`, unique across the mesh"),
+            None => self.missing(
+                path,
+                Some(node),
+                "id",
+                "add `id: <1..255>`, unique across the mesh",
+            ),
         }
         if let Some(n) = f.get("kubeconfig") {
             c.kubeconfig = self.string(n, &child(path, "kubeconfig"));
@@ -627,7 +787,10 @@ impl<'s> Decoder<'s> {
                 match parse_host_port(&text, 6443) {
                     Some(hp) => c.api_server = Some(hp),
                     None => {
-                        let msg = format!("`{}` is `{text}`, which is not HOST[:PORT]", display_path(&p));
+                        let msg = format!(
+                            "`{}` is `{text}`, which is not HOST[:PORT]",
+                            display_path(&p)
+                        );
                         self.problem(&codes::API_SERVER_FORMAT, &p, n, msg, Some("write the API server as host:port, for example k8s-lab-01.mylaptop.loc:6443 or 192.168.124.6:6443".into()));
                     }
                 }
@@ -635,7 +798,12 @@ impl<'s> Decoder<'s> {
         }
         match f.get("podCIDR") {
             Some(n) => c.pod_cidrs = self.cidrs(n, &child(path, "podCIDR")).unwrap_or_default(),
-            None => self.missing(path, Some(node), "podCIDR", "add `podCIDR: <CIDR>` (or a list for dual stack), unique across the mesh"),
+            None => self.missing(
+                path,
+                Some(node),
+                "podCIDR",
+                "add `podCIDR: <CIDR>` (or a list for dual stack), unique across the mesh",
+            ),
         }
         if let Some(n) = f.get("podCIDRMaskSize") {
             c.pod_cidr_mask_size = self
@@ -643,8 +811,17 @@ impl<'s> Decoder<'s> {
                 .map(|v| v as u8);
         }
         match f.get("serviceCIDR") {
-            Some(n) => c.service_cidrs = self.cidrs(n, &child(path, "serviceCIDR")).unwrap_or_default(),
-            None => self.missing(path, Some(node), "serviceCIDR", "add `serviceCIDR: <CIDR>`, the cluster's --service-cluster-ip-range"),
+            Some(n) => {
+                c.service_cidrs = self
+                    .cidrs(n, &child(path, "serviceCIDR"))
+                    .unwrap_or_default()
+            }
+            None => self.missing(
+                path,
+                Some(node),
+                "serviceCIDR",
+                "add `serviceCIDR: <CIDR>`, the cluster's --service-cluster-ip-range",
+            ),
         }
         if let Some(n) = f.get("nodeCIDR") {
             c.node_cidrs = self.cidrs(n, &child(path, "nodeCIDR")).unwrap_or_default();
@@ -664,15 +841,22 @@ impl<'s> Decoder<'s> {
 
     fn endpoint(&mut self, node: &Node, path: &str, c: &mut RawCluster) {
         c.endpoint_given = true;
-        let Some(f) = self.fields(node, path, ENDPOINT) else { return };
+        let Some(f) = self.fields(node, path, ENDPOINT) else {
+            return;
+        };
         if let Some(n) = f.get("address") {
             let p = child(path, "address");
             if let Some(text) = self.string(n, &p) {
                 match parse_host(&text) {
                     Some(h) => c.address = Some(h),
                     None => {
-                        let msg = format!("`{}` is `{text}`, which is neither a DNS name nor an IP address", display_path(&p));
-                        let help = if text.contains("://") || text.contains(':') && text.parse::<IpAddr>().is_err() {
+                        let msg = format!(
+                            "`{}` is `{text}`, which is neither a DNS name nor an IP address",
+                            display_path(&p)
+                        );
+                        let help = if text.contains("://")
+                            || text.contains(':') && text.parse::<IpAddr>().is_err()
+                        {
                             "give the host only: the scheme is always https and the port goes in `port`"
                         } else {
                             "use a DNS name such as k8s-lab-01.mylaptop.loc or an IP address"
@@ -692,14 +876,22 @@ impl<'s> Decoder<'s> {
                             match text.trim().parse::<IpAddr>() {
                                 Ok(ip) => c.ips.push(ip),
                                 Err(_) => {
-                                    let msg = format!("`{}` is `{text}`, which is not an IP address", display_path(&ip_path));
+                                    let msg = format!(
+                                        "`{}` is `{text}`, which is not an IP address",
+                                        display_path(&ip_path)
+                                    );
                                     self.problem(&codes::IPS_FORMAT, &ip_path, it, msg, Some("list IP addresses only; put a DNS name in `address` instead".into()));
                                 }
                             }
                         }
                     }
                 }
-                _ => self.wrong_type(&p, n, "a list of IP addresses", None),
+                _ => self.wrong_type(
+                    &p,
+                    n,
+                    "a list of IP addresses",
+                    Some("write a list, for example [192.168.124.6]".into()),
+                ),
             }
         }
         if let Some(n) = f.get("port") {
@@ -754,14 +946,19 @@ fn is_dns_label_loose(l: &str) -> bool {
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
 
 fn parse_host(text: &str) -> Option<Host> {
     let t = text.trim();
-    if let Ok(ip) = t.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    if let Ok(ip) = t
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         return Some(Host::Ip(ip));
     }
     is_dns_name(t).then(|| Host::Dns(t.trim_end_matches('.').to_ascii_lowercase()))
@@ -780,16 +977,25 @@ pub(crate) fn parse_host_port(text: &str, default_port: u16) -> Option<HostPort>
             None if after.is_empty() => default_port,
             None => return None,
         };
-        return Some(HostPort { host: Host::Ip(ip), port });
+        return Some(HostPort {
+            host: Host::Ip(ip),
+            port,
+        });
     }
     if let Ok(ip) = t.parse::<IpAddr>() {
-        return Some(HostPort { host: Host::Ip(ip), port: default_port });
+        return Some(HostPort {
+            host: Host::Ip(ip),
+            port: default_port,
+        });
     }
     let (host, port) = match t.rsplit_once(':') {
         Some((h, p)) => (h, p.parse().ok().filter(|p: &u16| *p > 0)?),
         None => (t, default_port),
     };
-    Some(HostPort { host: parse_host(host)?, port })
+    Some(HostPort {
+        host: parse_host(host)?,
+        port,
+    })
 }
 
 #[cfg(test)]
@@ -801,8 +1007,14 @@ mod tests {
         let hp = parse_host_port("k8s-lab-01.mylaptop.loc:6443", 1).unwrap();
         assert_eq!(hp.host, Host::Dns("k8s-lab-01.mylaptop.loc".into()));
         assert_eq!(hp.port, 6443);
-        assert_eq!(parse_host_port("https://10.0.0.1:443/", 1).unwrap().port, 443);
-        assert_eq!(parse_host_port("[fd00::1]:6443", 1).unwrap().host, Host::Ip("fd00::1".parse().unwrap()));
+        assert_eq!(
+            parse_host_port("https://10.0.0.1:443/", 1).unwrap().port,
+            443
+        );
+        assert_eq!(
+            parse_host_port("[fd00::1]:6443", 1).unwrap().host,
+            Host::Ip("fd00::1".parse().unwrap())
+        );
         assert_eq!(parse_host_port("fd00::1", 6443).unwrap().port, 6443);
         assert_eq!(parse_host_port("host", 6443).unwrap().port, 6443);
         assert!(parse_host_port("host:0", 1).is_none());

@@ -37,7 +37,9 @@ pub enum ExampleError {
     #[error("--clusters must be between 2 and 511, not {0}")]
     ClusterCount(usize),
     /// More than 255 clusters on a version without maxConnectedClusters.
-    #[error("{count} clusters need maxConnectedClusters 511, which needs Cilium >= 1.15 (not {version})")]
+    #[error(
+        "{count} clusters need maxConnectedClusters 511, which needs Cilium >= 1.15 (not {version})"
+    )]
     NeedsNewerVersion {
         /// Requested clusters.
         count: usize,
@@ -62,7 +64,10 @@ pub fn builtin() -> String {
 pub fn cidrs(i: usize, n: usize) -> (String, String) {
     if n <= 12 {
         // The lab's pattern: 10.244.0.0/16, 10.245.0.0/16, ... and 10.96.0.0/18, 10.97.0.0/18, ...
-        (format!("10.{}.0.0/16", 244 + i), format!("10.{}.0.0/18", 96 + i))
+        (
+            format!("10.{}.0.0/16", 244 + i),
+            format!("10.{}.0.0/18", 96 + i),
+        )
     } else {
         // 512 pod blocks of /18 in 10.0.0.0/9 and 512 service blocks of /20 in 10.128.0.0/9.
         let pod = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + ((i as u32) << 14));
@@ -123,7 +128,9 @@ pub fn generate(o: &ExampleOptions) -> Result<String, ExampleError> {
     let _ = writeln!(s, "  version: \"{v}\"");
     s.push_str("  repo: https://helm.cilium.io\n");
     s.push_str("  # Helm values for every cluster (a cluster's own `values` win over these).\n");
-    s.push_str("  # cmesh itself sets cluster.name/id, the IPAM pools, k8sServiceHost/Port, the shared\n");
+    s.push_str(
+        "  # cmesh itself sets cluster.name/id, the IPAM pools, k8sServiceHost/Port, the shared\n",
+    );
     s.push_str("  # CA, certificates and the whole clustermesh block: `cmesh check` warns if you override them.\n");
     s.push_str("  values:\n");
     s.push_str("    debug:\n      enabled: true\n");
@@ -139,25 +146,35 @@ pub fn generate(o: &ExampleOptions) -> Result<String, ExampleError> {
     s.push_str("    l7Proxy: false\n");
     s.push_str("    # The article used `strict`: deprecated in 1.14 and rejected by the chart from 1.16.\n");
     s.push_str("    kubeProxyReplacement: true\n");
-    s.push_str("    hubble:\n      relay:\n        enabled: true\n      ui:\n        enabled: true\n\n");
+    s.push_str(
+        "    hubble:\n      relay:\n        enabled: true\n      ui:\n        enabled: true\n\n",
+    );
 
     s.push_str("clustermesh:\n");
-    s.push_str("  # clustermesh.config.domain: peers given as `ips` are dialled as <name>.<domain>.\n");
+    s.push_str(
+        "  # clustermesh.config.domain: peers given as `ips` are dialled as <name>.<domain>.\n",
+    );
     let domain = "mylaptop.loc";
     let _ = writeln!(s, "  domain: {domain}");
     s.push_str("  # How each clustermesh-apiserver is exposed: NodePort | LoadBalancer.\n");
     s.push_str("  serviceType: NodePort\n");
-    s.push_str("  # cluster: every cluster authenticates as remote-<name>; needs the shared CA below.\n");
+    s.push_str(
+        "  # cluster: every cluster authenticates as remote-<name>; needs the shared CA below.\n",
+    );
     s.push_str("  authMode: cluster\n");
     if o.clusters > 255 {
         s.push_str("  # 511 allows cluster IDs up to 511 (fewer identities per cluster); new clusters only.\n");
         s.push_str("  maxConnectedClusters: 511\n");
     }
-    s.push_str("  # cmesh: certificates issued once by cmesh from the shared CA, stable across renders.\n");
+    s.push_str(
+        "  # cmesh: certificates issued once by cmesh from the shared CA, stable across renders.\n",
+    );
     s.push_str("  certificates: cmesh\n\n");
 
     s.push_str("pki:\n");
-    s.push_str("  # The shared CA and issued certificates, relative to this file. Keep it out of git.\n");
+    s.push_str(
+        "  # The shared CA and issued certificates, relative to this file. Keep it out of git.\n",
+    );
     s.push_str("  dir: pki\n");
     s.push_str("  keyAlgorithm: ecdsa-p256\n\n");
 
@@ -182,12 +199,21 @@ pub fn generate(o: &ExampleOptions) -> Result<String, ExampleError> {
         if i == 0 {
             s.push_str("    # Pod and service ranges must be unique across the mesh. nodeCIDR is optional.\n");
         }
-        let _ = writeln!(s, "    podCIDR: {pod}\n    podCIDRMaskSize: 24\n    serviceCIDR: {svc}");
+        let _ = writeln!(
+            s,
+            "    podCIDR: {pod}\n    podCIDRMaskSize: 24\n    serviceCIDR: {svc}"
+        );
         if i == 0 {
-            s.push_str("    # Where the other clusters reach this cluster's clustermesh-apiserver.\n");
+            s.push_str(
+                "    # Where the other clusters reach this cluster's clustermesh-apiserver.\n",
+            );
             s.push_str("    # Distinct NodePorts per cluster: Cilium < 1.19 misroutes a shared one (cilium#24692).\n");
         }
-        let _ = writeln!(s, "    clustermesh:\n      address: {host}\n      port: {}", node_port(i));
+        let _ = writeln!(
+            s,
+            "    clustermesh:\n      address: {host}\n      port: {}",
+            node_port(i)
+        );
     }
     Ok(s)
 }
@@ -204,18 +230,34 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(spec.clusters.len(), 2);
         let (a, b) = (&spec.clusters[0], &spec.clusters[1]);
-        assert_eq!((a.name.as_str(), a.id, a.clustermesh.port), ("k8s01", 1, 32379));
-        assert_eq!((b.name.as_str(), b.id, b.clustermesh.port), ("k8s02", 2, 32380));
+        assert_eq!(
+            (a.name.as_str(), a.id, a.clustermesh.port),
+            ("k8s01", 1, 32379)
+        );
+        assert_eq!(
+            (b.name.as_str(), b.id, b.clustermesh.port),
+            ("k8s02", 2, 32380)
+        );
         assert_eq!(a.pod_cidrs[0].to_string(), "10.244.0.0/16");
         assert_eq!(b.service_cidrs[0].to_string(), "10.97.0.0/18");
         assert_eq!(spec.clustermesh.domain, "mylaptop.loc");
         assert_eq!(spec.cilium.version.to_string(), "1.14.2");
-        assert_eq!(b.endpoint_url("mylaptop.loc"), "https://k8s-lab-02.mylaptop.loc:32380");
+        assert_eq!(
+            b.endpoint_url("mylaptop.loc"),
+            "https://k8s-lab-02.mylaptop.loc:32380"
+        );
     }
 
     #[test]
     fn n_clusters_are_clean() {
-        for (n, v) in [(3, "1.14.2"), (12, "1.16.0"), (13, "1.19.6"), (255, "1.14.2"), (256, "1.15.19"), (511, "1.20.0")] {
+        for (n, v) in [
+            (3, "1.14.2"),
+            (12, "1.16.0"),
+            (13, "1.19.6"),
+            (255, "1.14.2"),
+            (256, "1.15.19"),
+            (511, "1.20.0"),
+        ] {
             let o = ExampleOptions {
                 clusters: n,
                 version: v.parse().unwrap(),
@@ -223,16 +265,33 @@ mod tests {
             };
             let text = generate(&o).unwrap();
             let checked = spec::check("gen", &text);
-            assert!(checked.diagnostics.is_empty(), "n={n}: {:?}", checked.diagnostics.first());
+            assert!(
+                checked.diagnostics.is_empty(),
+                "n={n}: {:?}",
+                checked.diagnostics.first()
+            );
             assert_eq!(checked.spec.unwrap().clusters.len(), n);
         }
     }
 
     #[test]
     fn refuses_impossible_meshes() {
-        let o = |n: usize, v: &str| ExampleOptions { clusters: n, version: v.parse().unwrap(), ..ExampleOptions::default() };
-        assert_eq!(generate(&o(1, "1.14.2")), Err(ExampleError::ClusterCount(1)));
-        assert!(matches!(generate(&o(300, "1.14.2")), Err(ExampleError::NeedsNewerVersion { .. })));
-        assert!(matches!(generate(&o(2, "1.21.0")), Err(ExampleError::Unsupported(_))));
+        let o = |n: usize, v: &str| ExampleOptions {
+            clusters: n,
+            version: v.parse().unwrap(),
+            ..ExampleOptions::default()
+        };
+        assert_eq!(
+            generate(&o(1, "1.14.2")),
+            Err(ExampleError::ClusterCount(1))
+        );
+        assert!(matches!(
+            generate(&o(300, "1.14.2")),
+            Err(ExampleError::NeedsNewerVersion { .. })
+        ));
+        assert!(matches!(
+            generate(&o(2, "1.21.0")),
+            Err(ExampleError::Unsupported(_))
+        ));
     }
 }

@@ -63,19 +63,28 @@ pub fn check(name: &str, text: &str) -> Checked {
         Ok(doc) => doc,
         Err(e) => {
             let rule = match e {
-                YamlError::TooLarge { .. } | YamlError::TooDeep { .. } | YamlError::TooManyNodes { .. } => &codes::TOO_LARGE,
+                YamlError::TooLarge { .. }
+                | YamlError::TooDeep { .. }
+                | YamlError::TooManyNodes { .. } => &codes::TOO_LARGE,
                 _ => &codes::YAML_SYNTAX,
             };
             let help = match &e {
-                YamlError::MultipleDocuments { .. } => "keep one document: remove the `---` separator and what follows, or merge the two",
-                YamlError::TooLarge { .. } => "mesh.yaml is expected to be well under 4 MiB; is this the right file?",
+                YamlError::MultipleDocuments { .. } => {
+                    "keep one document: remove the `---` separator and what follows, or merge the two"
+                }
+                YamlError::TooLarge { .. } => {
+                    "mesh.yaml is expected to be well under 4 MiB; is this the right file?"
+                }
                 YamlError::ComplexKey { .. } => "use plain text keys",
                 _ => "fix the YAML syntax at the marked position",
             };
             let d = Diagnostic::new(rule, e.to_string())
                 .help(help)
                 .with_source(&source);
-            let d = Diagnostic { span: e.span(), ..d };
+            let d = Diagnostic {
+                span: e.span(),
+                ..d
+            };
             return Checked {
                 spec: None,
                 diagnostics: vec![d],
@@ -86,15 +95,23 @@ pub fn check(name: &str, text: &str) -> Checked {
     let mut diagnostics = Vec::new();
     for dup in &doc.duplicate_keys {
         diagnostics.push(
-            Diagnostic::new(&codes::DUPLICATE_KEY, format!("key `{}` appears twice in the same mapping", dup.key))
-                .at(dup.key.clone(), Some(dup.again))
-                .related(None, Some(dup.first), "first defined here")
-                .help("remove one of them; YAML readers disagree on which one wins")
-                .with_source(&source),
+            Diagnostic::new(
+                &codes::DUPLICATE_KEY,
+                format!("key `{}` appears twice in the same mapping", dup.key),
+            )
+            .at(dup.key.clone(), Some(dup.again))
+            .related(None, Some(dup.first), "first defined here")
+            .help("remove one of them; YAML readers disagree on which one wins")
+            .with_source(&source),
         );
     }
     let root = match &doc.root {
-        Some(r) if !(matches!(r.value, NodeValue::Scalar { .. }) && r.resolve() == Some(Resolved::Null)) => r,
+        Some(r)
+            if !(matches!(r.value, NodeValue::Scalar { .. })
+                && r.resolve() == Some(Resolved::Null)) =>
+        {
+            r
+        }
         _ => {
             diagnostics.push(
                 Diagnostic::new(&codes::EMPTY, format!("{name} is empty"))
@@ -115,6 +132,9 @@ pub fn check(name: &str, text: &str) -> Checked {
         diagnostics.extend(rules::Rules::new(&src, &raw).run());
         if !diagnostics.iter().any(Diagnostic::is_error) {
             spec = finish(raw, &src);
+            if let Some(s) = &spec {
+                diagnostics.extend(crate::render::values::override_warnings(s));
+            }
         }
     }
     sort(&mut diagnostics);

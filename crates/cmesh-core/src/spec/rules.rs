@@ -40,11 +40,11 @@ impl<'a> Rules<'a> {
     }
 
     fn at(&self, rule: &crate::diag::Rule, path: &str, message: String) -> Diagnostic {
-        Diagnostic::new(rule, message).at(path.to_owned(), nearest_span(self.src, path))
+        Diagnostic::new(rule, message).at(path.to_owned(), self.src.nearest_span(path))
     }
 
     fn related(&self, d: Diagnostic, path: &str, message: impl Into<String>) -> Diagnostic {
-        d.related(Some(path.to_owned()), nearest_span(self.src, path), message)
+        d.related(Some(path.to_owned()), self.src.nearest_span(path), message)
     }
 
     pub fn run(mut self) -> Vec<Diagnostic> {
@@ -78,7 +78,11 @@ impl<'a> Rules<'a> {
         let max = usize::from(self.spec.mesh.max_connected_clusters);
         if n < 2 && self.src.span("clusters").is_some() {
             let d = self
-                .at(&codes::SINGLE_CLUSTER, "clusters", format!("the mesh has {n} cluster(s); a mesh connects at least two"))
+                .at(
+                    &codes::SINGLE_CLUSTER,
+                    "clusters",
+                    format!("the mesh has {n} cluster(s); a mesh connects at least two"),
+                )
                 .help("add the other clusters to `clusters`");
             self.push(d);
         }
@@ -93,7 +97,9 @@ impl<'a> Rules<'a> {
     fn names(&mut self) {
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, c) in self.spec.clusters.iter().enumerate() {
-            let Some(name) = c.name.as_deref() else { continue };
+            let Some(name) = c.name.as_deref() else {
+                continue;
+            };
             let path = child(&item("clusters", i), "name");
             if name == "default" {
                 let d = self
@@ -102,7 +108,14 @@ impl<'a> Rules<'a> {
                 self.push(d);
             } else if name.len() > 32 {
                 let d = self
-                    .at(&codes::NAME_LENGTH, &path, format!("cluster name `{name}` has {} characters; Cilium allows at most 32", name.len()))
+                    .at(
+                        &codes::NAME_LENGTH,
+                        &path,
+                        format!(
+                            "cluster name `{name}` has {} characters; Cilium allows at most 32",
+                            name.len()
+                        ),
+                    )
                     .help("shorten the name");
                 self.push(d);
             } else if !is_dns1123_label(name) {
@@ -112,8 +125,16 @@ impl<'a> Rules<'a> {
                 self.push(d);
             }
             if let Some(&first) = seen.get(name) {
-                let d = self.at(&codes::DUPLICATE_NAME, &path, format!("cluster name `{name}` is used twice"));
-                let d = self.related(d, &child(&item("clusters", first), "name"), "first used here");
+                let d = self.at(
+                    &codes::DUPLICATE_NAME,
+                    &path,
+                    format!("cluster name `{name}` is used twice"),
+                );
+                let d = self.related(
+                    d,
+                    &child(&item("clusters", first), "name"),
+                    "first used here",
+                );
                 self.push(d.help("every cluster in a mesh needs its own name"));
             } else {
                 seen.insert(name, i);
@@ -125,7 +146,11 @@ impl<'a> Rules<'a> {
         let max = self.spec.mesh.max_connected_clusters;
         if max != 255 && max != 511 {
             let d = self
-                .at(&codes::MAX_CLUSTERS, "clustermesh.maxConnectedClusters", format!("maxConnectedClusters is {max}; Cilium allows only 255 or 511"))
+                .at(
+                    &codes::MAX_CLUSTERS,
+                    "clustermesh.maxConnectedClusters",
+                    format!("maxConnectedClusters is {max}; Cilium allows only 255 or 511"),
+                )
                 .help("use 255 (the default) or 511");
             self.push(d);
         }
@@ -146,16 +171,27 @@ impl<'a> Rules<'a> {
                         "use an ID in 1..255, or set `clustermesh.maxConnectedClusters: 511` (Cilium >= 1.15) for IDs up to 511".to_owned(),
                     )
                 } else {
-                    (format!("cluster ID {id} is outside 1..{limit}"), format!("use an ID in 1..{limit}"))
+                    (
+                        format!("cluster ID {id} is outside 1..{limit}"),
+                        format!("use an ID in 1..{limit}"),
+                    )
                 };
-                let msg = if id == u16::MAX { "cluster ID is out of range".to_owned() } else { msg };
+                let msg = if id == u16::MAX {
+                    "cluster ID is out of range".to_owned()
+                } else {
+                    msg
+                };
                 let d = self.at(&codes::ID_RANGE, &path, msg).help(help);
                 self.push(d);
                 continue;
             }
             if let Some(&first) = seen.get(&id) {
                 let other = self.spec.clusters[first].name.clone().unwrap_or_default();
-                let d = self.at(&codes::DUPLICATE_ID, &path, format!("cluster ID {id} is already used by `{other}`"));
+                let d = self.at(
+                    &codes::DUPLICATE_ID,
+                    &path,
+                    format!("cluster ID {id} is already used by `{other}`"),
+                );
                 let d = self.related(d, &child(&item("clusters", first), "id"), "first used here");
                 self.push(d.help("cluster IDs must be unique across the mesh; Cilium refuses to connect two clusters with one ID"));
             } else {
@@ -179,7 +215,11 @@ impl<'a> Rules<'a> {
         for (cidr, _, _) in &all {
             if cidr.net.trunc() != cidr.net {
                 let d = self
-                    .at(&codes::CIDR_HOST_BITS, &cidr.path, format!("`{}` has host bits set", cidr.net))
+                    .at(
+                        &codes::CIDR_HOST_BITS,
+                        &cidr.path,
+                        format!("`{}` has host bits set", cidr.net),
+                    )
                     .help(format!("write the network address: {}", cidr.net.trunc()));
                 self.push(d);
             }
@@ -197,11 +237,27 @@ impl<'a> Rules<'a> {
                 let (first, second) = if a < b { (a, b) } else { (b, a) };
                 let (c1, kind1, i1) = all[first];
                 let (c2, kind2, i2) = all[second];
-                let who = |i: usize| self.spec.clusters[i].name.clone().unwrap_or_else(|| format!("clusters[{i}]"));
+                let who = |i: usize| {
+                    self.spec.clusters[i]
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("clusters[{i}]"))
+                };
                 let msg = if i1 == i2 {
-                    format!("{kind2} {} of `{}` overlaps its {kind1} {}", c2.net, who(i2), c1.net)
+                    format!(
+                        "{kind2} {} of `{}` overlaps its {kind1} {}",
+                        c2.net,
+                        who(i2),
+                        c1.net
+                    )
                 } else {
-                    format!("{kind2} {} of `{}` overlaps {kind1} {} of `{}`", c2.net, who(i2), c1.net, who(i1))
+                    format!(
+                        "{kind2} {} of `{}` overlaps {kind1} {} of `{}`",
+                        c2.net,
+                        who(i2),
+                        c1.net,
+                        who(i1)
+                    )
                 };
                 let d = self.at(&codes::CIDR_OVERLAP, &c2.path, msg);
                 let d = self.related(d, &c1.path, format!("{kind1} of `{}`", who(i1)));
@@ -222,25 +278,40 @@ impl<'a> Rules<'a> {
                     (IpNet::V6(_), Some(m)) if !has_v4 => (m, true),
                     (IpNet::V6(_), _) => (120, false),
                 };
-                let max_bits = if matches!(cidr.net, IpNet::V4(_)) { 32 } else { 128 };
+                let max_bits = if matches!(cidr.net, IpNet::V4(_)) {
+                    32
+                } else {
+                    128
+                };
                 let prefix = cidr.net.prefix_len();
                 let (path, origin) = if from_spec {
                     (mask_path.clone(), format!("podCIDRMaskSize {mask}"))
                 } else {
-                    (cidr.path.clone(), format!("the chart's default per-node mask /{mask}"))
+                    (
+                        cidr.path.clone(),
+                        format!("the chart's default per-node mask /{mask}"),
+                    )
                 };
                 if mask <= prefix || mask > max_bits {
                     let d = self
                         .at(&codes::MASK_SIZE, &path, format!("{origin} must be longer than the /{prefix} prefix of pool {} and at most {max_bits}", cidr.net))
                         .help(format!("each node gets a /{mask} out of the pool; choose a mask between {} and {max_bits}, or a larger pool", prefix + 1));
-                    let d = if from_spec { self.related(d, &cidr.path, "pool") } else { d };
+                    let d = if from_spec {
+                        self.related(d, &cidr.path, "pool")
+                    } else {
+                        d
+                    };
                     self.push(d);
                 } else if u32::from(mask - prefix) < MIN_NODES.ilog2() {
                     let nodes = 1u32 << (mask - prefix);
                     let d = self
                         .at(&codes::MASK_ROOM, &path, format!("{origin} splits the pool {} into {nodes} node range(s), fewer than {MIN_NODES}", cidr.net))
                         .help(format!("use a mask of at least {} or a larger pool, so the pool holds at least {MIN_NODES} nodes", prefix + 2));
-                    let d = if from_spec { self.related(d, &cidr.path, "pool") } else { d };
+                    let d = if from_spec {
+                        self.related(d, &cidr.path, "pool")
+                    } else {
+                        d
+                    };
                     self.push(d);
                 }
             }
@@ -275,8 +346,14 @@ impl<'a> Rules<'a> {
                             b.name.as_deref().unwrap_or("?")
                         ),
                     );
-                    let d = self.related(d, &child(&item("clusters", i), "podCIDR"), "the other cluster's pods");
-                    self.push(d.help("give both clusters a pool of the same family (dual stack works with both)"));
+                    let d = self.related(
+                        d,
+                        &child(&item("clusters", i), "podCIDR"),
+                        "the other cluster's pods",
+                    );
+                    self.push(d.help(
+                        "give both clusters a pool of the same family (dual stack works with both)",
+                    ));
                 }
             }
         }
@@ -284,7 +361,11 @@ impl<'a> Rules<'a> {
 
     fn endpoints(&mut self) {
         let nodeport = self.spec.mesh.service_type == ServiceType::NodePort;
-        let bug = self.spec.version.as_ref().is_some_and(CiliumVersion::has_shared_nodeport_bug);
+        let bug = self
+            .spec
+            .version
+            .as_ref()
+            .is_some_and(CiliumVersion::has_shared_nodeport_bug);
         let mut ports: HashMap<u16, usize> = HashMap::new();
         let mut endpoints: HashMap<(String, u16), usize> = HashMap::new();
         for (i, c) in self.spec.clusters.iter().enumerate() {
@@ -292,7 +373,11 @@ impl<'a> Rules<'a> {
             if !c.endpoint_given {
                 continue;
             }
-            if c.address.is_none() && c.ips.is_empty() && self.src.span(&child(&base, "address")).is_none() && self.src.span(&child(&base, "ips")).is_none() {
+            if c.address.is_none()
+                && c.ips.is_empty()
+                && self.src.span(&child(&base, "address")).is_none()
+                && self.src.span(&child(&base, "ips")).is_none()
+            {
                 let d = self
                     .at(&codes::NO_ENDPOINT, &base, format!("cluster `{}` has no clustermesh address or ips", c.name.as_deref().unwrap_or("?")))
                     .help("add `address:` (the DNS name or IP the other clusters dial) or `ips:` (reached as <name>.<domain>)");
@@ -307,8 +392,19 @@ impl<'a> Rules<'a> {
             }
             let Some(port) = c.port else {
                 let d = self
-                    .at(&codes::NO_PORT, &base, format!("cluster `{}` has no clustermesh port", c.name.as_deref().unwrap_or("?")))
-                    .help(if nodeport { "add `port:` with the apiserver's NodePort, such as 32379" } else { "add `port: 2379` (the LoadBalancer port)" });
+                    .at(
+                        &codes::NO_PORT,
+                        &base,
+                        format!(
+                            "cluster `{}` has no clustermesh port",
+                            c.name.as_deref().unwrap_or("?")
+                        ),
+                    )
+                    .help(if nodeport {
+                        "add `port:` with the apiserver's NodePort, such as 32379"
+                    } else {
+                        "add `port: 2379` (the LoadBalancer port)"
+                    });
                 self.push(d);
                 continue;
             };
@@ -345,21 +441,38 @@ impl<'a> Rules<'a> {
             }
             if let Some((first, host)) = dup {
                 let other = self.spec.clusters[first].name.clone().unwrap_or_default();
-                let d = self.at(&codes::DUPLICATE_ENDPOINT, &base, format!("endpoint {host}:{port} is also the endpoint of `{other}`"));
-                let d = self.related(d, &child(&item("clusters", first), "clustermesh"), "same endpoint");
+                let d = self.at(
+                    &codes::DUPLICATE_ENDPOINT,
+                    &base,
+                    format!("endpoint {host}:{port} is also the endpoint of `{other}`"),
+                );
+                let d = self.related(
+                    d,
+                    &child(&item("clusters", first), "clustermesh"),
+                    "same endpoint",
+                );
                 self.push(d.help("each cluster's clustermesh-apiserver needs its own address or port; peers would connect to the wrong cluster"));
                 continue;
             }
             if nodeport && bug {
                 if let Some(&first) = ports.get(&port) {
                     let other = self.spec.clusters[first].name.clone().unwrap_or_default();
-                    let version = self.spec.version.as_ref().map(ToString::to_string).unwrap_or_default();
+                    let version = self
+                        .spec
+                        .version
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
                     let d = self.at(
                         &codes::SHARED_NODEPORT,
                         &port_path,
                         format!("NodePort {port} is also used by `{other}`; on Cilium {version} agents then silently connect to their own clustermesh-apiserver (cilium/cilium#24692, fixed in 1.19)"),
                     );
-                    let d = self.related(d, &child(&child(&item("clusters", first), "clustermesh"), "port"), "same NodePort");
+                    let d = self.related(
+                        d,
+                        &child(&child(&item("clusters", first), "clustermesh"), "port"),
+                        "same NodePort",
+                    );
                     self.push(d.help("give every cluster its own NodePort (for example 32379, 32380, ...), use LoadBalancer, or upgrade to Cilium >= 1.19"));
                 } else {
                     ports.insert(port, i);
@@ -369,7 +482,9 @@ impl<'a> Rules<'a> {
     }
 
     fn version_gates(&mut self) {
-        let Some(v) = self.spec.version.clone() else { return };
+        let Some(v) = self.spec.version.clone() else {
+            return;
+        };
         if !v.is_supported() {
             let d = self
                 .at(&codes::VERSION_RANGE, "cilium.version", format!("Cilium {v} is outside the supported range 1.14.0 .. 1.20.x"))
@@ -379,13 +494,21 @@ impl<'a> Rules<'a> {
         }
         if self.spec.mesh.endpoint_slice_sync && !v.has_endpoint_slice_sync() {
             let d = self
-                .at(&codes::NEEDS_VERSION, "clustermesh.endpointSliceSync", format!("endpointSliceSync needs Cilium >= 1.16; this mesh uses {v}"))
+                .at(
+                    &codes::NEEDS_VERSION,
+                    "clustermesh.endpointSliceSync",
+                    format!("endpointSliceSync needs Cilium >= 1.16; this mesh uses {v}"),
+                )
                 .help("upgrade `cilium.version` to 1.16 or later, or remove endpointSliceSync");
             self.push(d);
         }
         if self.spec.mesh.max_connected_clusters == 511 && !v.has_max_connected_clusters() {
             let d = self
-                .at(&codes::NEEDS_VERSION, "clustermesh.maxConnectedClusters", format!("maxConnectedClusters 511 needs Cilium >= 1.15; this mesh uses {v}"))
+                .at(
+                    &codes::NEEDS_VERSION,
+                    "clustermesh.maxConnectedClusters",
+                    format!("maxConnectedClusters 511 needs Cilium >= 1.15; this mesh uses {v}"),
+                )
                 .help("upgrade `cilium.version` to 1.15 or later, or use 255");
             self.push(d);
         }
@@ -422,11 +545,16 @@ impl<'a> Rules<'a> {
         if let Some(v) = c.values.get(keys) {
             return Some((values_path(&child(&item("clusters", i), "values"), keys), v));
         }
-        self.spec.values.get(keys).map(|v| (values_path("cilium.values", keys), v))
+        self.spec
+            .values
+            .get(keys)
+            .map(|v| (values_path("cilium.values", keys), v))
     }
 
     fn values_rules(&mut self) {
-        let Some(v) = self.spec.version.clone() else { return };
+        let Some(v) = self.spec.version.clone() else {
+            return;
+        };
         let mut reported = Vec::new();
         for i in 0..self.spec.clusters.len() {
             // kubeProxyReplacement: the chart takes true/false; 1.14/1.15 also the deprecated words.
@@ -460,9 +588,15 @@ impl<'a> Rules<'a> {
                 }
             }
             // ENI and AWS VPC CNI chaining cannot use IDs 128-255 / 384-511 (cilium#21330).
-            let Some(id) = self.spec.clusters[i].id else { continue };
-            let eni = self.effective_site(i, &["eni", "enabled"]).filter(|(_, v)| v.as_bool() == Some(true));
-            let awscni = self.effective_site(i, &["cni", "chainingMode"]).filter(|(_, v)| v.as_str() == Some("aws-cni"));
+            let Some(id) = self.spec.clusters[i].id else {
+                continue;
+            };
+            let eni = self
+                .effective_site(i, &["eni", "enabled"])
+                .filter(|(_, v)| v.as_bool() == Some(true));
+            let awscni = self
+                .effective_site(i, &["cni", "chainingMode"])
+                .filter(|(_, v)| v.as_str() == Some("aws-cni"));
             if let Some((site, _)) = eni.or(awscni) {
                 if (128..=255).contains(&id) || (384..=511).contains(&id) {
                     let d = self.at(
@@ -471,7 +605,9 @@ impl<'a> Rules<'a> {
                         format!("cluster ID {id} cannot be used in ENI or AWS VPC CNI chaining mode: network policies would drop traffic (cilium/cilium#21330)"),
                     );
                     let d = self.related(d, &site, "ENI / aws-cni enabled here");
-                    self.push(d.help("use an ID in 1..127 (or 256..383 with maxConnectedClusters 511)"));
+                    self.push(
+                        d.help("use an ID in 1..127 (or 256..383 with maxConnectedClusters 511)"),
+                    );
                 }
             }
         }
@@ -486,14 +622,28 @@ impl<'a> Rules<'a> {
             self.push(d);
         }
         if method == CertMethod::CertManager {
-            let path = ["clustermesh", "apiserver", "tls", "auto", "certManagerIssuerRef"];
+            let path = [
+                "clustermesh",
+                "apiserver",
+                "tls",
+                "auto",
+                "certManagerIssuerRef",
+            ];
             let missing: Vec<usize> = (0..self.spec.clusters.len())
                 .filter(|&i| {
                     !matches!(self.effective_site(i, &path), Some((_, Value::Map(m))) if !m.is_empty())
                 })
                 .collect();
             if !missing.is_empty() {
-                let names: Vec<String> = missing.iter().map(|&i| self.spec.clusters[i].name.clone().unwrap_or_else(|| format!("clusters[{i}]"))).collect();
+                let names: Vec<String> = missing
+                    .iter()
+                    .map(|&i| {
+                        self.spec.clusters[i]
+                            .name
+                            .clone()
+                            .unwrap_or_else(|| format!("clusters[{i}]"))
+                    })
+                    .collect();
                 let d = self
                     .at(&codes::CERT_MANAGER_ISSUER, "clustermesh.certificates", format!("certificates: certManager needs an issuer, and none is set for {}", names.join(", ")))
                     .help("set `clustermesh.apiserver.tls.auto.certManagerIssuerRef: {group: cert-manager.io, kind: ClusterIssuer, name: <issuer>}` in `cilium.values`");
@@ -512,7 +662,10 @@ impl<'a> Rules<'a> {
             for i in 0..self.spec.clusters.len() {
                 let p = child(&item("clusters", i), "values");
                 let ca = self.spec.clusters[i].values.get(&["tls", "ca"]);
-                if ca.is_some_and(|v| v.as_map().is_some_and(|m| m.contains_key("cert") || m.contains_key("key"))) {
+                if ca.is_some_and(|v| {
+                    v.as_map()
+                        .is_some_and(|m| m.contains_key("cert") || m.contains_key("key"))
+                }) {
                     let path = values_path(&p, &["tls", "ca"]);
                     let d = self
                         .at(&codes::AUTH_SHARED_CA, &path, format!("cluster `{}` sets its own CA in `tls.ca`; authMode cluster needs one CA shared by all clusters", self.spec.clusters[i].name.as_deref().unwrap_or("?")))
@@ -521,19 +674,6 @@ impl<'a> Rules<'a> {
                 }
             }
         }
-    }
-}
-
-/// The span of `path`, or of its nearest written ancestor when the field was left to its
-/// default (a rule about the default `authMode` points at the `clustermesh` block).
-pub(crate) fn nearest_span(src: &SpecSource, path: &str) -> Option<crate::yaml::Span> {
-    let mut p = path;
-    loop {
-        if let Some(s) = src.key_span(p).filter(|_| src.span(p).is_some()) {
-            return if p == path { src.span(p) } else { Some(s) };
-        }
-        let cut = p.rfind(['.', '['])?;
-        p = &p[..cut];
     }
 }
 

@@ -37,6 +37,22 @@ impl SpecSource {
         self.index.get(path).map(|(_, v)| *v)
     }
 
+    /// The span of `path`, or of its nearest written ancestor's key when the field was left to
+    /// its default (a rule about the default `authMode` points at the `clustermesh` block).
+    pub fn nearest_span(&self, path: &str) -> Option<Span> {
+        if let Some(s) = self.span(path) {
+            return Some(s);
+        }
+        let mut p = path;
+        loop {
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+            if let Some(s) = self.key_span(p) {
+                return Some(s);
+            }
+        }
+    }
+
     /// The span of the key at `path` (falls back to the value for list items and the root).
     pub fn key_span(&self, path: &str) -> Option<Span> {
         self.index.get(path).map(|(k, v)| k.unwrap_or(*v))

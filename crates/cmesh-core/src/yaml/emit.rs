@@ -28,16 +28,35 @@ pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, EmitError> {
     serde_saphyr::to_string_with_options(value, options).map_err(|e| EmitError(e.to_string()))
 }
 
+/// Like [`to_yaml`], but multi-line strings become literal blocks (`|`), for documents that
+/// embed YAML text (the ApplicationSet's per-cluster values).
+///
+/// # Errors
+/// Returns [`EmitError`] if the value cannot be represented.
+pub fn to_yaml_block_strings<T: Serialize>(value: &T) -> Result<String, EmitError> {
+    let options = serde_saphyr::ser_options! {
+        indent_step: 2,
+        compact_list_indent: true,
+        prefer_block_scalars: true,
+        // Wide enough that no single-line string is folded.
+        folded_wrap_chars: 1_000_000,
+    };
+    serde_saphyr::to_string_with_options(value, options).map_err(|e| EmitError(e.to_string()))
+}
+
 /// Lists plain scalars in `text` that a YAML 1.1 reader would read differently from YAML 1.2,
 /// with what 1.1 makes of each.
 ///
 /// # Errors
 /// Returns the parse error if `text` is not YAML at all.
 pub fn ambiguous_plain_scalars(text: &str) -> Result<Vec<(String, String, Span)>, tree::YamlError> {
-    let doc = tree::parse(text, tree::Limits::default())?;
     let mut out = Vec::new();
-    if let Some(root) = &doc.root {
-        walk(root, &mut out);
+    // Multi-document output (Secrets, Flux) is checked one document at a time.
+    for part in text.split("\n---\n") {
+        let doc = tree::parse(part, tree::Limits::default())?;
+        if let Some(root) = &doc.root {
+            walk(root, &mut out);
+        }
     }
     Ok(out)
 }
@@ -72,8 +91,29 @@ mod tests {
     #[test]
     fn quotes_every_yaml11_lookalike() {
         let words = [
-            "yes", "no", "on", "off", "y", "n", "Y", "NO", "0123", "010", "1_000", "0o17", "true",
-            "null", "~", "", "1.0", "12e3", "0x1F", "2001-01-01", "*.mylaptop.loc", "- x", "a: b",
+            "yes",
+            "no",
+            "on",
+            "off",
+            "y",
+            "n",
+            "Y",
+            "NO",
+            "0123",
+            "010",
+            "1_000",
+            "0o17",
+            "true",
+            "null",
+            "~",
+            "",
+            "1.0",
+            "12e3",
+            "0x1F",
+            "2001-01-01",
+            "*.mylaptop.loc",
+            "- x",
+            "a: b",
             "#x",
         ];
         let map: BTreeMap<&str, &str> = words.iter().map(|w| (*w, *w)).collect();
@@ -85,7 +125,11 @@ mod tests {
             panic!("not a map")
         };
         for e in entries {
-            assert_eq!(e.value.resolve(), Some(super::super::Resolved::Str), "{text}");
+            assert_eq!(
+                e.value.resolve(),
+                Some(super::super::Resolved::Str),
+                "{text}"
+            );
             assert_eq!(e.key.as_str(), e.value.as_str());
         }
     }

@@ -35,7 +35,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// The mesh spec (`-` reads stdin).
-    #[arg(short = 'f', long = "file", global = true, value_name = "PATH", default_value = "mesh.yaml")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        value_name = "PATH",
+        default_value = "mesh.yaml"
+    )]
     pub file: PathBuf,
     /// Use the built-in example (the reference article's two-cluster lab) instead of a file.
     #[arg(long, global = true, conflicts_with = "file")]

@@ -17,7 +17,11 @@ pub fn main_impl() -> ExitCode {
         Err(e) => {
             // --help and --version are "errors" to clap but succeed.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
     let style = Style::detect(cli.global.color);

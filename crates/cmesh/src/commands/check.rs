@@ -13,7 +13,12 @@ use crate::ui::{Style, diagnostics};
 ///
 /// # Errors
 /// Only for an unreadable input; spec problems are reported, not returned.
-pub fn run(global: &GlobalArgs, args: &CheckArgs, style: Style, out: &mut dyn Write) -> Result<u8, ExpectedError> {
+pub fn run(
+    global: &GlobalArgs,
+    args: &CheckArgs,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<u8, ExpectedError> {
     let input = input::read(&global.spec_source())?;
     let checked = spec::check(&input.name, &input.text);
     let diags = checked.diagnostics;
@@ -30,9 +35,14 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs, style: Style, out: &mut dyn Wr
         Output::Json => diagnostics::render_json(&input.name, &diags),
         Output::Table => diagnostics::render_human(&input.name, &diags, style, &ok_text),
     };
-    out.write_all(rendered.as_bytes()).map_err(|source| ExpectedError::Write {
-        path: "<stdout>".into(),
-        source,
-    })?;
-    Ok(if diags.iter().any(|d| d.is_error()) { exit::SPEC } else { exit::OK })
+    out.write_all(rendered.as_bytes())
+        .map_err(|source| ExpectedError::Write {
+            path: "<stdout>".into(),
+            source,
+        })?;
+    Ok(if diags.iter().any(|d| d.is_error()) {
+        exit::SPEC
+    } else {
+        exit::OK
+    })
 }

@@ -20,10 +20,13 @@ pub fn run(global: &GlobalArgs, args: &InitArgs, out: &mut dyn Write) -> Result<
             hint: Some("use `cmesh init -f -` to print it".into()),
         });
     }
-    let version: CiliumVersion = args.cilium_version.parse().map_err(|e| ExpectedError::Usage {
-        message: format!("--cilium-version: {e}"),
-        hint: None,
-    })?;
+    let version: CiliumVersion = args
+        .cilium_version
+        .parse()
+        .map_err(|e| ExpectedError::Usage {
+            message: format!("--cilium-version: {e}"),
+            hint: None,
+        })?;
     let opts = ExampleOptions {
         name: args.name.clone(),
         clusters: args.clusters,
@@ -34,10 +37,11 @@ pub fn run(global: &GlobalArgs, args: &InitArgs, out: &mut dyn Write) -> Result<
         hint: None,
     })?;
     if global.file.as_os_str() == "-" {
-        out.write_all(text.as_bytes()).map_err(|source| ExpectedError::Write {
-            path: "<stdout>".into(),
-            source,
-        })?;
+        out.write_all(text.as_bytes())
+            .map_err(|source| ExpectedError::Write {
+                path: "<stdout>".into(),
+                source,
+            })?;
         return Ok(exit::OK);
     }
     fsx::write_atomic(&global.file, text.as_bytes(), Mode::Public, args.force)?;

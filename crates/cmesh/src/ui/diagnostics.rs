@@ -98,7 +98,8 @@ pub fn render_json(file: &str, diags: &[Diagnostic]) -> String {
         warnings: c.warnings,
         diagnostics: diags.iter().map(|d| DiagJson { file, diag: d }).collect(),
     };
-    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut s =
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     s.push('\n');
     s
 }

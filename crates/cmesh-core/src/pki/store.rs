@@ -1,0 +1,368 @@
+//! The contents of `pki.dir` and how they are brought up to date: the CA is created once (and
+//! never again), leaves are reused while they still match what the chart version needs and are
+//! not near expiry, and re-issued otherwise, each with a reason.
+//!
+//! This is pure: the edge reads the directory into [`PkiFiles`], calls [`reconcile`], and
+//! writes the returned files (keys with mode 0600).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use time::{Duration, OffsetDateTime};
+
+use super::PkiError;
+use super::ca::{Ca, LeafRequest, check_is_ca, check_validity, normalize_pem};
+use super::catalog::{LeafKind, leaves_for};
+use super::cert::CertInfo;
+use super::key::PrivateKey;
+use crate::spec::MeshSpec;
+
+/// CA certificate file name in pki.dir.
+pub const CA_CERT: &str = "ca.crt";
+/// CA key file name in pki.dir.
+pub const CA_KEY: &str = "ca.key";
+
+/// Files of pki.dir: relative path (with `/`) → contents.
+pub type PkiFiles = BTreeMap<String, Vec<u8>>;
+
+/// The certificate and key paths of a leaf, relative to pki.dir.
+pub fn leaf_paths(cluster: &str, kind: LeafKind) -> (String, String) {
+    let base = format!("clusters/{cluster}/{}", kind.file_stem());
+    (format!("{base}.crt"), format!("{base}.key"))
+}
+
+/// What to do when there is no CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaPolicy {
+    /// Create one (first render, `pki init`).
+    CreateIfMissing,
+    /// Fail: the command must not create a CA (checks, `--check`, `pki renew`).
+    MustExist,
+}
+
+/// Options for [`reconcile`].
+#[derive(Debug, Clone)]
+pub struct ReconcileOptions {
+    /// The current time.
+    pub now: OffsetDateTime,
+    /// Re-issue leaves expiring within this window.
+    pub renew_before: Duration,
+    /// Re-issue every selected leaf regardless.
+    pub force: bool,
+    /// Restrict leaf work to these clusters (`None`: all).
+    pub clusters: Option<Vec<String>>,
+    /// Whether leaves are wanted at all (only `certificates: cmesh` issues leaves).
+    pub leaves: bool,
+    /// What to do without a CA.
+    pub ca_policy: CaPolicy,
+}
+
+/// A leaf certificate ready for use.
+#[derive(Debug, Clone)]
+pub struct LeafMaterial {
+    /// PEM certificate.
+    pub cert_pem: String,
+    /// PEM PKCS#8 key. Never print it.
+    pub key_pem: String,
+    /// The certificate's details.
+    pub info: CertInfo,
+}
+
+/// What happened to one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// A new CA was created.
+    Created,
+    /// A leaf was issued for the first time.
+    Issued,
+    /// A leaf was re-issued (see the reason).
+    Renewed,
+    /// The existing file was kept.
+    Reused,
+}
+
+/// One line of the reconcile report.
+#[derive(Debug, Clone, Serialize)]
+pub struct PkiEvent {
+    /// The cluster, for leaves.
+    pub cluster: Option<String>,
+    /// The leaf kind, or `None` for the CA.
+    pub kind: Option<LeafKind>,
+    /// What happened.
+    pub action: Action,
+    /// Why.
+    pub reason: String,
+    /// Expiry of the (new or kept) certificate.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+/// A file to write into pki.dir.
+#[derive(Debug, Clone)]
+pub struct PkiWrite {
+    /// Relative path.
+    pub path: String,
+    /// Contents.
+    pub bytes: Vec<u8>,
+    /// True for private keys (mode 0600).
+    pub private: bool,
+}
+
+/// The outcome of [`reconcile`].
+#[derive(Debug)]
+pub struct Reconciled {
+    /// The CA.
+    pub ca: Ca,
+    /// Leaves per cluster and kind.
+    pub leaves: BTreeMap<(String, LeafKind), LeafMaterial>,
+    /// Files to write (new CA, new or renewed leaves).
+    pub writes: Vec<PkiWrite>,
+    /// What happened, in order.
+    pub events: Vec<PkiEvent>,
+}
+
+fn text(files: &PkiFiles, path: &str) -> Result<Option<String>, PkiError> {
+    files
+        .get(path)
+        .map(|b| {
+            String::from_utf8(b.clone()).map_err(|_| PkiError::InFile {
+                file: path.to_owned(),
+                source: Box::new(PkiError::InvalidCert {
+                    reason: "not PEM text".into(),
+                }),
+            })
+        })
+        .transpose()
+}
+
+/// Loads the CA from `files`, checking it. Returns `Ok(None)` when neither file exists.
+///
+/// # Errors
+/// [`PkiError`] if only one of the two files exists or the CA is invalid.
+pub fn load_ca(files: &PkiFiles, now: OffsetDateTime) -> Result<Option<Ca>, PkiError> {
+    let cert = text(files, CA_CERT)?;
+    let key = text(files, CA_KEY)?;
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(PkiError::IncompleteCa {
+            present: CA_CERT,
+            missing: CA_KEY,
+        }),
+        (None, Some(_)) => Err(PkiError::IncompleteCa {
+            present: CA_KEY,
+            missing: CA_CERT,
+        }),
+        (Some(c), Some(k)) => Ca::load(&c, &k, now).map(Some),
+    }
+}
+
+/// Brings pki.dir up to date for `spec`.
+///
+/// # Errors
+/// [`PkiError`] for an invalid or missing (with [`CaPolicy::MustExist`]) CA, or a failure to
+/// generate keys.
+pub fn reconcile(
+    spec: &MeshSpec,
+    files: &PkiFiles,
+    opts: &ReconcileOptions,
+) -> Result<Reconciled, PkiError> {
+    let mut writes = Vec::new();
+    let mut events = Vec::new();
+    let ca = match load_ca(files, opts.now)? {
+        Some(ca) => ca,
+        None => {
+            if opts.ca_policy == CaPolicy::MustExist {
+                return Err(PkiError::NoCa);
+            }
+            let ca = Ca::generate(
+                &format!("cmesh {} CA", spec.name),
+                spec.pki.key_algorithm,
+                spec.pki.ca_validity_days,
+                opts.now,
+            )?;
+            writes.push(PkiWrite {
+                path: CA_CERT.into(),
+                bytes: ca.cert_pem().as_bytes().to_vec(),
+                private: false,
+            });
+            writes.push(PkiWrite {
+                path: CA_KEY.into(),
+                bytes: ca.key().pem().as_bytes().to_vec(),
+                private: true,
+            });
+            events.push(PkiEvent {
+                cluster: None,
+                kind: None,
+                action: Action::Created,
+                reason: format!("no CA in pki.dir: created `{}`", ca.info().subject),
+                not_after: ca.info().not_after,
+            });
+            ca
+        }
+    };
+    let mut leaves = BTreeMap::new();
+    if opts.leaves {
+        for cluster in &spec.clusters {
+            let selected = opts
+                .clusters
+                .as_ref()
+                .is_none_or(|c| c.contains(&cluster.name));
+            for (kind, request) in leaves_for(spec, cluster) {
+                let (crt_path, key_path) = leaf_paths(&cluster.name, kind);
+                let existing = match (text(files, &crt_path)?, text(files, &key_path)?) {
+                    (Some(c), Some(k)) => Some(assess(&c, &k, &request, &ca, spec, opts)),
+                    (Some(_), None) => Some(Err(format!("{key_path} is missing"))),
+                    (None, Some(_)) => Some(Err(format!("{crt_path} is missing"))),
+                    (None, None) => None,
+                };
+                let (reason, action) = match existing {
+                    Some(Ok(material)) if !(opts.force && selected) => {
+                        events.push(PkiEvent {
+                            cluster: Some(cluster.name.clone()),
+                            kind: Some(kind),
+                            action: Action::Reused,
+                            reason: format!(
+                                "valid for {} more days",
+                                material.info.days_left(opts.now)
+                            ),
+                            not_after: material.info.not_after,
+                        });
+                        leaves.insert((cluster.name.clone(), kind), material);
+                        continue;
+                    }
+                    Some(Ok(_)) => ("re-issue forced".to_owned(), Action::Renewed),
+                    Some(Err(why)) => (why, Action::Renewed),
+                    None => ("not issued yet".to_owned(), Action::Issued),
+                };
+                if !selected {
+                    // Outside the selection: keep what is there, even if stale, and say so.
+                    if let (Some(c), Some(k)) = (text(files, &crt_path)?, text(files, &key_path)?) {
+                        if let Ok(info) = CertInfo::from_pem(&c) {
+                            events.push(PkiEvent {
+                                cluster: Some(cluster.name.clone()),
+                                kind: Some(kind),
+                                action: Action::Reused,
+                                reason: format!("not selected; would re-issue: {reason}"),
+                                not_after: info.not_after,
+                            });
+                            leaves.insert(
+                                (cluster.name.clone(), kind),
+                                LeafMaterial {
+                                    cert_pem: c,
+                                    key_pem: k,
+                                    info,
+                                },
+                            );
+                            continue;
+                        }
+                    }
+                }
+                let issued = ca.issue(
+                    &request,
+                    spec.pki.key_algorithm,
+                    spec.pki.cert_validity_days,
+                    opts.now,
+                )?;
+                let info = CertInfo::from_pem(&issued.cert_pem)?;
+                writes.push(PkiWrite {
+                    path: crt_path,
+                    bytes: issued.cert_pem.as_bytes().to_vec(),
+                    private: false,
+                });
+                writes.push(PkiWrite {
+                    path: key_path,
+                    bytes: issued.key.pem().as_bytes().to_vec(),
+                    private: true,
+                });
+                events.push(PkiEvent {
+                    cluster: Some(cluster.name.clone()),
+                    kind: Some(kind),
+                    action,
+                    reason,
+                    not_after: info.not_after,
+                });
+                leaves.insert(
+                    (cluster.name.clone(), kind),
+                    LeafMaterial {
+                        cert_pem: issued.cert_pem,
+                        key_pem: issued.key.pem().to_owned(),
+                        info,
+                    },
+                );
+            }
+        }
+    }
+    Ok(Reconciled {
+        ca,
+        leaves,
+        writes,
+        events,
+    })
+}
+
+/// Decides whether an existing leaf can be kept; the error is the reason to re-issue.
+fn assess(
+    cert: &str,
+    key: &str,
+    request: &LeafRequest,
+    ca: &Ca,
+    spec: &MeshSpec,
+    opts: &ReconcileOptions,
+) -> Result<LeafMaterial, String> {
+    let info = CertInfo::from_pem(cert).map_err(|e| format!("certificate unreadable: {e}"))?;
+    let pkey = PrivateKey::from_pem(key).map_err(|e| format!("key unreadable: {e}"))?;
+    if pkey.public_key_spki() != info.spki {
+        return Err("key does not match certificate".into());
+    }
+    if !info.is_signed_by(ca.info()) {
+        return Err("signed by a different CA".into());
+    }
+    if pkey.algorithm_name() != spec.pki.key_algorithm.as_str() {
+        return Err(format!(
+            "key is {}, pki.keyAlgorithm is {}",
+            pkey.algorithm_name(),
+            spec.pki.key_algorithm.as_str()
+        ));
+    }
+    if info.common_name != request.common_name {
+        return Err(format!(
+            "common name is `{}`, needs `{}`",
+            info.common_name, request.common_name
+        ));
+    }
+    let mut have_dns = info.dns_names.clone();
+    let mut want_dns = request.dns_names.clone();
+    have_dns.sort();
+    want_dns.sort();
+    let mut have_ip = info.ip_addresses.clone();
+    let mut want_ip = request.ip_addresses.clone();
+    have_ip.sort();
+    want_ip.sort();
+    if have_dns != want_dns || have_ip != want_ip {
+        return Err("subject alternative names changed".into());
+    }
+    if opts.now > info.not_after {
+        return Err("expired".into());
+    }
+    if info.not_after - opts.now < opts.renew_before {
+        return Err(format!("expires in {} days", info.days_left(opts.now)));
+    }
+    if info.not_after > ca.info().not_after {
+        return Err("outlives the CA".into());
+    }
+    Ok(LeafMaterial {
+        cert_pem: normalize_pem(cert),
+        key_pem: normalize_pem(key),
+        info,
+    })
+}
+
+/// Checks that `info` is a usable CA certificate at `now` (used by `check` on an existing CA).
+///
+/// # Errors
+/// The first problem found.
+pub fn validate_ca_cert(info: &CertInfo, now: OffsetDateTime) -> Result<(), PkiError> {
+    check_is_ca(info)?;
+    check_validity(info, now)
+}

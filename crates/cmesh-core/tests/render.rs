@@ -1,0 +1,405 @@
+//! Rendering tests: snapshots per Cilium version (certificates and keys redacted to what they
+//! are), byte-stability, YAML 1.1 safety, and the article's meaning.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use cmesh_core::pki::CertInfo;
+use cmesh_core::pki::store::{self, CaPolicy, PkiFiles, ReconcileOptions};
+use cmesh_core::render::{self, Phase, RenderOptions, RenderedTree, ScriptPaths};
+use cmesh_core::spec::{self, MeshSpec, example};
+use cmesh_core::yaml;
+use time::Duration;
+use time::macros::datetime;
+
+/// The lab at `version`, with the values that version's chart accepts.
+fn lab(version: &str) -> MeshSpec {
+    let mut text =
+        example::builtin().replace("version: \"1.14.2\"", &format!("version: \"{version}\""));
+    if !version.starts_with("1.14")
+        && !version.starts_with("1.15")
+        && !version.starts_with("1.16")
+        && !version.starts_with("1.17")
+        && !version.starts_with("1.18")
+    {
+        text = text.replace("    bgp:\n      enabled: false\n", "");
+    }
+    spec::load("mesh.yaml", &text).unwrap().0
+}
+
+fn pki_for(spec: &MeshSpec, files: &mut PkiFiles) -> render::PkiView {
+    let opts = ReconcileOptions {
+        now: datetime!(2026-11-24 12:00 UTC),
+        renew_before: Duration::days(30),
+        force: false,
+        clusters: None,
+        leaves: spec.clustermesh.certificates == spec::CertMethod::Cmesh,
+        ca_policy: CaPolicy::CreateIfMissing,
+    };
+    let r = store::reconcile(spec, files, &opts).unwrap();
+    for w in &r.writes {
+        files.insert(w.path.clone(), w.bytes.clone());
+    }
+    render::pki_view(spec, Some(&r.ca), &r.leaves)
+}
+
+fn opts(phase: Phase) -> RenderOptions {
+    RenderOptions {
+        phase,
+        paths: ScriptPaths {
+            spec_dir: "..".into(),
+            secrets_dir: ".".into(),
+        },
+        secrets_elsewhere: false,
+    }
+}
+
+/// Replaces every base64 blob that decodes to PEM with a description of what it is.
+fn redact(text: &str) -> String {
+    let mut out = String::new();
+    // Each value is on one line after `: ` or `- `.
+    for line in text.lines() {
+        let (head, tail) = match line.rfind(": ").or_else(|| line.rfind("- ")) {
+            Some(i) => (&line[..i + 2], &line[i + 2..]),
+            None => ("", line),
+        };
+        out.push_str(head);
+        out.push_str(&describe(tail).unwrap_or_else(|| tail.to_owned()));
+        out.push('\n');
+    }
+    out
+}
+
+fn describe(blob: &str) -> Option<String> {
+    if blob.len() < 40 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(blob.trim())
+        .ok()?;
+    let pem = String::from_utf8(bytes).ok()?;
+    if pem.contains("PRIVATE KEY") {
+        return Some("<private key>".into());
+    }
+    let info = CertInfo::from_pem(&pem).ok()?;
+    let mut sans: Vec<String> = info.dns_names.clone();
+    sans.extend(info.ip_addresses.iter().map(ToString::to_string));
+    Some(if info.is_ca {
+        format!("<CA certificate CN={}>", info.common_name)
+    } else {
+        format!(
+            "<certificate CN={} SANs=[{}]>",
+            info.common_name,
+            sans.join(",")
+        )
+    })
+}
+
+fn file<'a>(tree: &'a RenderedTree, path: &str) -> &'a str {
+    let f = tree
+        .files
+        .get(path)
+        .or_else(|| tree.secret_files.get(path))
+        .unwrap_or_else(|| panic!("no {path}"));
+    std::str::from_utf8(&f.bytes).unwrap()
+}
+
+fn snapshot_version(version: &str) {
+    let spec = lab(version);
+    let pki = pki_for(&spec, &mut PkiFiles::new());
+    let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+    let mut listing: Vec<String> = tree
+        .files
+        .iter()
+        .map(|(p, f)| format!("{p} {:?}", f.kind))
+        .collect();
+    listing.extend(
+        tree.secret_files
+            .iter()
+            .map(|(p, f)| format!("{p} {:?} (secret)", f.kind)),
+    );
+    let mut doc = format!("files:\n  {}\n", listing.join("\n  "));
+    for p in [
+        "k8s01/values.yaml",
+        "k8s01/secrets.yaml",
+        "argocd/k8s01.yaml",
+        "flux/k8s02.yaml",
+        "helm/k8s01.sh",
+    ] {
+        if tree.files.contains_key(p) || tree.secret_files.contains_key(p) {
+            doc.push_str(&format!("\n===== {p}\n{}", redact(file(&tree, p))));
+        }
+    }
+    let name = format!("tree_{}", version.replace('.', "_"));
+    insta::assert_snapshot!(name, doc);
+}
+
+#[test]
+fn snapshot_1_14() {
+    snapshot_version("1.14.2");
+}
+
+#[test]
+fn snapshot_1_16() {
+    snapshot_version("1.16.0");
+}
+
+#[test]
+fn snapshot_1_16_19() {
+    snapshot_version("1.16.19");
+}
+
+#[test]
+fn snapshot_1_19() {
+    snapshot_version("1.19.6");
+}
+
+#[test]
+fn snapshot_1_20() {
+    snapshot_version("1.20.0");
+}
+
+#[test]
+fn snapshot_readme_and_applicationset() {
+    let spec = lab("1.20.0");
+    let pki = pki_for(&spec, &mut PkiFiles::new());
+    let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+    insta::assert_snapshot!("readme_1_20", file(&tree, "README.md"));
+    insta::assert_snapshot!(
+        "applicationset_1_20",
+        redact(file(&tree, "argocd/applicationset.yaml"))
+    );
+    insta::assert_snapshot!("gitignore_1_20", file(&tree, ".gitignore"));
+}
+
+#[test]
+fn base_phase_has_no_mesh_block() {
+    let spec = lab("1.14.2");
+    let pki = pki_for(&spec, &mut PkiFiles::new());
+    let tree = render::render_tree(&spec, &pki, &opts(Phase::Base)).unwrap();
+    let v = file(&tree, "k8s01/values.yaml");
+    assert!(!v.contains("clustermesh"), "{v}");
+    assert!(v.contains("  id: 1\n") && v.contains("name: k8s01"));
+    assert!(v.contains("tls:\n  ca:\n    cert: "), "{v}");
+    // Hubble certificates are needed in both phases.
+    assert!(redact(v).contains("CN=*.k8s01.hubble-grpc.cilium.io"));
+    insta::assert_snapshot!("base_1_14_values", redact(v));
+}
+
+/// The article's meaning: k8s01 id 1 lists k8s02 at k8s-lab-02.mylaptop.loc:32380 and vice
+/// versa, one CA shared, and the CA key in no values file.
+#[test]
+fn the_article_lab_as_values() {
+    let spec = lab("1.14.2");
+    let pki = pki_for(&spec, &mut PkiFiles::new());
+    let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+    let parse = |p: &str| -> cmesh_core::value::Value {
+        let doc = yaml::parse(file(&tree, p), yaml::Limits::default()).unwrap();
+        to_value(doc.root.as_ref().unwrap())
+    };
+    let a = parse("k8s01/values.yaml");
+    let b = parse("k8s02/values.yaml");
+    let s = |v: &cmesh_core::value::Value, p: &[&str]| v.get(p).cloned();
+    use cmesh_core::value::Value;
+    assert_eq!(s(&a, &["cluster", "id"]), Some(Value::Int(1)));
+    assert_eq!(s(&b, &["cluster", "id"]), Some(Value::Int(2)));
+    let peers = |v: &Value| match v.get(&["clustermesh", "config", "clusters"]) {
+        Some(Value::Seq(items)) => items.clone(),
+        other => panic!("{other:?}"),
+    };
+    let pa = peers(&a);
+    assert_eq!(pa.len(), 1);
+    assert_eq!(pa[0].get(&["name"]), Some(&Value::from("k8s02")));
+    assert_eq!(
+        pa[0].get(&["address"]),
+        Some(&Value::from("k8s-lab-02.mylaptop.loc"))
+    );
+    assert_eq!(pa[0].get(&["port"]), Some(&Value::Int(32380)));
+    let pb = peers(&b);
+    assert_eq!(
+        pb[0].get(&["address"]),
+        Some(&Value::from("k8s-lab-01.mylaptop.loc"))
+    );
+    assert_eq!(pb[0].get(&["port"]), Some(&Value::Int(32379)));
+    assert_eq!(s(&a, &["tls", "ca", "cert"]), s(&b, &["tls", "ca", "cert"]));
+    assert_eq!(s(&a, &["tls", "ca", "key"]), None);
+    for (path, f) in tree.files.iter().chain(tree.secret_files.iter()) {
+        let text = std::str::from_utf8(&f.bytes).unwrap();
+        assert!(
+            !text.contains("BEGIN PRIVATE KEY"),
+            "{path} holds a raw PEM key"
+        );
+    }
+    assert_eq!(
+        s(&a, &["clustermesh", "apiserver", "service", "nodePort"]),
+        Some(Value::Int(32379))
+    );
+    assert_eq!(
+        s(&a, &["clustermesh", "apiserver", "tls", "authMode"]),
+        Some(Value::from("cluster"))
+    );
+    assert_eq!(
+        s(&a, &["clustermesh", "config", "domain"]),
+        Some(Value::from("mylaptop.loc"))
+    );
+    assert_eq!(
+        s(&a, &["k8sServiceHost"]),
+        Some(Value::from("k8s-lab-01.mylaptop.loc"))
+    );
+    assert_eq!(s(&a, &["kubeProxyReplacement"]), Some(Value::Bool(true)));
+}
+
+/// Converts a parsed YAML tree into values (YAML 1.2 resolution), for assertions.
+fn to_value(n: &yaml::Node) -> cmesh_core::value::Value {
+    use cmesh_core::value::Value;
+    match &n.value {
+        yaml::NodeValue::Map(entries) => Value::Map(
+            entries
+                .iter()
+                .map(|e| (e.key.as_str().unwrap().to_owned(), to_value(&e.value)))
+                .collect(),
+        ),
+        yaml::NodeValue::Seq(items) => Value::Seq(items.iter().map(to_value).collect()),
+        yaml::NodeValue::Scalar { text, .. } => match n.resolve() {
+            Some(yaml::Resolved::Null) => Value::Null,
+            Some(yaml::Resolved::Bool(b)) => Value::Bool(b),
+            Some(yaml::Resolved::Int(i)) => Value::Int(i as i64),
+            Some(yaml::Resolved::Float(f)) => Value::Float(f),
+            _ => Value::Str(text.clone()),
+        },
+    }
+}
+
+#[test]
+fn the_ca_private_key_never_leaves_pki_dir_with_cmesh() {
+    for version in ["1.14.2", "1.16.0", "1.19.6", "1.20.0"] {
+        let spec = lab(version);
+        let mut files = PkiFiles::new();
+        let pki = pki_for(&spec, &mut files);
+        let ca_key_pem = String::from_utf8(files["ca.key"].clone()).unwrap();
+        let ca_key_b64 = base64::engine::general_purpose::STANDARD.encode(&ca_key_pem);
+        let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+        for (path, f) in tree.files.iter().chain(tree.secret_files.iter()) {
+            let text = std::str::from_utf8(&f.bytes).unwrap();
+            assert!(
+                !text.contains(&ca_key_b64),
+                "{version}: {path} holds the CA key"
+            );
+        }
+    }
+}
+
+#[test]
+fn rendering_is_byte_identical_and_yaml11_safe() {
+    for version in ["1.14.2", "1.16.0", "1.19.6", "1.20.0"] {
+        let spec = lab(version);
+        let mut files = PkiFiles::new();
+        let pki1 = pki_for(&spec, &mut files);
+        let t1 = render::render_tree(&spec, &pki1, &opts(Phase::Mesh)).unwrap();
+        // A second reconcile reuses every file, so a second render is identical.
+        let pki2 = pki_for(&spec, &mut files);
+        let t2 = render::render_tree(&spec, &pki2, &opts(Phase::Mesh)).unwrap();
+        assert_eq!(t1.files, t2.files, "{version}");
+        assert_eq!(t1.secret_files, t2.secret_files, "{version}");
+        for (path, f) in t1.files.iter().chain(t1.secret_files.iter()) {
+            if path.ends_with(".yaml") {
+                let text = std::str::from_utf8(&f.bytes).unwrap();
+                let bad = yaml::ambiguous_plain_scalars(text).unwrap();
+                assert!(bad.is_empty(), "{version} {path}: {bad:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_cluster_lists_every_other_for_many_clusters() {
+    let o = example::ExampleOptions {
+        clusters: 16,
+        version: "1.16.0".parse().unwrap(),
+        ..Default::default()
+    };
+    let spec = spec::load("m", &example::generate(&o).unwrap()).unwrap().0;
+    let pki = pki_for(&spec, &mut PkiFiles::new());
+    for c in &spec.clusters {
+        let v = render::cluster_values(&spec, c, Phase::Mesh, &pki);
+        let Some(cmesh_core::value::Value::Seq(peers)) =
+            v.get(&["clustermesh", "config", "clusters"])
+        else {
+            panic!()
+        };
+        let names: Vec<&str> = peers
+            .iter()
+            .filter_map(|p| p.get(&["name"]).and_then(|n| n.as_str()))
+            .collect();
+        let expected: Vec<&str> = spec
+            .clusters
+            .iter()
+            .filter(|x| x.name != c.name)
+            .map(|x| x.name.as_str())
+            .collect();
+        assert_eq!(names, expected);
+    }
+}
+
+#[test]
+fn user_values_win_and_are_reported() {
+    let text = example::builtin().replace(
+        "      port: 32380\n",
+        "      port: 32380\n    values:\n      operator:\n        replicas: 2\n      cluster:\n        name: renamed\n",
+    );
+    let checked = spec::check("m", &text);
+    let warns: Vec<_> = checked
+        .diagnostics
+        .iter()
+        .map(|d| (d.code, d.field.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        warns,
+        vec![("CM601", "clusters[1].values.cluster.name".to_string())]
+    );
+    let d = &checked.diagnostics[0];
+    assert_eq!(d.related[0].field.as_deref(), Some("clusters[1].name"));
+    let spec = checked.spec.unwrap();
+    let pki = pki_for(&spec, &mut PkiFiles::new());
+    let v = render::cluster_values(&spec, &spec.clusters[1], Phase::Mesh, &pki);
+    assert_eq!(
+        v.get(&["cluster", "name"]).and_then(|x| x.as_str()),
+        Some("renamed")
+    );
+    assert_eq!(
+        v.get(&["operator", "replicas"]).and_then(|x| x.as_int()),
+        Some(2)
+    );
+}
+
+#[test]
+fn other_methods_wire_the_chart() {
+    let methods = BTreeMap::from([("helm", "helm"), ("cronJob", "cronJob")]);
+    for (method, word) in methods {
+        let text =
+            example::builtin().replace("certificates: cmesh", &format!("certificates: {method}"));
+        let spec = spec::load("m", &text).unwrap().0;
+        let pki = pki_for(&spec, &mut PkiFiles::new());
+        let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+        let v = file(&tree, "k8s01/values.yaml");
+        assert!(v.contains(&format!("method: {word}")), "{method}: {v}");
+        let app = file(&tree, "argocd/k8s01.yaml");
+        if method == "helm" {
+            // The CA key is in the values (the chart signs), and Argo CD must ignore the
+            // regenerated Secrets.
+            assert!(v.contains("    key: "), "{v}");
+            assert!(app.contains("ignoreDifferences"), "{app}");
+            assert!(app.contains("RespectIgnoreDifferences=true"));
+            assert!(!tree.secret_files.contains_key("k8s01/secrets.yaml"));
+        } else {
+            // cronJob: the CA key travels in the pre-created cilium-ca Secret, not in values.
+            assert!(!v.contains("    key: "), "{v}");
+            assert!(!app.contains("ignoreDifferences"), "{app}");
+            let s = redact(file(&tree, "k8s01/secrets.yaml"));
+            assert!(
+                s.contains("name: cilium-ca") && s.contains("ca.key: <private key>"),
+                "{s}"
+            );
+        }
+    }
+}
