@@ -210,7 +210,7 @@ impl miette::Diagnostic for Diagnostic {
             (offset, s.len.min(text_len - offset))
         };
         let primary = self.span.map(|s| {
-            let label = self.field.clone().map(|f| format!("{f}"));
+            let label = self.field.clone();
             LabeledSpan::new_primary_with_span(label, clamp(s))
         });
         let related = self.related.iter().filter_map(move |r| {

@@ -144,3 +144,23 @@ fn too_many_clusters_for_255() {
         "{codes:?}"
     );
 }
+
+#[test]
+fn docs_list_every_rule() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/mesh-spec.md"
+    ))
+    .unwrap();
+    for r in codes::ALL {
+        let sev = match r.severity {
+            cmesh_core::Severity::Error => "error",
+            cmesh_core::Severity::Warning => "warning",
+        };
+        assert!(
+            doc.contains(&format!("| {} | {sev} |", r.code)),
+            "docs/mesh-spec.md lacks `| {} | {sev} |`",
+            r.code
+        );
+    }
+}

@@ -435,3 +435,53 @@ fn rsa_4096_setting_is_honoured() {
         assert_eq!(k.algorithm_name(), "rsa-2048", "{}", w.path);
     }
 }
+
+#[test]
+fn check_rules_on_an_existing_ca() {
+    use cmesh_core::pki::inspect::ca_diagnostics;
+    use cmesh_core::pki::store::{CA_CERT, CA_KEY};
+    let spec = lab();
+    let codes = |files: &PkiFiles, mode: Option<u32>, now: OffsetDateTime| -> Vec<&'static str> {
+        ca_diagnostics(files, mode, "pki", now, &spec.source)
+            .iter()
+            .map(|d| d.code)
+            .collect()
+    };
+    let ca = Ca::generate("x", KeyAlgorithm::EcdsaP256, 100, NOW).unwrap();
+    let mut files = PkiFiles::new();
+    assert!(codes(&files, None, NOW).is_empty(), "no CA: nothing to say");
+    files.insert(CA_CERT.into(), ca.cert_pem().as_bytes().to_vec());
+    assert_eq!(codes(&files, None, NOW), vec!["CM510"]);
+    files.insert(CA_KEY.into(), ca.key().pem().as_bytes().to_vec());
+    assert!(codes(&files, Some(0o600), NOW).is_empty());
+    assert_eq!(codes(&files, Some(0o644), NOW), vec!["CM515"]);
+    assert_eq!(codes(&files, None, NOW + Duration::days(80)), vec!["CM513"]);
+    assert_eq!(
+        codes(&files, None, NOW + Duration::days(101)),
+        vec!["CM512"]
+    );
+    let other = Ca::generate("y", KeyAlgorithm::EcdsaP256, 100, NOW).unwrap();
+    files.insert(CA_KEY.into(), other.key().pem().as_bytes().to_vec());
+    assert_eq!(codes(&files, None, NOW), vec!["CM514"]);
+    let leaf = ca
+        .issue(
+            &LeafRequest {
+                common_name: "l".into(),
+                dns_names: vec![],
+                ip_addresses: vec![],
+            },
+            KeyAlgorithm::EcdsaP256,
+            50,
+            NOW,
+        )
+        .unwrap();
+    files.insert(CA_CERT.into(), leaf.cert_pem.as_bytes().to_vec());
+    files.insert(CA_KEY.into(), leaf.key.pem().as_bytes().to_vec());
+    assert_eq!(codes(&files, None, NOW), vec!["CM511"]);
+    files.insert(CA_CERT.into(), b"garbage".to_vec());
+    assert_eq!(codes(&files, None, NOW), vec!["CM510"]);
+    // Every diagnostic points at pki.dir in mesh.yaml and says how to fix it.
+    for d in ca_diagnostics(&files, Some(0o644), "pki", NOW, &spec.source) {
+        assert!(d.span.is_some() && d.help.is_some());
+    }
+}

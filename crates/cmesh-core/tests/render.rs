@@ -403,3 +403,71 @@ fn other_methods_wire_the_chart() {
         }
     }
 }
+
+fn schema() -> jsonschema::Validator {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/schema/cilium-values.schema-1.20.0.json"
+    );
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::draft7::new(&schema).unwrap()
+}
+
+/// Rendered values pass the chart's own schema (shipped from 1.16) for every method and phase.
+#[test]
+fn values_pass_the_chart_schema() {
+    let validator = schema();
+    for version in [
+        "1.16.0", "1.16.19", "1.17.18", "1.18.12", "1.19.6", "1.20.0",
+    ] {
+        for method in ["cmesh", "helm", "cronJob"] {
+            let spec = {
+                let base = lab(version);
+                let text = base
+                    .source
+                    .text()
+                    .text()
+                    .replace("certificates: cmesh", &format!("certificates: {method}"));
+                spec::load("m", &text).unwrap().0
+            };
+            let pki = pki_for(&spec, &mut PkiFiles::new());
+            for phase in [Phase::Base, Phase::Mesh] {
+                for c in &spec.clusters {
+                    let v = render::cluster_values(&spec, c, phase, &pki).to_json();
+                    let errors: Vec<String> = validator
+                        .iter_errors(&v)
+                        .map(|e| format!("{} at {}", e, e.instance_path()))
+                        .collect();
+                    assert!(
+                        errors.is_empty(),
+                        "{version} {method} {phase:?} {}: {errors:?}",
+                        c.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The validator is real: the article's `id: "01"`-style string ID fails it.
+#[test]
+fn schema_rejects_a_string_cluster_id() {
+    let validator = schema();
+    let spec = lab("1.20.0");
+    let pki = pki_for(&spec, &mut PkiFiles::new());
+    let mut v = render::cluster_values(&spec, &spec.clusters[0], Phase::Mesh, &pki);
+    v.set(&["cluster", "id"], "01");
+    assert!(!validator.is_valid(&v.to_json()));
+    v.set(&["cluster", "id"], 1i64);
+    v.set(
+        &[
+            "clustermesh",
+            "apiserver",
+            "service",
+            "externalTrafficPolicy",
+        ],
+        "Nowhere",
+    );
+    assert!(!validator.is_valid(&v.to_json()));
+}

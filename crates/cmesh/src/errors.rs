@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 use cmesh_core::diag::Counts;
+use cmesh_core::pki::PkiError;
 
 /// Process exit codes. Documented in docs/ARCHITECTURE.md and `cmesh --help`.
 pub mod exit {
@@ -95,6 +96,42 @@ pub enum ExpectedError {
         /// The path.
         path: PathBuf,
     },
+    /// The PKI is missing, invalid, or would have to be regenerated.
+    #[error("{context}")]
+    Pki {
+        /// What cmesh was doing (includes the directory).
+        context: String,
+        /// The problem.
+        #[source]
+        source: PkiError,
+    },
+    /// A PKI operation refused to act (an existing CA, a mismatch).
+    #[error("{message}")]
+    PkiRefused {
+        /// What was refused.
+        message: String,
+        /// How to proceed.
+        hint: String,
+    },
+    /// `render --check` found differences (already printed).
+    #[error("{what} is out of date: {count} difference(s)")]
+    Drift {
+        /// The tree.
+        what: String,
+        /// Number of differences.
+        count: usize,
+    },
+    /// A bug: something cmesh guarantees did not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// An output directory holds files cmesh did not write.
+    #[error("{} holds files cmesh did not write ({}); rendering replaces the whole directory", dir.display(), files.join(", "))]
+    DirNotOurs {
+        /// The directory.
+        dir: PathBuf,
+        /// Up to five of the foreign files.
+        files: Vec<String>,
+    },
     /// An option combination or argument that cannot work.
     #[error("{message}")]
     Usage {
@@ -116,8 +153,12 @@ impl ExpectedError {
             | ExpectedError::SpecIsDirectory { .. }
             | ExpectedError::Read { .. }
             | ExpectedError::Write { .. }
-            | ExpectedError::WouldOverwrite { .. } => exit::IO,
+            | ExpectedError::WouldOverwrite { .. }
+            | ExpectedError::DirNotOurs { .. } => exit::IO,
             ExpectedError::Usage { .. } => exit::USAGE,
+            ExpectedError::Pki { .. } | ExpectedError::PkiRefused { .. } => exit::PKI,
+            ExpectedError::Drift { .. } => exit::DRIFT,
+            ExpectedError::Internal(_) => exit::CHECKS_FAILED,
         }
     }
 
@@ -144,6 +185,13 @@ impl ExpectedError {
                 vec!["pass --force to replace it, or -f to write elsewhere".into()]
             }
             ExpectedError::Usage { hint, .. } => hint.iter().cloned().collect(),
+            ExpectedError::DirNotOurs { .. } => vec![
+                "move them elsewhere, choose another --out, or pass --force to replace the directory anyway".into(),
+            ],
+            ExpectedError::Pki { source, .. } => pki_hints(source),
+            ExpectedError::PkiRefused { hint, .. } => vec![hint.clone()],
+            ExpectedError::Drift { .. } => vec!["run `cmesh render` and commit the result".into()],
+            ExpectedError::Internal(_) => vec!["please report this bug with the command you ran".into()],
             ExpectedError::Read { .. } | ExpectedError::Write { .. } => Vec::new(),
         }
     }
@@ -161,5 +209,24 @@ impl ExpectedError {
             writeln!(w, "  (hint: {h})")?;
         }
         Ok(())
+    }
+}
+
+fn pki_hints(e: &PkiError) -> Vec<String> {
+    match e {
+        PkiError::NoCa => vec![
+            "`cmesh render` creates a CA on first use; `cmesh pki init` creates one explicitly; `cmesh pki import` adopts an existing one".into(),
+        ],
+        PkiError::IncompleteCa { missing, .. } => vec![
+            format!("restore {missing} from a backup: cmesh never regenerates a CA, because every cluster trusts the current one"),
+            "to start over on purpose, remove both files; every cluster must then be re-rendered and re-applied".into(),
+        ],
+        PkiError::Expired { .. } | PkiError::NotYetValid { .. } => vec![
+            "the mesh CA must be replaced: `cmesh pki import --force` (or `cmesh pki init --force`), then render and apply every cluster".into(),
+        ],
+        PkiError::KeyMismatch { .. } => vec!["pass the key that belongs to this certificate".into()],
+        PkiError::NotCa { .. } => vec!["pass the CA certificate, not a leaf certificate".into()],
+        PkiError::InFile { source, .. } => pki_hints(source),
+        PkiError::InvalidKey { .. } | PkiError::InvalidCert { .. } | PkiError::Generate { .. } => Vec::new(),
     }
 }

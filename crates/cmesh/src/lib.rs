@@ -8,6 +8,8 @@ pub mod commands;
 pub mod errors;
 pub mod fsx;
 pub mod input;
+pub mod pki_io;
+pub mod tree_io;
 pub mod ui;
 
 /// Entry point of the `cmesh` binary.

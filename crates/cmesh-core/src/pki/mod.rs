@@ -7,6 +7,7 @@
 mod ca;
 pub mod catalog;
 mod cert;
+pub mod inspect;
 mod key;
 pub mod store;
 

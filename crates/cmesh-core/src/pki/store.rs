@@ -195,7 +195,11 @@ pub fn reconcile(
                 cluster: None,
                 kind: None,
                 action: Action::Created,
-                reason: format!("no CA in pki.dir: created `{}`", ca.info().subject),
+                reason: format!(
+                    "created the mesh CA `{}` ({})",
+                    ca.info().subject,
+                    spec.pki.key_algorithm.as_str()
+                ),
                 not_after: ca.info().not_after,
             });
             ca

@@ -335,7 +335,7 @@ impl<'a> Rules<'a> {
                 }
                 let (a4, a6) = fam(a);
                 let (b4, b6) = fam(b);
-                if !(a4 && b4) && !(a6 && b6) {
+                if !((a4 && b4) || (a6 && b6)) {
                     let path = child(&item("clusters", j), "podCIDR");
                     let d = self.at(
                         &codes::IP_FAMILY,

@@ -69,6 +69,128 @@ pub enum Command {
     Init(InitArgs),
     /// Validate mesh.yaml and the PKI: every problem, with where and how to fix it.
     Check(CheckArgs),
+    /// Write per-cluster Helm values, Secrets and Argo CD / Flux / helm files (creating the
+    /// shared CA and certificates on first use).
+    Render(RenderArgs),
+    /// Manage the mesh CA and the certificates issued from it.
+    Pki(PkiArgs),
+}
+
+/// `--phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum PhaseArg {
+    /// Cilium with the shared CA, without Cluster Mesh (the article's step 03).
+    Base,
+    /// Everything, Cluster Mesh included (step 05).
+    #[default]
+    Mesh,
+}
+
+impl From<PhaseArg> for cmesh_core::render::Phase {
+    fn from(p: PhaseArg) -> Self {
+        match p {
+            PhaseArg::Base => cmesh_core::render::Phase::Base,
+            PhaseArg::Mesh => cmesh_core::render::Phase::Mesh,
+        }
+    }
+}
+
+/// `cmesh render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Output directory (replaced as a whole, atomically).
+    #[arg(long, default_value = "cmesh-out", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Write `<cluster>/secrets.yaml` files here instead of into the output directory.
+    #[arg(long, value_name = "DIR")]
+    pub secrets_out: Option<PathBuf>,
+    /// Which values to render.
+    #[arg(long, value_enum, default_value_t = PhaseArg::Mesh)]
+    pub phase: PhaseArg,
+    /// Write nothing; exit 6 if the tree on disk (or the PKI) differs from what would be rendered.
+    #[arg(long)]
+    pub check: bool,
+    /// Replace the output directory even if it holds files cmesh did not write.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `cmesh pki`.
+#[derive(Debug, Args)]
+pub struct PkiArgs {
+    /// The operation.
+    #[command(subcommand)]
+    pub command: PkiCommand,
+}
+
+/// A duration such as `30d`, `720h` or `2w`, with its text for messages.
+#[derive(Debug, Clone)]
+pub struct DurationArg(pub time::Duration, pub String);
+
+fn parse_duration(s: &str) -> Result<DurationArg, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30d, 720h or 2w"))?;
+    let d = match unit {
+        "s" => time::Duration::seconds(n),
+        "m" => time::Duration::minutes(n),
+        "h" => time::Duration::hours(n),
+        "d" | "" => time::Duration::days(n),
+        "w" => time::Duration::weeks(n),
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{unit}` (use s, m, h, d or w)"
+            ));
+        }
+    };
+    Ok(DurationArg(d, t.to_owned()))
+}
+
+/// `cmesh pki` operations.
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create the mesh CA in pki.dir (render does this on first use).
+    Init {
+        /// Replace an existing CA (every cluster must then be re-rendered and re-applied).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Adopt an existing CA, such as the one in a cluster's `cilium-ca` Secret.
+    Import {
+        /// CA certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// CA private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Replace a different CA already in pki.dir.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the CA (subject, fingerprints, validity) and what uses it. Never prints keys.
+    Show {
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Rendered tree to search for files that carry the CA.
+        #[arg(long = "out", default_value = "cmesh-out", value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+    /// Re-issue certificates that expire soon (or all with --force).
+    Renew {
+        /// Re-issue what expires within this window.
+        #[arg(long, default_value = "30d", value_parser = parse_duration, value_name = "DURATION")]
+        renew_before: DurationArg,
+        /// Only these clusters (repeatable).
+        #[arg(long)]
+        cluster: Vec<String>,
+        /// Re-issue every selected certificate.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `cmesh init`.

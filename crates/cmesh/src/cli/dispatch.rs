@@ -46,5 +46,7 @@ pub fn run(cli: Cli, style: Style, out: &mut dyn Write) -> Result<u8, ExpectedEr
     match cli.command {
         Command::Init(args) => commands::init::run(&cli.global, &args, out),
         Command::Check(args) => commands::check::run(&cli.global, &args, style, out),
+        Command::Render(args) => commands::render::run(&cli.global, &args, out),
+        Command::Pki(args) => commands::pki::run(&cli.global, &args, out),
     }
 }

@@ -21,7 +21,20 @@ pub fn run(
 ) -> Result<u8, ExpectedError> {
     let input = input::read(&global.spec_source())?;
     let checked = spec::check(&input.name, &input.text);
-    let diags = checked.diagnostics;
+    let mut diags = checked.diagnostics;
+    if let Some(spec) = &checked.spec {
+        // An existing CA is checked too; check never creates one.
+        let dir = crate::pki_io::pki_dir(&input.base_dir, &spec.pki.dir);
+        let files = crate::pki_io::read(&dir)?;
+        let key_mode = crate::pki_io::mode_of(&dir.join(cmesh_core::pki::store::CA_KEY));
+        diags.extend(cmesh_core::pki::inspect::ca_diagnostics(
+            &files,
+            key_mode,
+            &dir.display().to_string(),
+            crate::commands::common::now(),
+            &spec.source,
+        ));
+    }
     let ok_text = match &checked.spec {
         Some(s) => format!(
             "ok ({} clusters, Cilium {}, certificates: {})",

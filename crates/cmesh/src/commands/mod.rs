@@ -1,4 +1,7 @@
 //! One module per command: each turns parsed arguments into effects and an exit code.
 
 pub mod check;
+pub mod common;
 pub mod init;
+pub mod pki;
+pub mod render;

@@ -11,6 +11,14 @@ use super::Style;
 
 /// Renders diagnostics with source snippets, one after another, followed by a summary line.
 pub fn render_human(file: &str, diags: &[Diagnostic], style: Style, summary_ok: &str) -> String {
+    let mut out = render_list(diags, style);
+    out.push_str(&summary(file, Counts::of(diags), summary_ok));
+    out.push('\n');
+    out
+}
+
+/// Renders diagnostics with source snippets, each followed by a blank line.
+pub fn render_list(diags: &[Diagnostic], style: Style) -> String {
     let theme = if style.color {
         GraphicalTheme::unicode()
     } else if style.unicode {
@@ -32,8 +40,6 @@ pub fn render_human(file: &str, diags: &[Diagnostic], style: Style, summary_ok: 
         out.push_str(one.trim_end());
         out.push_str("\n\n");
     }
-    out.push_str(&summary(file, Counts::of(diags), summary_ok));
-    out.push('\n');
     out
 }
 

@@ -2,6 +2,8 @@
 //! amount of glue that decides colours and widths from the environment.
 
 pub mod diagnostics;
+pub mod pki;
+pub mod render;
 
 use std::io::IsTerminal;
 
@@ -26,7 +28,15 @@ impl Style {
 
     /// Decides from `--color`, `NO_COLOR` and whether stdout is a terminal.
     pub fn detect(choice: ColorChoice) -> Style {
-        let tty = std::io::stdout().is_terminal();
+        Self::detect_with(choice, std::io::stdout().is_terminal())
+    }
+
+    /// The same for stderr.
+    pub fn detect_stderr(choice: ColorChoice) -> Style {
+        Self::detect_with(choice, std::io::stderr().is_terminal())
+    }
+
+    fn detect_with(choice: ColorChoice, tty: bool) -> Style {
         let color = match choice {
             ColorChoice::Always => true,
             ColorChoice::Never => false,

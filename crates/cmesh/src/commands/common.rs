@@ -1,0 +1,45 @@
+//! What several commands share: loading the spec with its diagnostics shown on stderr, and
+//! the current time.
+
+use std::io::Write;
+
+use time::OffsetDateTime;
+
+use crate::cli::GlobalArgs;
+use crate::errors::ExpectedError;
+use crate::input::{self, Loaded};
+use crate::ui::{Style, diagnostics};
+
+/// Loads and validates the spec. Errors are printed to stderr before returning; warnings are
+/// printed too, and the spec is returned.
+///
+/// # Errors
+/// [`ExpectedError::SpecInvalid`] and read errors.
+pub fn load_spec(global: &GlobalArgs) -> Result<Loaded, ExpectedError> {
+    let style = Style::detect_stderr(global.color);
+    let loaded = input::load(&global.spec_source(), &mut |diags| {
+        let _ = std::io::stderr().write_all(diagnostics::render_list(diags, style).as_bytes());
+    })?;
+    if !loaded.warnings.is_empty() {
+        let _ = std::io::stderr()
+            .write_all(diagnostics::render_list(&loaded.warnings, style).as_bytes());
+    }
+    Ok(loaded)
+}
+
+/// The wall clock, the only source of time for the core.
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// Writes `s` to `out`.
+///
+/// # Errors
+/// [`ExpectedError::Write`] if stdout is closed.
+pub fn emit(out: &mut dyn Write, s: &str) -> Result<(), ExpectedError> {
+    out.write_all(s.as_bytes())
+        .map_err(|source| ExpectedError::Write {
+            path: "<stdout>".into(),
+            source,
+        })
+}

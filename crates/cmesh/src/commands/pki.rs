@@ -1,0 +1,292 @@
+//! `cmesh pki init|import|show|renew`: the mesh CA and the certificates issued from it.
+
+use std::io::Write;
+use std::path::Path;
+
+use cmesh_core::pki::store::{self, CA_CERT, CA_KEY, CaPolicy, PkiWrite};
+use cmesh_core::pki::{Ca, CertInfo, PrivateKey, normalize_pem};
+use cmesh_core::render::values::b64;
+
+use super::common::{emit, load_spec, now};
+use super::render::reconcile;
+use crate::cli::{GlobalArgs, Output, PkiArgs, PkiCommand};
+use crate::errors::{ExpectedError, exit};
+use crate::{pki_io, ui};
+
+/// Runs `cmesh pki …`.
+///
+/// # Errors
+/// Spec, PKI and file errors.
+pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u8, ExpectedError> {
+    let loaded = load_spec(global)?;
+    let spec = &loaded.spec;
+    let dir = pki_io::pki_dir(&loaded.input.base_dir, &spec.pki.dir);
+    let shown = dir.display().to_string();
+    let pki_err = |source| ExpectedError::Pki {
+        context: format!("PKI in {shown}"),
+        source,
+    };
+    match &args.command {
+        PkiCommand::Init { force } => {
+            let files = pki_io::read(&dir)?;
+            if let Some(existing) = store::load_ca(&files, now()).ok().flatten() {
+                if !force {
+                    return Err(ExpectedError::PkiRefused {
+                        message: format!("{shown} already holds the mesh CA `{}` ({})", existing.info().subject, existing.info().sha256),
+                        hint: "cmesh never replaces a CA implicitly; pass --force to create a new one (every cluster must then be re-rendered and re-applied)".into(),
+                    });
+                }
+            } else if !force && (files.contains_key(CA_CERT) || files.contains_key(CA_KEY)) {
+                return Err(pki_err(
+                    store::load_ca(&files, now())
+                        .err()
+                        .unwrap_or(cmesh_core::pki::PkiError::NoCa),
+                ));
+            }
+            let ca = Ca::generate(
+                &format!("cmesh {} CA", spec.name),
+                spec.pki.key_algorithm,
+                spec.pki.ca_validity_days,
+                now(),
+            )
+            .map_err(pki_err)?;
+            write_ca(&dir, ca.cert_pem(), ca.key().pem())?;
+            emit(
+                out,
+                &format!(
+                    "created CA `{}` in {shown}\nsha256 {}\n",
+                    ca.info().subject,
+                    ca.info().sha256
+                ),
+            )?;
+            Ok(exit::OK)
+        }
+        PkiCommand::Import { cert, key, force } => {
+            let read = |p: &Path| {
+                std::fs::read_to_string(p).map_err(|source| ExpectedError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })
+            };
+            let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+            let ca = Ca::load(&cert_pem, &key_pem, now()).map_err(|source| ExpectedError::Pki {
+                context: format!("cannot import {} with {}", cert.display(), key.display()),
+                source,
+            })?;
+            let files = pki_io::read(&dir)?;
+            if let Ok(Some(existing)) = store::load_ca(&files, now()) {
+                if existing.info().sha256 == ca.info().sha256 {
+                    emit(
+                        out,
+                        &format!("{shown} already uses this CA ({})\n", ca.info().sha256),
+                    )?;
+                    return Ok(exit::OK);
+                }
+                if !force {
+                    return Err(ExpectedError::PkiRefused {
+                        message: format!(
+                            "{shown} already holds a different CA `{}` ({})",
+                            existing.info().subject,
+                            existing.info().sha256
+                        ),
+                        hint: "pass --force to replace it: every certificate is then re-issued and every cluster must be re-rendered and re-applied".into(),
+                    });
+                }
+            }
+            write_ca(&dir, &normalize_pem(&cert_pem), ca.key().pem())?;
+            emit(
+                out,
+                &format!(
+                    "imported CA `{}` ({}, {}) into {shown}\nsha256 {}\nvalid until {}\n",
+                    ca.info().subject,
+                    ca.key().algorithm_name(),
+                    if key_pem.contains("BEGIN RSA PRIVATE KEY")
+                        || key_pem.contains("BEGIN EC PRIVATE KEY")
+                    {
+                        "key converted to PKCS#8"
+                    } else {
+                        "PKCS#8 key"
+                    },
+                    ca.info().sha256,
+                    cmesh_core::pki::fmt_date(ca.info().not_after)
+                ),
+            )?;
+            Ok(exit::OK)
+        }
+        PkiCommand::Show { output, out_dir } => {
+            let files = pki_io::read(&dir)?;
+            let ca = match store::load_ca(&files, now()) {
+                Ok(Some(ca)) => ca.info().clone(),
+                Ok(None) => return Err(pki_err(cmesh_core::pki::PkiError::NoCa)),
+                // An expired CA can still be shown.
+                Err(_) => match files
+                    .get(CA_CERT)
+                    .map(|b| CertInfo::from_pem(&String::from_utf8_lossy(b)))
+                {
+                    Some(Ok(info)) => info,
+                    Some(Err(e)) => return Err(pki_err(e)),
+                    None => return Err(pki_err(cmesh_core::pki::PkiError::NoCa)),
+                },
+            };
+            let key_alg = files
+                .get(CA_KEY)
+                .and_then(|k| PrivateKey::from_pem(&String::from_utf8_lossy(k)).ok())
+                .map(|k| k.algorithm_name());
+            let t = now();
+            let mut leaves = Vec::new();
+            for (path, bytes) in files
+                .iter()
+                .filter(|(p, _)| p.starts_with("clusters/") && p.ends_with(".crt"))
+            {
+                if let Ok(info) = CertInfo::from_pem(&String::from_utf8_lossy(bytes)) {
+                    let status = if !info.is_signed_by(&ca) {
+                        "other-ca"
+                    } else if info.days_left(t) < 0 {
+                        "expired"
+                    } else if info.days_left(t) < 30 {
+                        "expiring"
+                    } else {
+                        "ok"
+                    };
+                    leaves.push(ui::pki::LeafRow {
+                        file: path.clone(),
+                        cert: info,
+                        status: status.into(),
+                    });
+                }
+            }
+            let users = files_carrying(out_dir, &files);
+            match output {
+                Output::Json => {
+                    let doc = serde_json::json!({
+                        "dir": shown,
+                        "ca": ca,
+                        "keyAlgorithm": key_alg,
+                        "certificates": leaves,
+                        "renderedFiles": users,
+                    });
+                    emit(
+                        out,
+                        &format!(
+                            "{}\n",
+                            serde_json::to_string_pretty(&doc).unwrap_or_default()
+                        ),
+                    )?;
+                }
+                Output::Table => emit(
+                    out,
+                    &ui::pki::show(&shown, &ca, key_alg, &leaves, &users, t),
+                )?,
+            }
+            Ok(exit::OK)
+        }
+        PkiCommand::Renew {
+            renew_before,
+            cluster,
+            force,
+        } => {
+            let mut r = reconcile(spec, &dir, CaPolicy::MustExist, Some(renew_before.0), *force)?
+                .ok_or_else(|| ExpectedError::PkiRefused {
+                    message: "certificates: certManager issues certificates in the clusters; there is nothing for cmesh to renew".into(),
+                    hint: "cert-manager renews them itself".into(),
+                })?;
+            if !cluster.is_empty() {
+                let unknown: Vec<&String> = cluster
+                    .iter()
+                    .filter(|c| spec.cluster(c).is_none())
+                    .collect();
+                if !unknown.is_empty() {
+                    return Err(ExpectedError::Usage {
+                        message: format!(
+                            "unknown cluster(s): {}",
+                            unknown
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        hint: Some(format!(
+                            "clusters in this mesh: {}",
+                            spec.clusters
+                                .iter()
+                                .map(|c| c.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    });
+                }
+                // Redo with the selection so that other clusters keep their files.
+                let files = pki_io::read(&dir)?;
+                let opts = store::ReconcileOptions {
+                    now: now(),
+                    renew_before: renew_before.0,
+                    force: *force,
+                    clusters: Some(cluster.clone()),
+                    leaves: true,
+                    ca_policy: CaPolicy::MustExist,
+                };
+                r = store::reconcile(spec, &files, &opts).map_err(pki_err)?;
+            }
+            pki_io::write(&dir, &r.writes)?;
+            let mut s = ui::pki::events_summary(&shown, &r.events);
+            if r.writes.is_empty() {
+                s.push_str(&format!(
+                    "nothing to renew: no certificate expires within {}\n",
+                    renew_before.1
+                ));
+            } else {
+                s.push_str(
+                    "next: `cmesh render` (and apply) so the clusters get the new certificates\n",
+                );
+            }
+            emit(out, &s)?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn write_ca(dir: &Path, cert_pem: &str, key_pem: &str) -> Result<(), ExpectedError> {
+    pki_io::write(
+        dir,
+        &[
+            PkiWrite {
+                path: CA_KEY.into(),
+                bytes: key_pem.as_bytes().to_vec(),
+                private: true,
+            },
+            PkiWrite {
+                path: CA_CERT.into(),
+                bytes: cert_pem.as_bytes().to_vec(),
+                private: false,
+            },
+        ],
+    )
+}
+
+/// Rendered files under `out_dir` that embed the CA certificate (base64, as in values and
+/// Secrets).
+fn files_carrying(out_dir: &Path, files: &store::PkiFiles) -> Vec<String> {
+    let Some(ca) = files.get(CA_CERT) else {
+        return Vec::new();
+    };
+    let needle = b64(&normalize_pem(&String::from_utf8_lossy(ca)));
+    let mut found = Vec::new();
+    fn walk(dir: &Path, needle: &str, found: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, needle, found);
+            } else if let Ok(text) = std::fs::read_to_string(&p) {
+                if text.contains(needle) {
+                    found.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    walk(out_dir, &needle, &mut found);
+    found.sort();
+    found
+}

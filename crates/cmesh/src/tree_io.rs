@@ -1,0 +1,313 @@
+//! Writing a rendered tree to disk atomically, and comparing one with what is on disk.
+//!
+//! A tree is written into a temporary sibling directory and renamed into place, so an error
+//! at any point leaves the previous tree (or nothing) behind, never a mix. A directory holding
+//! files cmesh would not have written is not replaced without `--force`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cmesh_core::render::{FileKind, RenderedFile};
+
+use crate::errors::ExpectedError;
+use crate::fsx::Mode;
+
+/// True for paths cmesh writes into a tree.
+fn is_cmesh_path(rel: &str) -> bool {
+    let parts: Vec<&str> = rel.split('/').collect();
+    match parts.as_slice() {
+        ["README.md" | ".gitignore"] => true,
+        ["argocd" | "flux", f] => f.ends_with(".yaml"),
+        ["helm", f] => f.ends_with(".sh"),
+        [_, "values.yaml" | "secrets.yaml"] => true,
+        _ => false,
+    }
+}
+
+fn list_files(root: &Path) -> Result<Vec<String>, ExpectedError> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let p = e.path();
+            if e.file_type()?.is_dir() {
+                walk(root, &p, out)?;
+            } else {
+                out.push(
+                    p.strip_prefix(root)
+                        .unwrap_or(&p)
+                        .to_string_lossy()
+                        .replace('\\', "/"),
+                );
+            }
+        }
+        Ok(())
+    }
+    walk(root, root, &mut out).map_err(|source| ExpectedError::Read {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    out.sort();
+    Ok(out)
+}
+
+fn mode(kind: FileKind) -> Mode {
+    match kind {
+        FileKind::Public => Mode::Public,
+        FileKind::Sensitive => Mode::Private,
+        FileKind::Executable => Mode::Executable,
+    }
+}
+
+/// Replaces `dir` with exactly `files`.
+///
+/// # Errors
+/// [`ExpectedError::Write`], or [`ExpectedError::Usage`] when `dir` holds foreign files and
+/// `force` is false.
+pub fn write_tree(
+    dir: &Path,
+    files: &BTreeMap<String, RenderedFile>,
+    force: bool,
+) -> Result<(), ExpectedError> {
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ExpectedError::Write { path, source }
+    };
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(ExpectedError::Usage {
+                message: format!("{} exists and is not a directory", dir.display()),
+                hint: Some("choose another --out".into()),
+            });
+        }
+        if !force {
+            let foreign: Vec<String> = list_files(dir)?
+                .into_iter()
+                .filter(|p| !is_cmesh_path(p))
+                .collect();
+            if !foreign.is_empty() {
+                return Err(ExpectedError::DirNotOurs {
+                    dir: dir.to_path_buf(),
+                    files: foreign.into_iter().take(5).collect(),
+                });
+            }
+        }
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(werr(&parent))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "cmesh-out".into());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempdir_in(&parent)
+        .map_err(werr(&parent))?;
+    for (rel, f) in files {
+        let path = tmp.path().join(rel);
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).map_err(werr(p))?;
+        }
+        crate::fsx::write_atomic(&path, &f.bytes, mode(f.kind), true)?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(werr(tmp.path()))?;
+    }
+    if dir.exists() {
+        let old = tempfile::Builder::new()
+            .prefix(&format!(".{name}.old-"))
+            .tempdir_in(&parent)
+            .map_err(werr(&parent))?;
+        let old_path = old.path().join("tree");
+        std::fs::rename(dir, &old_path).map_err(werr(dir))?;
+        if let Err(e) = std::fs::rename(tmp.path(), dir) {
+            // Put the previous tree back; the new one is discarded with `tmp`.
+            let _ = std::fs::rename(&old_path, dir);
+            return Err(werr(dir)(e));
+        }
+        drop(old);
+    } else {
+        std::fs::rename(tmp.path(), dir).map_err(werr(dir))?;
+    }
+    // The temporary directory now is `dir`: do not let its guard delete it.
+    let _ = tmp.keep();
+    Ok(())
+}
+
+/// How a file on disk differs from the rendering.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftKind {
+    /// Content differs.
+    Changed,
+    /// Would be created.
+    Missing,
+    /// Would be removed.
+    Extra,
+}
+
+/// One difference.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Drift {
+    /// Path as shown to the user.
+    pub path: String,
+    /// What differs.
+    pub kind: DriftKind,
+    /// A short unified diff (never for sensitive files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// Compares `files` with `dir` on disk.
+///
+/// # Errors
+/// [`ExpectedError::Read`].
+pub fn compare(
+    dir: &Path,
+    files: &BTreeMap<String, RenderedFile>,
+    max_diff_lines: usize,
+) -> Result<Vec<Drift>, ExpectedError> {
+    let mut out = Vec::new();
+    let shown = |rel: &str| dir.join(rel).display().to_string();
+    for (rel, f) in files {
+        let path = dir.join(rel);
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes == f.bytes => {}
+            Ok(bytes) => {
+                let diff = if f.kind == FileKind::Sensitive {
+                    None
+                } else {
+                    Some(short_diff(
+                        &String::from_utf8_lossy(&bytes),
+                        &String::from_utf8_lossy(&f.bytes),
+                        max_diff_lines,
+                    ))
+                };
+                out.push(Drift {
+                    path: shown(rel),
+                    kind: DriftKind::Changed,
+                    diff,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.push(Drift {
+                path: shown(rel),
+                kind: DriftKind::Missing,
+                diff: None,
+            }),
+            Err(source) => return Err(ExpectedError::Read { path, source }),
+        }
+    }
+    if dir.is_dir() {
+        for rel in list_files(dir)? {
+            if is_cmesh_path(&rel) && !files.contains_key(&rel) {
+                out.push(Drift {
+                    path: shown(&rel),
+                    kind: DriftKind::Extra,
+                    diff: None,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn short_diff(old: &str, new: &str, max: usize) -> String {
+    let diff = similar::TextDiff::from_lines(old, new);
+    let text = diff
+        .unified_diff()
+        .context_radius(1)
+        .header("on disk", "rendered")
+        .to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut s = lines
+        .iter()
+        .take(max)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n");
+    if lines.len() > max {
+        s.push_str(&format!("\n… {} more lines", lines.len() - max));
+    }
+    s
+}
+
+/// A path from directory `from` to `to`, both relative to the current directory or absolute,
+/// written with `/`. Used in scripts so that trees do not embed absolute paths.
+pub fn relative_path(from: &Path, to: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let abs = |p: &Path| {
+        normalize(&if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            cwd.join(p)
+        })
+    };
+    let (from, to) = (abs(from), abs(to));
+    let f: Vec<_> = from.components().collect();
+    let t: Vec<_> = to.components().collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = std::iter::repeat_n("..".to_string(), f.len() - common).collect();
+    parts.extend(
+        t[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().to_string()),
+    );
+    if parts.is_empty() {
+        ".".into()
+    } else {
+        parts.join("/")
+    }
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(
+            relative_path(Path::new("/a/b/out"), Path::new("/a/b")),
+            ".."
+        );
+        assert_eq!(
+            relative_path(Path::new("/a/b/out"), Path::new("/a/b/out")),
+            "."
+        );
+        assert_eq!(
+            relative_path(Path::new("/a/out"), Path::new("/a/sec/x")),
+            "../sec/x"
+        );
+        assert_eq!(
+            relative_path(Path::new("/a/./out/../o2"), Path::new("/a")),
+            ".."
+        );
+    }
+
+    #[test]
+    fn cmesh_paths() {
+        assert!(is_cmesh_path("k8s01/values.yaml"));
+        assert!(is_cmesh_path("argocd/applicationset.yaml"));
+        assert!(!is_cmesh_path("k8s01/secrets.sealed.yaml"));
+        assert!(!is_cmesh_path("notes.txt"));
+    }
+}

@@ -1,0 +1,46 @@
+//! Text for `render`: what was written, and `--check` differences.
+
+use std::fmt::Write as _;
+
+use crate::tree_io::{Drift, DriftKind};
+
+/// The closing lines of a successful render.
+pub fn written(
+    out: &str,
+    files: usize,
+    secrets: Option<(String, usize)>,
+    sensitive: usize,
+) -> String {
+    let mut s = format!("wrote {out}/ ({files} files");
+    if sensitive > 0 {
+        let _ = write!(s, ", {sensitive} with private keys at mode 0600");
+    }
+    s.push_str(")\n");
+    if let Some((dir, n)) = secrets {
+        let _ = writeln!(s, "wrote {dir}/ ({n} secrets.yaml files, mode 0600)");
+    }
+    let _ = writeln!(
+        s,
+        "next: see {out}/README.md for the order to apply, or run `cmesh apply`"
+    );
+    s
+}
+
+/// `--check` output: one line per difference, with a short diff for non-secret files.
+pub fn drift(drift: &[Drift]) -> String {
+    let mut s = String::new();
+    for d in drift {
+        let word = match d.kind {
+            DriftKind::Changed => "changed",
+            DriftKind::Missing => "missing",
+            DriftKind::Extra => "extra  ",
+        };
+        let _ = writeln!(s, "{word} {}", d.path);
+        if let Some(diff) = &d.diff {
+            for line in diff.lines() {
+                let _ = writeln!(s, "    {line}");
+            }
+        }
+    }
+    s
+}

@@ -1,0 +1,104 @@
+//! Runs the cmesh binary as a user would, in a scratch directory, and redacts its output for
+//! snapshots.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The outcome of one run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Exit code (-1 if killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// `exit: N`, stdout and stderr in one text for snapshots, with `dir` replaced by `[DIR]`.
+    pub fn snapshot(&self, dir: &Path) -> String {
+        let d = dir.display().to_string();
+        format!(
+            "exit: {}\n--- stdout\n{}--- stderr\n{}",
+            self.code,
+            redact(&self.stdout.replace(&d, "[DIR]")),
+            redact(&self.stderr.replace(&d, "[DIR]"))
+        )
+    }
+}
+
+/// Replaces dates, fingerprints and serials with placeholders.
+pub fn redact(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for line in s.split_inclusive('\n') {
+        let mut l = line.to_owned();
+        // 2026-11-24 12:00 UTC
+        while let Some(i) = find_date(&l) {
+            l.replace_range(i..i + 20, "[DATE]");
+        }
+        // Serial numbers and SHA-256 fingerprints: long runs of hex digits (and colons).
+        let mut rebuilt = String::with_capacity(l.len());
+        for (i, token) in l.split(' ').enumerate() {
+            if i > 0 {
+                rebuilt.push(' ');
+            }
+            let core = token.trim_end();
+            if core.len() >= 32 && core.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+                rebuilt.push_str("[HEX]");
+                rebuilt.push_str(&token[core.len()..]);
+            } else {
+                rebuilt.push_str(token);
+            }
+        }
+        out.push_str(&rebuilt);
+    }
+    out
+}
+
+fn find_date(l: &str) -> Option<usize> {
+    (0..l.len()).find(|&i| {
+        let Some(s) = l.get(i..i + 20) else {
+            return false;
+        };
+        let b = s.as_bytes();
+        b[4] == b'-'
+            && b[7] == b'-'
+            && b[10] == b' '
+            && b[13] == b':'
+            && s.ends_with(" UTC")
+            && s[..4].bytes().all(|c| c.is_ascii_digit())
+    })
+}
+
+/// Runs `bin args…` in `dir` with a clean environment (no colours, fixed width, no
+/// kubeconfig from the developer's machine) plus `env`.
+pub fn run(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "100");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A scratch directory, removed when dropped.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("cmesh-it-")
+        .tempdir()
+        .expect("temp dir")
+}

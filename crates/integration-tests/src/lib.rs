@@ -1,0 +1,4 @@
+//! Test support for cmesh's end-to-end tests: running the real binary in a scratch directory
+//! with a controlled environment, and redacting output for snapshots.
+
+pub mod cli;

@@ -1,0 +1,179 @@
+//! `cmesh check` on good and bad input of every kind.
+
+use integration_tests::cli;
+
+use crate::{assert_code, cmesh};
+
+const BAD: &str = "name: Homelab
+cilium:
+  version: 1.14
+  values:
+    debug:
+      enabled: yes
+clustermesh:
+  serviceType: nodeport
+clusters:
+  - name: k8s01
+    id: 1
+    podCidr: 10.244.0.0/16
+    serviceCIDR: 10.96.0.0/18
+    clustermesh: {address: k8s-lab-01.mylaptop.loc, port: 32379}
+  - name: k8s01
+    id: 1
+    podCIDR: 10.96.0.0/16
+    serviceCIDR: 10.97.0.0/18
+    clustermesh: {address: k8s-lab-02.mylaptop.loc, port: 32379}
+";
+
+#[test]
+fn all_problems_in_one_run_with_locations() {
+    let d = cli::scratch();
+    std::fs::write(d.path().join("mesh.yaml"), BAD).unwrap();
+    let r = cmesh(d.path(), &["check"]);
+    assert_code(&r, 3);
+    insta::assert_snapshot!("check_bad_human", r.snapshot(d.path()));
+}
+
+#[test]
+fn json_output() {
+    let d = cli::scratch();
+    std::fs::write(d.path().join("mesh.yaml"), BAD).unwrap();
+    let r = cmesh(d.path(), &["check", "--output", "json"]);
+    assert_code(&r, 3);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    let codes: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    for c in [
+        "CM105", "CM005", "CM008", "CM007", "CM006", "CM004", "CM101", "CM110", "CM203",
+    ] {
+        assert!(codes.contains(&c), "{c} not in {codes:?}");
+    }
+    let first = &v["diagnostics"][0];
+    assert_eq!(first["file"], "mesh.yaml");
+    assert_eq!(first["line"], 1);
+    assert_eq!(first["column"], 7);
+    assert_eq!(first["field"], "name");
+    assert!(first["help"].as_str().unwrap().contains("lowercase"));
+}
+
+#[test]
+fn unusable_files_fail_clearly() {
+    let d = cli::scratch();
+    let p = d.path();
+    // Not found.
+    let r = cmesh(p, &["check"]);
+    assert_code(&r, 4);
+    assert!(
+        r.stderr.contains("mesh.yaml does not exist") && r.stderr.contains("cmesh init"),
+        "{}",
+        r.stderr
+    );
+    // A directory.
+    std::fs::create_dir(p.join("dir.yaml")).unwrap();
+    let r = cmesh(p, &["check", "-f", "dir.yaml"]);
+    assert_code(&r, 4);
+    assert!(r.stderr.contains("is a directory"), "{}", r.stderr);
+    // Huge.
+    let f = std::fs::File::create(p.join("huge.yaml")).unwrap();
+    f.set_len(5 * 1024 * 1024).unwrap();
+    let r = cmesh(p, &["check", "-f", "huge.yaml"]);
+    assert_code(&r, 3);
+    assert!(r.stderr.contains("at most 4194304 bytes"), "{}", r.stderr);
+    // Not UTF-8.
+    std::fs::write(p.join("bin.yaml"), b"name: \xff\xfe\n").unwrap();
+    let r = cmesh(p, &["check", "-f", "bin.yaml"]);
+    assert_code(&r, 3);
+    assert!(
+        r.stderr.contains("not UTF-8") && r.stderr.contains("offset 6"),
+        "{}",
+        r.stderr
+    );
+    // Not YAML, empty, duplicate keys, wrong types: reported as diagnostics.
+    for (text, code) in [
+        ("name: [x\n", "CM001"),
+        ("", "CM002"),
+        ("name: a\nname: b\n", "CM003"),
+        ("name: 5\n", "CM005"),
+    ] {
+        std::fs::write(p.join("t.yaml"), text).unwrap();
+        let r = cmesh(p, &["check", "-f", "t.yaml"]);
+        assert_code(&r, 3);
+        assert!(r.stdout.contains(code), "{text:?}: {}", r.stdout);
+    }
+    // Unreadable (when not running as root, which can read anything).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(p.join("secret.yaml"), "name: x\n").unwrap();
+    std::fs::set_permissions(
+        p.join("secret.yaml"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    if std::fs::read(p.join("secret.yaml")).is_err() {
+        let r = cmesh(p, &["check", "-f", "secret.yaml"]);
+        assert_code(&r, 4);
+        assert!(r.stderr.contains("failed to read"), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn example_flag_and_conflicts() {
+    let d = cli::scratch();
+    let r = cmesh(d.path(), &["check", "--example"]);
+    assert_code(&r, 0);
+    assert!(
+        r.stdout.starts_with("<example>: ok (2 clusters"),
+        "{}",
+        r.stdout
+    );
+    let r = cmesh(d.path(), &["check", "--example", "-f", "x.yaml"]);
+    assert_code(&r, 2);
+}
+
+#[test]
+fn warnings_do_not_fail() {
+    let d = cli::scratch();
+    let r = cmesh(d.path(), &["init"]);
+    assert_code(&r, 0);
+    let text = std::fs::read_to_string(d.path().join("mesh.yaml"))
+        .unwrap()
+        .replace("    id: 1\n", "    id: 01\n");
+    std::fs::write(d.path().join("mesh.yaml"), text).unwrap();
+    let r = cmesh(d.path(), &["check"]);
+    assert_code(&r, 0);
+    assert!(
+        r.stdout.contains("CM010") && r.stdout.contains("1 warning"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn check_inspects_an_existing_ca() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = cli::scratch();
+    let p = d.path();
+    assert_code(&cmesh(p, &["init"]), 0);
+    assert_code(&cmesh(p, &["render"]), 0);
+    assert_code(&cmesh(p, &["check"]), 0);
+    std::fs::set_permissions(p.join("pki/ca.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = cmesh(p, &["check"]);
+    assert_code(&r, 0);
+    assert!(
+        r.stdout.contains("CM515") && r.stdout.contains("chmod 600"),
+        "{}",
+        r.stdout
+    );
+    std::fs::remove_file(p.join("pki/ca.key")).unwrap();
+    let r = cmesh(p, &["check"]);
+    assert_code(&r, 3);
+    assert!(
+        r.stdout.contains("CM510") && r.stdout.contains("has ca.crt but not ca.key"),
+        "{}",
+        r.stdout
+    );
+}

@@ -1,0 +1,111 @@
+//! `cmesh init`.
+
+use integration_tests::cli;
+
+use crate::{assert_code, cmesh};
+
+#[test]
+fn init_writes_the_lab_and_check_is_clean() {
+    let d = cli::scratch();
+    let r = cmesh(d.path(), &["init"]);
+    assert_code(&r, 0);
+    let text = std::fs::read_to_string(d.path().join("mesh.yaml")).unwrap();
+    for needle in [
+        "name: k8s01",
+        "id: 1",
+        "podCIDR: 10.244.0.0/16",
+        "serviceCIDR: 10.97.0.0/18",
+        "address: k8s-lab-02.mylaptop.loc",
+        "port: 32380",
+        "apiServer: k8s-lab-01.mylaptop.loc:6443",
+        "version: \"1.14.2\"",
+        "domain: mylaptop.loc",
+    ] {
+        assert!(text.contains(needle), "missing {needle}");
+    }
+    let r = cmesh(d.path(), &["check"]);
+    assert_code(&r, 0);
+    assert_eq!(
+        r.stdout,
+        "mesh.yaml: ok (2 clusters, Cilium 1.14.2, certificates: cmesh)\n"
+    );
+    // The built-in example is the same file.
+    let r = cmesh(d.path(), &["init", "-f", "-"]);
+    assert_code(&r, 0);
+    assert_eq!(r.stdout, text);
+}
+
+#[test]
+fn init_never_overwrites_without_force() {
+    let d = cli::scratch();
+    std::fs::write(d.path().join("mesh.yaml"), "mine\n").unwrap();
+    let r = cmesh(d.path(), &["init"]);
+    assert_code(&r, 4);
+    assert!(
+        r.stderr.contains("already exists") && r.stderr.contains("--force"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("mesh.yaml")).unwrap(),
+        "mine\n"
+    );
+    let r = cmesh(d.path(), &["init", "--force"]);
+    assert_code(&r, 0);
+    assert!(
+        std::fs::read_to_string(d.path().join("mesh.yaml"))
+            .unwrap()
+            .contains("k8s02")
+    );
+}
+
+#[test]
+fn init_n_clusters_is_clean() {
+    for (n, v) in [("5", "1.14.2"), ("20", "1.19.6"), ("300", "1.16.0")] {
+        let d = cli::scratch();
+        let r = cmesh(
+            d.path(),
+            &[
+                "init",
+                "--clusters",
+                n,
+                "--cilium-version",
+                v,
+                "-f",
+                "m.yaml",
+            ],
+        );
+        assert_code(&r, 0);
+        let r = cmesh(d.path(), &["check", "-f", "m.yaml"]);
+        assert_code(&r, 0);
+        assert!(
+            r.stdout.contains(&format!("ok ({n} clusters")),
+            "{}",
+            r.stdout
+        );
+    }
+}
+
+#[test]
+fn init_rejects_impossible_options() {
+    let d = cli::scratch();
+    for (args, needle) in [
+        (vec!["init", "--clusters", "1"], "between 2 and 511"),
+        (vec!["init", "--clusters", "300"], "needs Cilium >= 1.15"),
+        (
+            vec!["init", "--cilium-version", "1.13.0"],
+            "outside the supported range",
+        ),
+        (
+            vec!["init", "--cilium-version", "latest"],
+            "MAJOR.MINOR.PATCH",
+        ),
+        (vec!["init", "--name", "My Mesh"], "DNS-1123"),
+        (vec!["init", "--example"], "--example"),
+    ] {
+        let r = cmesh(d.path(), &args);
+        assert_code(&r, 2);
+        assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+    }
+    assert!(!d.path().join("mesh.yaml").exists());
+}
