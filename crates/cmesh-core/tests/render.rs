@@ -471,3 +471,50 @@ fn schema_rejects_a_string_cluster_id() {
     );
     assert!(!validator.is_valid(&v.to_json()));
 }
+
+/// Argo CD, Flux and the ApplicationSet embed exactly the cluster's values.
+#[test]
+fn gitops_files_embed_the_values_exactly() {
+    for version in ["1.14.2", "1.20.0"] {
+        let spec = lab(version);
+        let pki = pki_for(&spec, &mut PkiFiles::new());
+        let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+        let parse = |text: &str| {
+            to_value(
+                yaml::parse(text, yaml::Limits::default())
+                    .unwrap()
+                    .root
+                    .as_ref()
+                    .unwrap(),
+            )
+        };
+        for (i, c) in spec.clusters.iter().enumerate() {
+            let want = parse(file(&tree, &format!("{}/values.yaml", c.name)));
+            let app = parse(file(&tree, &format!("argocd/{}.yaml", c.name)));
+            assert_eq!(
+                app.get(&["spec", "source", "helm", "valuesObject"]),
+                Some(&want),
+                "{version} argocd"
+            );
+            let flux_text = file(&tree, &format!("flux/{}.yaml", c.name));
+            let release = parse(flux_text.split("\n---\n").nth(1).unwrap());
+            assert_eq!(
+                release.get(&["spec", "values"]),
+                Some(&want),
+                "{version} flux"
+            );
+            let set = parse(file(&tree, "argocd/applicationset.yaml"));
+            let cmesh_core::value::Value::Seq(gens) = set.get(&["spec", "generators"]).unwrap()
+            else {
+                panic!()
+            };
+            let cmesh_core::value::Value::Seq(elements) =
+                gens[0].get(&["list", "elements"]).unwrap()
+            else {
+                panic!()
+            };
+            let text = elements[i].get(&["values"]).unwrap().as_str().unwrap();
+            assert_eq!(parse(text), want, "{version} applicationset");
+        }
+    }
+}

@@ -111,7 +111,7 @@ pub fn write_tree(
         if let Some(p) = path.parent() {
             std::fs::create_dir_all(p).map_err(werr(p))?;
         }
-        crate::fsx::write_atomic(&path, &f.bytes, mode(f.kind), true)?;
+        crate::fsx::write_new(&path, &f.bytes, mode(f.kind))?;
     }
     #[cfg(unix)]
     {

@@ -2,3 +2,4 @@
 //! with a controlled environment, and redacting output for snapshots.
 
 pub mod cli;
+pub mod tools;

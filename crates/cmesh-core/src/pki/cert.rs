@@ -40,6 +40,11 @@ pub struct CertInfo {
     /// The DER SubjectPublicKeyInfo.
     #[serde(skip)]
     pub spki: Vec<u8>,
+    /// The subjectPublicKey bits alone (EC point, or DER RSAPublicKey).
+    #[serde(skip)]
+    pub public_key_bits: Vec<u8>,
+    /// `ecdsa-p256`, `rsa-2048`, `rsa-4096`, … from the public key.
+    pub key_algorithm: String,
     /// The whole certificate, DER.
     #[serde(skip)]
     pub der: Vec<u8>,
@@ -71,6 +76,16 @@ pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
         )));
     }
     Ok(p.contents)
+}
+
+fn key_algorithm(cert: &X509Certificate<'_>) -> String {
+    use x509_parser::public_key::PublicKey;
+    match cert.public_key().parsed() {
+        Ok(PublicKey::EC(p)) if p.key_size() == 256 => "ecdsa-p256".into(),
+        Ok(PublicKey::EC(p)) => format!("ecdsa-{}", p.key_size()),
+        Ok(PublicKey::RSA(r)) => format!("rsa-{}", r.key_size()),
+        _ => "unknown".into(),
+    }
 }
 
 impl CertInfo {
@@ -137,6 +152,8 @@ impl CertInfo {
             is_ca,
             can_sign_certs,
             spki: cert.public_key().raw.to_vec(),
+            public_key_bits: cert.public_key().subject_public_key.data.to_vec(),
+            key_algorithm: key_algorithm(&cert),
             der: der.to_vec(),
         })
     }

@@ -145,6 +145,36 @@ impl PrivateKey {
     }
 }
 
+/// The public key bits embedded in a PKCS#8 PEM key, read without curve arithmetic: the SEC1
+/// document of an EC key carries them (ring and openssl always write them), and an RSA key
+/// holds its modulus and exponent. Compared with a certificate's subjectPublicKey bits, this
+/// tells whether a key belongs to a certificate far faster than loading it for signing.
+pub fn embedded_public_key(pem: &str) -> Option<Vec<u8>> {
+    use pkcs8::der::{Decode, Document};
+    const EC: &str = "1.2.840.10045.2.1";
+    const RSA: &str = "1.2.840.113549.1.1.1";
+    let (label, doc) = Document::from_pem(pem).ok()?;
+    if label != "PRIVATE KEY" {
+        return None;
+    }
+    let info = pkcs8::PrivateKeyInfoRef::from_der(doc.as_bytes()).ok()?;
+    let oid = info.algorithm.oid.to_string();
+    if oid == EC {
+        let ec = sec1::EcPrivateKey::from_der(info.private_key.as_bytes()).ok()?;
+        return ec.public_key.map(<[u8]>::to_vec);
+    }
+    if oid == RSA {
+        use rsa::pkcs1::EncodeRsaPublicKey;
+        let key = rsa::PrivateKey::from_pkcs8_der(doc.as_bytes()).ok()?;
+        return key
+            .to_public_key()
+            .to_pkcs1_der()
+            .ok()
+            .map(|d| d.as_bytes().to_vec());
+    }
+    None
+}
+
 fn gen_err(e: impl std::fmt::Display) -> PkiError {
     PkiError::Generate {
         reason: e.to_string(),

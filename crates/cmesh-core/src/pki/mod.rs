@@ -14,7 +14,7 @@ pub mod store;
 pub use ca::{Ca, IssuedCert, LeafRequest, normalize_pem};
 pub use catalog::LeafKind;
 pub use cert::{CertInfo, fingerprint, pem_to_der};
-pub use key::PrivateKey;
+pub use key::{PrivateKey, embedded_public_key};
 
 use time::OffsetDateTime;
 

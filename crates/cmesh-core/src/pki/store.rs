@@ -14,7 +14,7 @@ use super::PkiError;
 use super::ca::{Ca, LeafRequest, check_is_ca, check_validity, normalize_pem};
 use super::catalog::{LeafKind, leaves_for};
 use super::cert::CertInfo;
-use super::key::PrivateKey;
+use super::key::{PrivateKey, embedded_public_key};
 use crate::spec::MeshSpec;
 
 /// CA certificate file name in pki.dir.
@@ -207,93 +207,35 @@ pub fn reconcile(
     };
     let mut leaves = BTreeMap::new();
     if opts.leaves {
-        for cluster in &spec.clusters {
-            let selected = opts
+        // Clusters are independent: check and issue them on every core, then merge in order.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(spec.clusters.len().max(1));
+        let chunk = spec.clusters.len().div_ceil(threads).max(1);
+        let ca_ref = &ca;
+        let parts: Vec<Result<Vec<ClusterPki>, PkiError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = spec
                 .clusters
-                .as_ref()
-                .is_none_or(|c| c.contains(&cluster.name));
-            for (kind, request) in leaves_for(spec, cluster) {
-                let (crt_path, key_path) = leaf_paths(&cluster.name, kind);
-                let existing = match (text(files, &crt_path)?, text(files, &key_path)?) {
-                    (Some(c), Some(k)) => Some(assess(&c, &k, &request, &ca, spec, opts)),
-                    (Some(_), None) => Some(Err(format!("{key_path} is missing"))),
-                    (None, Some(_)) => Some(Err(format!("{crt_path} is missing"))),
-                    (None, None) => None,
-                };
-                let (reason, action) = match existing {
-                    Some(Ok(material)) if !(opts.force && selected) => {
-                        events.push(PkiEvent {
-                            cluster: Some(cluster.name.clone()),
-                            kind: Some(kind),
-                            action: Action::Reused,
-                            reason: format!(
-                                "valid for {} more days",
-                                material.info.days_left(opts.now)
-                            ),
-                            not_after: material.info.not_after,
-                        });
-                        leaves.insert((cluster.name.clone(), kind), material);
-                        continue;
-                    }
-                    Some(Ok(_)) => ("re-issue forced".to_owned(), Action::Renewed),
-                    Some(Err(why)) => (why, Action::Renewed),
-                    None => ("not issued yet".to_owned(), Action::Issued),
-                };
-                if !selected {
-                    // Outside the selection: keep what is there, even if stale, and say so.
-                    if let (Some(c), Some(k)) = (text(files, &crt_path)?, text(files, &key_path)?) {
-                        if let Ok(info) = CertInfo::from_pem(&c) {
-                            events.push(PkiEvent {
-                                cluster: Some(cluster.name.clone()),
-                                kind: Some(kind),
-                                action: Action::Reused,
-                                reason: format!("not selected; would re-issue: {reason}"),
-                                not_after: info.not_after,
-                            });
-                            leaves.insert(
-                                (cluster.name.clone(), kind),
-                                LeafMaterial {
-                                    cert_pem: c,
-                                    key_pem: k,
-                                    info,
-                                },
-                            );
-                            continue;
-                        }
-                    }
-                }
-                let issued = ca.issue(
-                    &request,
-                    spec.pki.key_algorithm,
-                    spec.pki.cert_validity_days,
-                    opts.now,
-                )?;
-                let info = CertInfo::from_pem(&issued.cert_pem)?;
-                writes.push(PkiWrite {
-                    path: crt_path,
-                    bytes: issued.cert_pem.as_bytes().to_vec(),
-                    private: false,
-                });
-                writes.push(PkiWrite {
-                    path: key_path,
-                    bytes: issued.key.pem().as_bytes().to_vec(),
-                    private: true,
-                });
-                events.push(PkiEvent {
-                    cluster: Some(cluster.name.clone()),
-                    kind: Some(kind),
-                    action,
-                    reason,
-                    not_after: info.not_after,
-                });
-                leaves.insert(
-                    (cluster.name.clone(), kind),
-                    LeafMaterial {
-                        cert_pem: issued.cert_pem,
-                        key_pem: issued.key.pem().to_owned(),
-                        info,
-                    },
-                );
+                .chunks(chunk)
+                .map(|clusters| {
+                    scope.spawn(move || {
+                        clusters
+                            .iter()
+                            .map(|c| reconcile_cluster(spec, c, files, ca_ref, opts))
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for part in parts {
+            for c in part? {
+                events.extend(c.events);
+                writes.extend(c.writes);
+                leaves.extend(c.leaves);
             }
         }
     }
@@ -303,6 +245,112 @@ pub fn reconcile(
         writes,
         events,
     })
+}
+
+/// What reconcile did for one cluster.
+struct ClusterPki {
+    events: Vec<PkiEvent>,
+    writes: Vec<PkiWrite>,
+    leaves: Vec<((String, LeafKind), LeafMaterial)>,
+}
+
+fn reconcile_cluster(
+    spec: &MeshSpec,
+    cluster: &crate::spec::Cluster,
+    files: &PkiFiles,
+    ca: &Ca,
+    opts: &ReconcileOptions,
+) -> Result<ClusterPki, PkiError> {
+    let mut out = ClusterPki {
+        events: Vec::new(),
+        writes: Vec::new(),
+        leaves: Vec::new(),
+    };
+    let selected = opts
+        .clusters
+        .as_ref()
+        .is_none_or(|c| c.contains(&cluster.name));
+    for (kind, request) in leaves_for(spec, cluster) {
+        let (crt_path, key_path) = leaf_paths(&cluster.name, kind);
+        let existing = match (text(files, &crt_path)?, text(files, &key_path)?) {
+            (Some(c), Some(k)) => Some(assess(&c, &k, &request, ca, spec, opts)),
+            (Some(_), None) => Some(Err(format!("{key_path} is missing"))),
+            (None, Some(_)) => Some(Err(format!("{crt_path} is missing"))),
+            (None, None) => None,
+        };
+        let (reason, action) = match existing {
+            Some(Ok(material)) if !(opts.force && selected) => {
+                out.events.push(PkiEvent {
+                    cluster: Some(cluster.name.clone()),
+                    kind: Some(kind),
+                    action: Action::Reused,
+                    reason: format!("valid for {} more days", material.info.days_left(opts.now)),
+                    not_after: material.info.not_after,
+                });
+                out.leaves.push(((cluster.name.clone(), kind), material));
+                continue;
+            }
+            Some(Ok(_)) => ("re-issue forced".to_owned(), Action::Renewed),
+            Some(Err(why)) => (why, Action::Renewed),
+            None => ("not issued yet".to_owned(), Action::Issued),
+        };
+        if !selected {
+            // Outside the selection: keep what is there, even if stale, and say so.
+            if let (Some(c), Some(k)) = (text(files, &crt_path)?, text(files, &key_path)?) {
+                if let Ok(info) = CertInfo::from_pem(&c) {
+                    out.events.push(PkiEvent {
+                        cluster: Some(cluster.name.clone()),
+                        kind: Some(kind),
+                        action: Action::Reused,
+                        reason: format!("not selected; would re-issue: {reason}"),
+                        not_after: info.not_after,
+                    });
+                    out.leaves.push((
+                        (cluster.name.clone(), kind),
+                        LeafMaterial {
+                            cert_pem: c,
+                            key_pem: k,
+                            info,
+                        },
+                    ));
+                    continue;
+                }
+            }
+        }
+        let issued = ca.issue(
+            &request,
+            spec.pki.key_algorithm,
+            spec.pki.cert_validity_days,
+            opts.now,
+        )?;
+        let info = CertInfo::from_pem(&issued.cert_pem)?;
+        out.writes.push(PkiWrite {
+            path: crt_path,
+            bytes: issued.cert_pem.as_bytes().to_vec(),
+            private: false,
+        });
+        out.writes.push(PkiWrite {
+            path: key_path,
+            bytes: issued.key.pem().as_bytes().to_vec(),
+            private: true,
+        });
+        out.events.push(PkiEvent {
+            cluster: Some(cluster.name.clone()),
+            kind: Some(kind),
+            action,
+            reason,
+            not_after: info.not_after,
+        });
+        out.leaves.push((
+            (cluster.name.clone(), kind),
+            LeafMaterial {
+                cert_pem: issued.cert_pem,
+                key_pem: issued.key.pem().to_owned(),
+                info,
+            },
+        ));
+    }
+    Ok(out)
 }
 
 /// Decides whether an existing leaf can be kept; the error is the reason to re-issue.
@@ -315,17 +363,26 @@ fn assess(
     opts: &ReconcileOptions,
 ) -> Result<LeafMaterial, String> {
     let info = CertInfo::from_pem(cert).map_err(|e| format!("certificate unreadable: {e}"))?;
-    let pkey = PrivateKey::from_pem(key).map_err(|e| format!("key unreadable: {e}"))?;
-    if pkey.public_key_spki() != info.spki {
+    let matches = match embedded_public_key(key) {
+        Some(bits) => bits == info.public_key_bits,
+        // A key without an embedded public key: load it properly (slow: curve arithmetic).
+        None => {
+            PrivateKey::from_pem(key)
+                .map_err(|e| format!("key unreadable: {e}"))?
+                .public_key_spki()
+                == info.spki
+        }
+    };
+    if !matches {
         return Err("key does not match certificate".into());
     }
     if !info.is_signed_by(ca.info()) {
         return Err("signed by a different CA".into());
     }
-    if pkey.algorithm_name() != spec.pki.key_algorithm.as_str() {
+    if info.key_algorithm != spec.pki.key_algorithm.as_str() {
         return Err(format!(
             "key is {}, pki.keyAlgorithm is {}",
-            pkey.algorithm_name(),
+            info.key_algorithm,
             spec.pki.key_algorithm.as_str()
         ));
     }

@@ -106,7 +106,7 @@ pub fn argocd_application(spec: &MeshSpec, cluster: &Cluster, values: &Value) ->
 }
 
 /// The ApplicationSet alternative: a list generator with one element per cluster carrying its
-/// values as text.
+/// values as text (`values_text`: cluster name and the text, or a marker to splice it in).
 pub fn argocd_application_set(spec: &MeshSpec, values_text: &[(String, String)]) -> Value {
     let mut s = Value::map();
     s.set(&["apiVersion"], "argoproj.io/v1alpha1");

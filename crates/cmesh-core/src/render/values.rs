@@ -126,6 +126,18 @@ fn method_word(m: CertMethod) -> &'static str {
 
 /// The values cmesh sets for `cluster` in `phase`, before user values.
 pub fn cmesh_values(spec: &MeshSpec, cluster: &Cluster, phase: Phase, pki: &PkiView) -> Value {
+    build(spec, cluster, phase, pki, true)
+}
+
+/// `with_peers: false` leaves `clustermesh.config.clusters` empty (it is still a key cmesh
+/// owns): enough to know which keys cmesh sets, without the N² peer lists.
+fn build(
+    spec: &MeshSpec,
+    cluster: &Cluster,
+    phase: Phase,
+    pki: &PkiView,
+    with_peers: bool,
+) -> Value {
     let v = &spec.cilium.version;
     let mesh = &spec.clustermesh;
     let method = mesh.certificates;
@@ -205,7 +217,7 @@ pub fn cmesh_values(spec: &MeshSpec, cluster: &Cluster, phase: Phase, pki: &PkiV
     }
 
     if phase == Phase::Mesh {
-        mesh_block(spec, cluster, &mut out);
+        mesh_block(spec, cluster, &mut out, with_peers);
         let auto = ["clustermesh", "apiserver", "tls", "auto"];
         match method {
             CertMethod::Cmesh => {
@@ -236,7 +248,7 @@ pub fn cmesh_values(spec: &MeshSpec, cluster: &Cluster, phase: Phase, pki: &PkiV
     out
 }
 
-fn mesh_block(spec: &MeshSpec, cluster: &Cluster, out: &mut Value) {
+fn mesh_block(spec: &MeshSpec, cluster: &Cluster, out: &mut Value, with_peers: bool) {
     let v = &spec.cilium.version;
     let mesh = &spec.clustermesh;
     out.set(&["clustermesh", "useAPIServer"], true);
@@ -276,7 +288,7 @@ fn mesh_block(spec: &MeshSpec, cluster: &Cluster, out: &mut Value) {
     let peers: Vec<Value> = spec
         .clusters
         .iter()
-        .filter(|p| p.name != cluster.name)
+        .filter(|p| with_peers && p.name != cluster.name)
         .map(|p| {
             let mut m = Map::new();
             m.insert("name".into(), Value::from(p.name.as_str()));
@@ -379,7 +391,7 @@ pub fn override_warnings(spec: &MeshSpec) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut reported_common = Vec::new();
     for (i, cluster) in spec.clusters.iter().enumerate() {
-        let owned = cmesh_values(spec, cluster, Phase::Mesh, &pki).leaf_paths();
+        let owned = build(spec, cluster, Phase::Mesh, &pki, false).leaf_paths();
         let sites = [
             ("cilium.values".to_owned(), &spec.cilium.values, true),
             (

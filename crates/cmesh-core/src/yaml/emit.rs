@@ -28,22 +28,6 @@ pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, EmitError> {
     serde_saphyr::to_string_with_options(value, options).map_err(|e| EmitError(e.to_string()))
 }
 
-/// Like [`to_yaml`], but multi-line strings become literal blocks (`|`), for documents that
-/// embed YAML text (the ApplicationSet's per-cluster values).
-///
-/// # Errors
-/// Returns [`EmitError`] if the value cannot be represented.
-pub fn to_yaml_block_strings<T: Serialize>(value: &T) -> Result<String, EmitError> {
-    let options = serde_saphyr::ser_options! {
-        indent_step: 2,
-        compact_list_indent: true,
-        prefer_block_scalars: true,
-        // Wide enough that no single-line string is folded.
-        folded_wrap_chars: 1_000_000,
-    };
-    serde_saphyr::to_string_with_options(value, options).map_err(|e| EmitError(e.to_string()))
-}
-
 /// Lists plain scalars in `text` that a YAML 1.1 reader would read differently from YAML 1.2,
 /// with what 1.1 makes of each.
 ///

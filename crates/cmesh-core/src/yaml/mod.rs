@@ -5,7 +5,7 @@ mod emit;
 mod scalar;
 mod tree;
 
-pub use emit::{EmitError, ambiguous_plain_scalars, to_yaml, to_yaml_block_strings};
+pub use emit::{EmitError, ambiguous_plain_scalars, to_yaml};
 pub use scalar::{Resolved, resolve_plain, yaml11_reading};
 pub use tree::{Document, DuplicateKey, Limits, YamlError, parse};
 
