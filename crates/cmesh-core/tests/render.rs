@@ -518,3 +518,34 @@ fn gitops_files_embed_the_values_exactly() {
         }
     }
 }
+
+/// certManager: the chart gets the method and the issuer (Hubble inherits it), no CA from
+/// cmesh, no Secrets, no ignoreDifferences.
+#[test]
+fn cert_manager_method() {
+    let text = example::builtin()
+        .replace("authMode: cluster", "authMode: migration")
+        .replace("certificates: cmesh", "certificates: certManager")
+        .replace(
+            "    l7Proxy: false\n",
+            "    l7Proxy: false\n    clustermesh:\n      apiserver:\n        tls:\n          auto:\n            certManagerIssuerRef:\n              group: cert-manager.io\n              kind: ClusterIssuer\n              name: mesh-ca\n",
+        );
+    let (spec, warnings) = spec::load("m", &text).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let view = render::pki_view(&spec, None, &BTreeMap::new());
+    let tree = render::render_tree(&spec, &view, &opts(Phase::Mesh)).unwrap();
+    let v = file(&tree, "k8s01/values.yaml");
+    assert!(v.contains("method: certmanager"), "{v}");
+    assert!(!v.contains("tls:\n  ca:"), "no CA from cmesh: {v}");
+    let parsed = to_value(yaml::parse(v, yaml::Limits::default()).unwrap().root.as_ref().unwrap());
+    assert_eq!(
+        parsed.get(&["hubble", "tls", "auto", "certManagerIssuerRef", "name"]),
+        Some(&cmesh_core::value::Value::from("mesh-ca"))
+    );
+    assert!(tree.secret_files.is_empty());
+    assert!(!file(&tree, "argocd/k8s01.yaml").contains("ignoreDifferences"));
+    let validator = schema();
+    for c in &spec.clusters {
+        assert!(validator.is_valid(&render::cluster_values(&spec, c, Phase::Mesh, &view).to_json()));
+    }
+}
