@@ -537,7 +537,13 @@ fn cert_manager_method() {
     let v = file(&tree, "k8s01/values.yaml");
     assert!(v.contains("method: certmanager"), "{v}");
     assert!(!v.contains("tls:\n  ca:"), "no CA from cmesh: {v}");
-    let parsed = to_value(yaml::parse(v, yaml::Limits::default()).unwrap().root.as_ref().unwrap());
+    let parsed = to_value(
+        yaml::parse(v, yaml::Limits::default())
+            .unwrap()
+            .root
+            .as_ref()
+            .unwrap(),
+    );
     assert_eq!(
         parsed.get(&["hubble", "tls", "auto", "certManagerIssuerRef", "name"]),
         Some(&cmesh_core::value::Value::from("mesh-ca"))
@@ -546,6 +552,8 @@ fn cert_manager_method() {
     assert!(!file(&tree, "argocd/k8s01.yaml").contains("ignoreDifferences"));
     let validator = schema();
     for c in &spec.clusters {
-        assert!(validator.is_valid(&render::cluster_values(&spec, c, Phase::Mesh, &view).to_json()));
+        assert!(
+            validator.is_valid(&render::cluster_values(&spec, c, Phase::Mesh, &view).to_json())
+        );
     }
 }

@@ -207,36 +207,14 @@ pub fn reconcile(
     };
     let mut leaves = BTreeMap::new();
     if opts.leaves {
-        // Clusters are independent: check and issue them on every core, then merge in order.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(spec.clusters.len().max(1));
-        let chunk = spec.clusters.len().div_ceil(threads).max(1);
-        let ca_ref = &ca;
-        let parts: Vec<Result<Vec<ClusterPki>, PkiError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = spec
-                .clusters
-                .chunks(chunk)
-                .map(|clusters| {
-                    scope.spawn(move || {
-                        clusters
-                            .iter()
-                            .map(|c| reconcile_cluster(spec, c, files, ca_ref, opts))
-                            .collect()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        for part in parts {
-            for c in part? {
-                events.extend(c.events);
-                writes.extend(c.writes);
-                leaves.extend(c.leaves);
-            }
+        // Clusters are independent: check and issue them on every core, merged in order.
+        let per_cluster = crate::par::try_map(&spec.clusters, |c| {
+            reconcile_cluster(spec, c, files, &ca, opts)
+        })?;
+        for c in per_cluster {
+            events.extend(c.events);
+            writes.extend(c.writes);
+            leaves.extend(c.leaves);
         }
     }
     Ok(Reconciled {

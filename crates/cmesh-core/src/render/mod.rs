@@ -296,41 +296,18 @@ pub fn render_tree(
             }
         }
     }
-    // Clusters are independent: render them on every core, then assemble in cluster order.
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(spec.clusters.len().max(1));
-    let chunk = spec.clusters.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<ClusterOutput>, RenderError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = spec
-            .clusters
-            .chunks(chunk)
-            .map(|clusters| {
-                scope.spawn(move || {
-                    clusters
-                        .iter()
-                        .map(|c| render_cluster(spec, c, pki, opts))
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
+    // Clusters are independent: render them on every core, assembled in cluster order.
+    let outputs = crate::par::try_map(&spec.clusters, |c| render_cluster(spec, c, pki, opts))?;
     let mut tree = RenderedTree::default();
     let mut appset = Vec::new();
     let mut readme = Vec::new();
     let mut any_keys_in_values = false;
-    for part in parts {
-        for out in part? {
-            any_keys_in_values |= out.readme.keys_in_values;
-            tree.files.extend(out.files);
-            tree.secret_files.extend(out.secret_files);
-            appset.push(out.values_text);
-            readme.push(out.readme);
-        }
+    for out in outputs {
+        any_keys_in_values |= out.readme.keys_in_values;
+        tree.files.extend(out.files);
+        tree.secret_files.extend(out.secret_files);
+        appset.push(out.values_text);
+        readme.push(out.readme);
     }
     // The ApplicationSet embeds each cluster's values text as a literal block.
     let markers: Vec<(String, String)> = spec
