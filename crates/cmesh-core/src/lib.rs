@@ -8,6 +8,7 @@
 pub mod diag;
 mod par;
 pub mod pki;
+pub mod probe;
 pub mod render;
 pub mod spec;
 pub mod value;

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod fsx;
 pub mod input;
 pub mod pki_io;
+pub mod probe;
 pub mod tree_io;
 pub mod ui;
 

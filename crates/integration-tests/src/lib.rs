@@ -2,4 +2,5 @@
 //! with a controlled environment, and redacting output for snapshots.
 
 pub mod cli;
+pub mod etcd;
 pub mod tools;

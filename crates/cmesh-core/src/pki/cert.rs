@@ -45,6 +45,10 @@ pub struct CertInfo {
     pub public_key_bits: Vec<u8>,
     /// `ecdsa-p256`, `rsa-2048`, `rsa-4096`, … from the public key.
     pub key_algorithm: String,
+    /// Subject key identifier, hex with colons (empty if absent).
+    pub subject_key_id: String,
+    /// Authority key identifier: the issuing CA's key identifier, hex with colons.
+    pub authority_key_id: String,
     /// The whole certificate, DER.
     #[serde(skip)]
     pub der: Vec<u8>,
@@ -76,6 +80,30 @@ pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
         )));
     }
     Ok(p.contents)
+}
+
+fn key_id(cert: &X509Certificate<'_>, subject: bool) -> String {
+    use x509_parser::extensions::ParsedExtension;
+    let hex = |b: &[u8]| {
+        b.iter()
+            .map(|x| format!("{x:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) if subject => return hex(k.0),
+            ParsedExtension::AuthorityKeyIdentifier(a) if !subject => {
+                return a
+                    .key_identifier
+                    .as_ref()
+                    .map(|k| hex(k.0))
+                    .unwrap_or_default();
+            }
+            _ => {}
+        }
+    }
+    String::new()
 }
 
 fn key_algorithm(cert: &X509Certificate<'_>) -> String {
@@ -154,6 +182,8 @@ impl CertInfo {
             spki: cert.public_key().raw.to_vec(),
             public_key_bits: cert.public_key().subject_public_key.data.to_vec(),
             key_algorithm: key_algorithm(&cert),
+            subject_key_id: key_id(&cert, true),
+            authority_key_id: key_id(&cert, false),
             der: der.to_vec(),
         })
     }

@@ -21,7 +21,7 @@ Exit codes:
 
 /// Turn one mesh.yaml into a working Cilium Cluster Mesh across N Kubernetes clusters.
 #[derive(Debug, Parser)]
-#[command(name = "cmesh", version, about, after_help = EXIT_CODES, max_term_width = 100)]
+#[command(name = "cmesh", bin_name = "cmesh", version, about, after_help = EXIT_CODES, max_term_width = 100)]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -74,6 +74,53 @@ pub enum Command {
     Render(RenderArgs),
     /// Manage the mesh CA and the certificates issued from it.
     Pki(PkiArgs),
+    /// Dial every clustermesh endpoint as a peer's agent would (DNS, TCP, mutual TLS, etcd) and
+    /// explain every failure.
+    Probe(ProbeArgs),
+}
+
+/// A timeout such as `5s` or `500ms`.
+#[derive(Debug, Clone)]
+pub struct TimeoutArg(pub std::time::Duration);
+
+fn parse_timeout(s: &str) -> Result<TimeoutArg, String> {
+    let t = s.trim();
+    let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (t, 1000)
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a timeout like 5s or 500ms"))?;
+    if n == 0 {
+        return Err("a timeout must be positive".into());
+    }
+    Ok(TimeoutArg(std::time::Duration::from_millis(n * mult)))
+}
+
+/// `cmesh probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Probe only these clusters' endpoints (repeatable; default all).
+    #[arg(long)]
+    pub cluster: Vec<String>,
+    /// Dial as these peers (repeatable; default every other cluster).
+    #[arg(long)]
+    pub from: Vec<String>,
+    /// Bound on each stage (resolve, connect, handshake, each etcd call).
+    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+    pub timeout: TimeoutArg,
+    /// Probes running at once.
+    #[arg(long, default_value_t = 32, hide = true)]
+    pub parallel: usize,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `--phase`.

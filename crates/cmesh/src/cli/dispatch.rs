@@ -48,5 +48,6 @@ pub fn run(cli: Cli, style: Style, out: &mut dyn Write) -> Result<u8, ExpectedEr
         Command::Check(args) => commands::check::run(&cli.global, &args, style, out),
         Command::Render(args) => commands::render::run(&cli.global, &args, out),
         Command::Pki(args) => commands::pki::run(&cli.global, &args, out),
+        Command::Probe(args) => commands::probe::run(&cli.global, &args, style, out),
     }
 }

@@ -4,4 +4,5 @@ pub mod check;
 pub mod common;
 pub mod init;
 pub mod pki;
+pub mod probe;
 pub mod render;

@@ -3,6 +3,7 @@
 
 pub mod diagnostics;
 pub mod pki;
+pub mod probe;
 pub mod render;
 
 use std::io::IsTerminal;
