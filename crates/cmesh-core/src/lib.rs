@@ -11,6 +11,7 @@ pub mod pki;
 pub mod probe;
 pub mod render;
 pub mod spec;
+pub mod status;
 pub mod value;
 pub mod version;
 pub mod yaml;

@@ -3,4 +3,5 @@
 
 pub mod cli;
 pub mod etcd;
+pub mod kube_api;
 pub mod tools;

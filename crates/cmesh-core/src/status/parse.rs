@@ -1,0 +1,297 @@
+//! Parsers for what Cilium agents print and what the chart stores: the `ClusterMesh:` section
+//! of `cilium-dbg status` (both the older `N/M clusters ready` and the newer `N/M remote
+//! clusters ready` forms, with per-cluster detail lines), `cilium-dbg node list`, and the etcd
+//! configuration the chart writes per peer into `cilium-clustermesh`.
+
+use serde::Serialize;
+
+use crate::yaml::{self, NodeValue};
+
+/// The `ClusterMesh:` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterMeshStatus {
+    /// Remote clusters ready.
+    pub ready: u32,
+    /// Remote clusters configured.
+    pub total: u32,
+    /// Global services, if printed.
+    pub global_services: Option<u32>,
+    /// The newer wording (`remote clusters ready`, Cilium ≥ 1.15).
+    pub remote_wording: bool,
+    /// Per-cluster detail lines, when printed (not-ready clusters, or all with --verbose).
+    pub clusters: Vec<RemoteCluster>,
+}
+
+/// One per-cluster detail line: `k8s-c2: ready, 3 nodes, 25 endpoints, …`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteCluster {
+    /// Cluster name.
+    pub name: String,
+    /// `ready` (anything else is not ready).
+    pub ready: bool,
+    /// The state word as printed (`ready`, `not-ready`, `waiting for initial sync`, …).
+    pub state: String,
+    /// Nodes seen in it, if printed.
+    pub nodes: Option<u32>,
+    /// The rest of the line after the state.
+    pub detail: String,
+}
+
+fn leading_u32(s: &str) -> Option<u32> {
+    let digits: String = s
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Parses the `ClusterMesh:` section of `cilium status` / `cilium-dbg status` output.
+/// Returns `None` if the output has no such line (Cluster Mesh not configured).
+pub fn cilium_status(output: &str) -> Option<ClusterMeshStatus> {
+    let mut lines = output.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.trim_start().strip_prefix("ClusterMesh:") else {
+            continue;
+        };
+        let rest = rest.trim();
+        let (counts, after) = rest.split_once(' ')?;
+        let (ready, total) = counts.split_once('/')?;
+        let ready: u32 = ready.trim().parse().ok()?;
+        let total: u32 = total.trim().parse().ok()?;
+        let remote_wording = after.trim_start().starts_with("remote clusters ready");
+        if !remote_wording && !after.trim_start().starts_with("clusters ready") {
+            return None;
+        }
+        let global_services = after
+            .split(',')
+            .find(|p| p.contains("global-services"))
+            .and_then(leading_u32);
+        let mut clusters = Vec::new();
+        // Detail lines follow, indented; sub-lines start with └ and belong to the cluster above.
+        while let Some(next) = lines.peek() {
+            if next.is_empty() || !next.starts_with(char::is_whitespace) {
+                break;
+            }
+            let l = next.trim();
+            lines.next();
+            if l.starts_with('└') || l.starts_with("|") || l.starts_with('`') {
+                continue;
+            }
+            let Some((name, rest)) = l.split_once(':') else {
+                continue;
+            };
+            if name.contains(' ') {
+                continue;
+            }
+            let rest = rest.trim();
+            let (state, detail) = rest
+                .split_once(',')
+                .map_or((rest, ""), |(s, d)| (s.trim(), d.trim()));
+            let nodes = detail
+                .split(',')
+                .find(|p| p.trim_end().ends_with("nodes") || p.trim_end().ends_with("node"))
+                .and_then(leading_u32);
+            clusters.push(RemoteCluster {
+                name: name.to_owned(),
+                ready: state == "ready",
+                state: state.to_owned(),
+                nodes,
+                detail: detail.to_owned(),
+            });
+        }
+        return Some(ClusterMeshStatus {
+            ready,
+            total,
+            global_services,
+            remote_wording,
+            clusters,
+        });
+    }
+    None
+}
+
+/// One row of `cilium node list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeEntry {
+    /// The cluster prefix (`k8s02/…`), if any.
+    pub cluster: Option<String>,
+    /// The node name without the prefix.
+    pub name: String,
+    /// IPv4 address, if shown.
+    pub ipv4: Option<String>,
+}
+
+/// Parses `cilium node list` / `cilium-dbg node list`.
+pub fn node_list(output: &str) -> Vec<NodeEntry> {
+    let mut out = Vec::new();
+    for line in output.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with("Name") {
+            continue;
+        }
+        let mut cols = t.split_whitespace();
+        let Some(full) = cols.next() else { continue };
+        let ipv4 = cols
+            .next()
+            .filter(|c| c.parse::<std::net::Ipv4Addr>().is_ok())
+            .map(str::to_owned);
+        let (cluster, name) = match full.split_once('/') {
+            Some((c, n)) => (Some(c.to_owned()), n.to_owned()),
+            None => (None, full.to_owned()),
+        };
+        out.push(NodeEntry {
+            cluster,
+            name,
+            ipv4,
+        });
+    }
+    out
+}
+
+/// The etcd client configuration the chart writes for one peer (`cilium-clustermesh` or
+/// `cilium-kvstoremesh`, key `<peer>`, base64-decoded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerConfig {
+    /// Endpoints (`https://host:port`).
+    pub endpoints: Vec<String>,
+    /// CA file path in the agent.
+    pub trusted_ca_file: Option<String>,
+    /// Client key file path.
+    pub key_file: Option<String>,
+    /// Client certificate file path.
+    pub cert_file: Option<String>,
+}
+
+/// Parses a peer's etcd configuration.
+pub fn peer_config(text: &str) -> Option<PeerConfig> {
+    let doc = yaml::parse(text, yaml::Limits::default()).ok()?;
+    let root = doc.root?;
+    let NodeValue::Map(entries) = &root.value else {
+        return None;
+    };
+    let get = |k: &str| {
+        entries
+            .iter()
+            .find(|e| e.key.as_str() == Some(k))
+            .map(|e| &e.value)
+    };
+    let endpoints = match get("endpoints").map(|n| &n.value) {
+        Some(NodeValue::Seq(items)) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect(),
+        Some(NodeValue::Scalar { text, .. }) => vec![text.clone()],
+        _ => Vec::new(),
+    };
+    let s = |k: &str| get(k).and_then(|n| n.as_str()).map(str::to_owned);
+    Some(PeerConfig {
+        endpoints,
+        trusted_ca_file: s("trusted-ca-file"),
+        key_file: s("key-file"),
+        cert_file: s("cert-file"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real output of `cilium status` on k8s01 in the reference article (Cilium 1.14.2).
+    const ARTICLE_STATUS: &str = r#"KVStore:                 Ok   Disabled
+Kubernetes:              Ok   1.28 (v1.28.3) [linux/amd64]
+Kubernetes APIs:         ["EndpointSliceOrEndpoint", "cilium/v2::CiliumClusterwideNetworkPolicy", "cilium/v2::CiliumEndpoint", "cilium/v2::CiliumNetworkPolicy", "cilium/v2::CiliumNode", "cilium/v2alpha1::CiliumCIDRGroup", "core/v1::Namespace", "core/v1::Pods", "core/v1::Service", "networking.k8s.io/v1::NetworkPolicy"]
+.............
+ClusterMesh:             1/1 clusters ready, 0 global-services
+............
+"#;
+
+    /// Real output of `cilium node list` on k8s01 in the article.
+    const ARTICLE_NODES: &str = "Name                            IPv4 Address      Endpoint CIDR   IPv6 Address   Endpoint CIDR
+k8s01/k8s-lab-01.mylaptop.loc   192.168.125.208   10.244.0.0/24
+k8s02/k8s-lab-02.mylaptop.loc   192.168.125.197   10.245.0.0/24
+";
+
+    /// The article's decoded `cilium-clustermesh` entry for k8s02.
+    const ARTICLE_PEER: &str = "endpoints:
+- https://k8s-lab-02.mypc.loc:32380
+trusted-ca-file: /var/lib/cilium/clustermesh/common-etcd-client-ca.crt
+key-file: /var/lib/cilium/clustermesh/common-etcd-client.key
+cert-file: /var/lib/cilium/clustermesh/common-etcd-client.crt
+";
+
+    /// The newer format (chart facts §6), with detail lines.
+    const NEW_STATUS: &str = "KVStore:  Ok  Disabled
+ClusterMesh:   1/2 remote clusters ready, 10 global-services
+   k8s-c2: ready, 3 nodes, 25 endpoints, 8 identities, 10 services, 0 reconnections (last: never)
+   └  etcd: 1/1 connected, leases=0, lock lease-ID=7c02, has-quorum=true: https://k8s-c2.mesh.cilium.io:2379 - 3.5.4 (Leader)
+   └  remote configuration: expected=true, retrieved=true, cluster-id=3, kvstoremesh=false, sync-canaries=true
+   k8s-c3: not-ready, 0 nodes, 0 endpoints, 0 identities, 0 services, 4 reconnections (last: 12s ago)
+   └  remote configuration: expected=true, retrieved=false
+Hubble:  Ok
+";
+
+    #[test]
+    fn article_status_line() {
+        let s = cilium_status(ARTICLE_STATUS).unwrap();
+        assert_eq!(
+            (s.ready, s.total, s.global_services, s.remote_wording),
+            (1, 1, Some(0), false)
+        );
+        assert!(s.clusters.is_empty());
+    }
+
+    #[test]
+    fn newer_status_with_details() {
+        let s = cilium_status(NEW_STATUS).unwrap();
+        assert_eq!(
+            (s.ready, s.total, s.global_services, s.remote_wording),
+            (1, 2, Some(10), true)
+        );
+        assert_eq!(s.clusters.len(), 2);
+        assert_eq!(
+            (
+                s.clusters[0].name.as_str(),
+                s.clusters[0].ready,
+                s.clusters[0].nodes
+            ),
+            ("k8s-c2", true, Some(3))
+        );
+        assert_eq!(
+            (
+                s.clusters[1].name.as_str(),
+                s.clusters[1].ready,
+                s.clusters[1].state.as_str()
+            ),
+            ("k8s-c3", false, "not-ready")
+        );
+        let none =
+            cilium_status("ClusterMesh:   0/0 remote clusters ready, 0 global-services\n").unwrap();
+        assert_eq!((none.ready, none.total), (0, 0));
+        assert_eq!(cilium_status("KVStore: Ok\n"), None);
+        assert_eq!(cilium_status("ClusterMesh: garbage\n"), None);
+    }
+
+    #[test]
+    fn article_node_list() {
+        let n = node_list(ARTICLE_NODES);
+        assert_eq!(n.len(), 2);
+        assert_eq!(n[1].cluster.as_deref(), Some("k8s02"));
+        assert_eq!(n[1].name, "k8s-lab-02.mylaptop.loc");
+        assert_eq!(n[1].ipv4.as_deref(), Some("192.168.125.197"));
+    }
+
+    #[test]
+    fn article_peer_config() {
+        let p = peer_config(ARTICLE_PEER).unwrap();
+        assert_eq!(
+            p.endpoints,
+            vec!["https://k8s-lab-02.mypc.loc:32380".to_string()]
+        );
+        assert_eq!(
+            p.cert_file.as_deref(),
+            Some("/var/lib/cilium/clustermesh/common-etcd-client.crt")
+        );
+        assert_eq!(peer_config("- not a map"), None);
+    }
+}

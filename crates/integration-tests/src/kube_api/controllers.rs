@@ -1,0 +1,186 @@
+//! What Kubernetes' controllers would do, enough for `apply` and `status` to run as on a real
+//! cluster: nodes exist, DaemonSets and Deployments roll out (after a configurable delay) by
+//! replacing their pods, and report ready or not as the scenario says.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::State;
+use super::store::resource;
+
+fn short_hash(s: &str) -> String {
+    let mut h: u32 = 2166136261;
+    for b in s.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(16777619);
+    }
+    let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|i| alphabet[((h >> (i * 5)) % alphabet.len() as u32) as usize] as char)
+        .collect()
+}
+
+/// Brings workloads and pods in line with their specs.
+pub fn reconcile(state: &State) {
+    let sim = state.sim.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut store = state.store.lock().unwrap_or_else(|p| p.into_inner());
+    let nodes_r = resource("", "v1", "nodes").expect("nodes");
+    let pods_r = resource("", "v1", "pods").expect("pods");
+    for (i, n) in sim.nodes.iter().enumerate() {
+        if store.get(nodes_r, "", n).is_none() {
+            let _ = store.create(
+                nodes_r,
+                "",
+                json!({"metadata": {"name": n, "labels": {"kubernetes.io/hostname": n}},
+                       "status": {"addresses": [{"type": "InternalIP", "address": format!("192.168.{}.{}", sim.node_subnet, 10 + i)}],
+                                  "conditions": [{"type": "Ready", "status": "True"}]}}),
+            );
+        }
+    }
+    for (plural, per_node) in [("daemonsets", true), ("deployments", false)] {
+        let r = resource("apps", "v1", plural).expect("workloads");
+        let all = store.list(r, "", &Default::default());
+        for w in all {
+            let ns = w
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_owned();
+            let name = w
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let uid = w
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let generation = w
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let observed = w
+                .pointer("/status/observedGeneration")
+                .and_then(Value::as_i64);
+            let desired = if per_node {
+                sim.nodes.len() as i64
+            } else {
+                w.pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1)
+            };
+            let ready_all = (!per_node || sim.agents_ready) && !sim.not_ready.contains(&name);
+            if observed != Some(generation) {
+                // A rollout: wait for the delay, then replace the pods.
+                let mut pending = state.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let since = *pending
+                    .entry(format!("{uid}/{generation}"))
+                    .or_insert_with(Instant::now);
+                if since.elapsed() < sim.rollout_delay {
+                    continue;
+                }
+                drop(pending);
+                let owned: Vec<String> = store
+                    .list(pods_r, &ns, &Default::default())
+                    .into_iter()
+                    .filter(|p| {
+                        p.pointer("/metadata/ownerReferences/0/uid")
+                            .and_then(Value::as_str)
+                            == Some(uid.as_str())
+                    })
+                    .filter_map(|p| {
+                        p.pointer("/metadata/name")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .collect();
+                for p in owned {
+                    let _ = store.delete(pods_r, &ns, &p);
+                }
+                let template = w.pointer("/spec/template").cloned().unwrap_or(json!({}));
+                for i in 0..desired {
+                    let node = if per_node {
+                        sim.nodes[i as usize].clone()
+                    } else {
+                        sim.nodes.first().cloned().unwrap_or_default()
+                    };
+                    let pod_name =
+                        format!("{name}-{}", short_hash(&format!("{uid}/{generation}/{i}")));
+                    let containers: Vec<Value> = template
+                        .pointer("/spec/containers")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let statuses: Vec<Value> = containers
+                        .iter()
+                        .map(|c| json!({"name": c.get("name"), "ready": ready_all, "restartCount": 0, "image": c.get("image")}))
+                        .collect();
+                    let _ = store.create(
+                        pods_r,
+                        &ns,
+                        json!({
+                            "metadata": {"name": pod_name, "labels": template.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+                                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": if per_node { "DaemonSet" } else { "ReplicaSet" }, "name": name, "uid": uid, "controller": true}]},
+                            "spec": {"nodeName": node, "containers": containers},
+                            "status": {"phase": "Running", "podIP": format!("10.{}.0.{}", sim.node_subnet, 10 + i),
+                                       "conditions": [{"type": "Ready", "status": if ready_all { "True" } else { "False" }}],
+                                       "containerStatuses": statuses}
+                        }),
+                    );
+                }
+            }
+            let ready = if ready_all { desired } else { 0 };
+            let status = if per_node {
+                json!({"desiredNumberScheduled": desired, "currentNumberScheduled": desired, "numberReady": ready,
+                       "updatedNumberScheduled": desired, "numberAvailable": ready, "numberMisscheduled": 0, "observedGeneration": generation})
+            } else {
+                json!({"replicas": desired, "updatedReplicas": desired, "readyReplicas": ready, "availableReplicas": ready, "observedGeneration": generation})
+            };
+            if w.get("status") != Some(&status) {
+                store.set_status(r, &ns, &name, status);
+            }
+        }
+    }
+    // Ready flags of existing pods follow the scenario too (agents becoming unready).
+    let pods = store.list(pods_r, "", &Default::default());
+    for p in pods {
+        let owner = p
+            .pointer("/metadata/ownerReferences/0/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let is_agent = p
+            .pointer("/metadata/ownerReferences/0/kind")
+            .and_then(Value::as_str)
+            == Some("DaemonSet");
+        let ready = (!is_agent || sim.agents_ready) && !sim.not_ready.contains(&owner);
+        let want = if ready { "True" } else { "False" };
+        if p.pointer("/status/conditions/0/status")
+            .and_then(Value::as_str)
+            != Some(want)
+        {
+            let ns = p
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let name = p
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let mut status = p.get("status").cloned().unwrap_or(json!({}));
+            status["conditions"] = json!([{"type": "Ready", "status": want}]);
+            if let Some(cs) = status
+                .get_mut("containerStatuses")
+                .and_then(Value::as_array_mut)
+            {
+                for c in cs {
+                    c["ready"] = json!(ready);
+                }
+            }
+            store.set_status(pods_r, &ns, &name, status);
+        }
+    }
+}
