@@ -142,6 +142,27 @@ impl Value {
         out
     }
 
+    /// Converts from JSON (what `helm get values -o json` prints).
+    pub fn from_json(v: &serde_json::Value) -> Value {
+        match v {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .map(Value::Int)
+                .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or_default())),
+            serde_json::Value::String(s) => Value::Str(s.clone()),
+            serde_json::Value::Array(items) => {
+                Value::Seq(items.iter().map(Value::from_json).collect())
+            }
+            serde_json::Value::Object(m) => Value::Map(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), Value::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Converts to a JSON value (for schema validation and JSON output).
     pub fn to_json(&self) -> serde_json::Value {
         match self {
@@ -160,6 +181,63 @@ impl Value {
             }
         }
     }
+}
+
+/// How one leaf differs between two values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    /// Only in the new value.
+    Added,
+    /// Only in the old value.
+    Removed,
+    /// In both, different.
+    Changed,
+}
+
+/// The leaf paths (dotted) where `old` and `new` differ, sorted. Maps are compared key by
+/// key; anything else (lists included) as a whole.
+pub fn diff(old: &Value, new: &Value) -> Vec<(String, Change)> {
+    fn walk(
+        a: Option<&Value>,
+        b: Option<&Value>,
+        path: &mut Vec<String>,
+        out: &mut Vec<(String, Change)>,
+    ) {
+        match (a, b) {
+            (Some(Value::Map(x)), Some(Value::Map(y))) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    path.push(k.clone());
+                    walk(x.get(k), y.get(k), path, out);
+                    path.pop();
+                }
+            }
+            (Some(x), Some(y)) if x == y => {}
+            (Some(_), Some(_)) => out.push((path.join("."), Change::Changed)),
+            // A subtree on one side only: name its leaves, which is what changes.
+            (None, Some(Value::Map(y))) if !y.is_empty() => {
+                for (k, v) in y {
+                    path.push(k.clone());
+                    walk(None, Some(v), path, out);
+                    path.pop();
+                }
+            }
+            (Some(Value::Map(x)), None) if !x.is_empty() => {
+                for (k, v) in x {
+                    path.push(k.clone());
+                    walk(Some(v), None, path, out);
+                    path.pop();
+                }
+            }
+            (None, Some(_)) => out.push((path.join("."), Change::Added)),
+            (Some(_), None) => out.push((path.join("."), Change::Removed)),
+            (None, None) => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(Some(old), Some(new), &mut Vec::new(), &mut out);
+    out
 }
 
 impl From<bool> for Value {
@@ -309,6 +387,35 @@ mod tests {
         assert_eq!(base.get(&["a", "c"]), Some(&Value::from(vec!["y", "z"])));
         assert_eq!(base.get(&["a", "e"]), Some(&Value::from("new")));
         assert_eq!(base.get(&["d"]), Some(&Value::Null));
+    }
+
+    #[test]
+    fn diffs_leaves() {
+        let mut a = Value::map();
+        a.set(&["x", "y"], 1i64);
+        a.set(&["x", "z"], 2i64);
+        a.set(&["l"], vec!["a"]);
+        let mut b = a.clone();
+        b.set(&["x", "y"], 3i64);
+        b.set(&["n"], true);
+        b.set(&["m", "deep", "leaf"], 1i64);
+        b.set(&["l"], vec!["a", "b"]);
+        if let Value::Map(m) = &mut b {
+            if let Some(Value::Map(x)) = m.get_mut("x") {
+                x.remove("z");
+            }
+        }
+        assert_eq!(
+            diff(&a, &b),
+            vec![
+                ("l".into(), Change::Changed),
+                ("m.deep.leaf".into(), Change::Added),
+                ("n".into(), Change::Added),
+                ("x.y".into(), Change::Changed),
+                ("x.z".into(), Change::Removed)
+            ]
+        );
+        assert!(diff(&a, &a).is_empty());
     }
 
     #[test]

@@ -3,13 +3,17 @@
 //! The pure work (validation, PKI, rendering) happens in `cmesh-core`; this crate reads
 //! inputs, calls the core, and carries out the plans it returns.
 
+pub mod apply;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod errors;
 pub mod fsx;
+pub mod helm;
 pub mod input;
 pub mod pki_io;
 pub mod probe;
+pub mod status;
 pub mod tree_io;
 pub mod ui;
 

@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod etcd;
 pub mod kube_api;
+pub mod live;
 pub mod tools;

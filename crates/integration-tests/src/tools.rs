@@ -48,7 +48,7 @@ pub fn helm() -> Option<PathBuf> {
     find("helm", "CMESH_HELM")
 }
 
-/// The test chart that echoes values and mimics Cilium's certificate gating.
-pub fn probe_chart() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/mesh-probe")
+/// The test chart: a small Cilium look-alike written from the chart facts.
+pub fn mini_cilium_chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/mini-cilium")
 }

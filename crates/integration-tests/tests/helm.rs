@@ -1,6 +1,6 @@
 //! Rendered values through the real helm binary: helm's YAML 1.1 parser reads them exactly as
 //! cmesh meant them, and with `certificates: cmesh` two renders are byte-identical (with the
-//! article's helm method they are not). Uses the test chart in charts/mesh-probe; an ignored
+//! article's helm method they are not). Uses the test chart in charts/mini-cilium; an ignored
 //! test does the same against real Cilium charts when CMESH_CILIUM_CHARTS points at them.
 
 use std::path::Path;
@@ -92,7 +92,7 @@ fn helm_reads_values_exactly_as_rendered() {
             for (cluster, text, expected) in values(&spec_for(version, method)) {
                 let f = dir.path().join("values.yaml");
                 std::fs::write(&f, &text).unwrap();
-                let manifest = helm_template(&helm, &tools::probe_chart(), &f);
+                let manifest = helm_template(&helm, &tools::mini_cilium_chart(), &f);
                 assert_eq!(
                     values_read_by_helm(&manifest),
                     expected,
@@ -111,8 +111,8 @@ fn cmesh_certificates_render_identically_helm_method_does_not() {
         let (_, text, _) = values(&spec_for("1.14.2", method)).remove(0);
         let f = dir.path().join("values.yaml");
         std::fs::write(&f, &text).unwrap();
-        let a = helm_template(&helm, &tools::probe_chart(), &f);
-        let b = helm_template(&helm, &tools::probe_chart(), &f);
+        let a = helm_template(&helm, &tools::mini_cilium_chart(), &f);
+        let b = helm_template(&helm, &tools::mini_cilium_chart(), &f);
         assert!(
             a.contains("name: clustermesh-apiserver-server-cert")
                 && a.contains("name: hubble-server-certs"),

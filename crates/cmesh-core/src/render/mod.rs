@@ -166,6 +166,37 @@ fn splice(doc: &str, marker: &str, text: &str, literal: bool) -> String {
     )
 }
 
+/// What `apply` installs on one cluster in one phase: the final values (and their text, as in
+/// `values.yaml`) and the Secrets to create first.
+#[derive(Debug, Clone)]
+pub struct ClusterArtifacts {
+    /// The values.
+    pub values: Value,
+    /// The values as YAML.
+    pub values_text: String,
+    /// Secrets to apply before the chart.
+    pub secrets: Vec<Value>,
+}
+
+/// Renders what `apply` needs for `cluster` in `phase`.
+///
+/// # Errors
+/// [`RenderError`] if the values cannot be written as YAML.
+pub fn cluster_artifacts(
+    spec: &MeshSpec,
+    cluster: &crate::spec::Cluster,
+    phase: Phase,
+    pki: &PkiView,
+) -> Result<ClusterArtifacts, RenderError> {
+    let values = cluster_values(spec, cluster, phase, pki);
+    let values_text = to_yaml(&values)?;
+    Ok(ClusterArtifacts {
+        values,
+        values_text,
+        secrets: secrets::secrets(spec, cluster, phase, pki),
+    })
+}
+
 /// What one cluster contributes to the tree.
 struct ClusterOutput {
     files: Vec<(String, RenderedFile)>,

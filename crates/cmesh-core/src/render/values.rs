@@ -20,7 +20,7 @@ use crate::version::CiliumVersion;
 
 /// Which values to render: before or after enabling Cluster Mesh (the article's steps 03 and
 /// 05).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Cilium with the shared CA but without Cluster Mesh.

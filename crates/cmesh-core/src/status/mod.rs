@@ -1,4 +1,631 @@
-//! `cmesh status`, the pure half: parsers for what the agents print and the chart stores,
-//! what each cluster is expected to hold, and the evaluation of observed state into checks.
+//! `cmesh status`, the pure half: what the edge observed in one cluster, and its evaluation
+//! into checks (pass, warn, fail) with a reason for each, against what mesh.yaml implies.
 
 pub mod parse;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::pki::CertInfo;
+use crate::spec::{CILIUM_NAMESPACE, CertMethod, Cluster, MeshSpec, ServiceType};
+use crate::value::{self, Value};
+
+/// A workload's rollout state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rollout {
+    /// Pods wanted.
+    pub desired: i64,
+    /// Pods ready.
+    pub ready: i64,
+    /// Pods on the current template.
+    pub updated: i64,
+    /// metadata.generation.
+    pub generation: i64,
+    /// status.observedGeneration.
+    pub observed_generation: i64,
+}
+
+impl Rollout {
+    /// Everything rolled out and ready.
+    pub fn complete(&self) -> bool {
+        self.desired > 0
+            && self.ready >= self.desired
+            && self.updated >= self.desired
+            && self.observed_generation >= self.generation
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("{}/{} ready", self.ready, self.desired);
+        if self.updated < self.desired {
+            s.push_str(&format!(", {}/{} updated", self.updated, self.desired));
+        }
+        if self.observed_generation < self.generation {
+            s.push_str(", rollout in progress");
+        }
+        s
+    }
+}
+
+/// The clustermesh-apiserver Service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceObs {
+    /// spec.type.
+    pub service_type: String,
+    /// The NodePort of port 2379, if any.
+    pub node_port: Option<i64>,
+}
+
+/// One agent pod.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentObs {
+    /// Pod name.
+    pub pod: String,
+    /// Ready condition.
+    pub ready: bool,
+    /// `cilium-dbg status` output (or the error).
+    pub status: Result<String, String>,
+    /// `cilium-dbg node list` output (or the error).
+    pub nodes: Result<String, String>,
+}
+
+/// What the edge read from one cluster. `Err` is an error reading; `Ok(None)` a missing object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Observed {
+    /// Server version, or why the API server could not be reached.
+    pub api: Result<String, String>,
+    /// DaemonSet kube-system/cilium.
+    pub agents: Result<Option<Rollout>, String>,
+    /// Deployment cilium-operator.
+    pub operator: Result<Option<Rollout>, String>,
+    /// Deployment clustermesh-apiserver.
+    pub apiserver: Result<Option<Rollout>, String>,
+    /// Service clustermesh-apiserver.
+    pub service: Result<Option<ServiceObs>, String>,
+    /// `cilium-ca` Secret's ca.crt (PEM).
+    pub ca_crt: Result<Option<String>, String>,
+    /// `cilium-clustermesh` Secret, decoded.
+    pub clustermesh: Result<Option<BTreeMap<String, String>>, String>,
+    /// `cilium-kvstoremesh` Secret, decoded.
+    pub kvstoremesh: Result<Option<BTreeMap<String, String>>, String>,
+    /// Agent pods and what they report.
+    pub agent_reports: Vec<AgentObs>,
+    /// The release's user-supplied values (`helm get values`), `None` without a release.
+    pub release_values: Result<Option<Value>, String>,
+}
+
+impl Observed {
+    /// An unreachable cluster.
+    pub fn unreachable(why: String) -> Self {
+        fn e<T>() -> Result<T, String> {
+            Err("API server unreachable".to_owned())
+        }
+        Self {
+            api: Err(why),
+            agents: e(),
+            operator: e(),
+            apiserver: e(),
+            service: e(),
+            ca_crt: e(),
+            clustermesh: e(),
+            kvstoremesh: e(),
+            agent_reports: Vec::new(),
+            release_values: e(),
+        }
+    }
+}
+
+/// A check's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Passed.
+    Pass,
+    /// Worth attention.
+    Warn,
+    /// Failed.
+    Fail,
+    /// Not applicable or not reachable.
+    Skip,
+}
+
+/// One check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Stable name.
+    pub name: &'static str,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Why.
+    pub reason: String,
+}
+
+fn check(name: &'static str, outcome: Outcome, reason: impl Into<String>) -> Check {
+    Check {
+        name,
+        outcome,
+        reason: reason.into(),
+    }
+}
+
+/// The local clustermesh-apiserver URL the chart writes for every peer when KVStoreMesh is on.
+pub fn local_apiserver_url() -> String {
+    format!("https://clustermesh-apiserver.{CILIUM_NAMESPACE}.svc:2379")
+}
+
+/// What `cilium-clustermesh` (the agents' secret) should hold per peer.
+pub fn expected_agent_endpoints(spec: &MeshSpec, cluster: &Cluster) -> BTreeMap<String, String> {
+    let kv = spec.clustermesh.kvstoremesh_enabled(&spec.cilium.version);
+    spec.clusters
+        .iter()
+        .filter(|p| p.name != cluster.name)
+        .map(|p| {
+            (
+                p.name.clone(),
+                if kv {
+                    local_apiserver_url()
+                } else {
+                    p.endpoint_url(&spec.clustermesh.domain)
+                },
+            )
+        })
+        .collect()
+}
+
+/// What `cilium-kvstoremesh` should hold per peer (the real endpoints).
+pub fn expected_real_endpoints(spec: &MeshSpec, cluster: &Cluster) -> BTreeMap<String, String> {
+    spec.clusters
+        .iter()
+        .filter(|p| p.name != cluster.name)
+        .map(|p| (p.name.clone(), p.endpoint_url(&spec.clustermesh.domain)))
+        .collect()
+}
+
+fn rollout_check(name: &'static str, what: &str, obs: &Result<Option<Rollout>, String>) -> Check {
+    match obs {
+        Err(e) => check(name, Outcome::Skip, e.clone()),
+        Ok(None) => check(name, Outcome::Fail, format!("{what} not found")),
+        Ok(Some(r)) if r.complete() => {
+            check(name, Outcome::Pass, format!("{what} {}", r.describe()))
+        }
+        Ok(Some(r)) => check(name, Outcome::Fail, format!("{what} {}", r.describe())),
+    }
+}
+
+fn peers_check(
+    name: &'static str,
+    secret: &str,
+    obs: &Result<Option<BTreeMap<String, String>>, String>,
+    expected: &BTreeMap<String, String>,
+) -> Check {
+    let data = match obs {
+        Err(e) => return check(name, Outcome::Skip, e.clone()),
+        Ok(None) => {
+            return check(
+                name,
+                Outcome::Fail,
+                format!(
+                    "Secret {secret} not found: Cluster Mesh is not configured (apply the mesh phase)"
+                ),
+            );
+        }
+        Ok(Some(d)) => d,
+    };
+    let mut problems = Vec::new();
+    for (peer, want) in expected {
+        match data.get(peer) {
+            None => problems.push(format!("{peer} missing")),
+            Some(text) => match parse::peer_config(text) {
+                Some(cfg) if cfg.endpoints.first() == Some(want) => {}
+                Some(cfg) => problems.push(format!(
+                    "{peer} at {} instead of {want}",
+                    cfg.endpoints.join(", ")
+                )),
+                None => problems.push(format!("{peer} unreadable")),
+            },
+        }
+    }
+    // Keys with a dot are per-peer certificate files, not peers.
+    for extra in data
+        .keys()
+        .filter(|k| !k.contains('.') && !expected.contains_key(*k))
+    {
+        problems.push(format!("unexpected peer {extra}"));
+    }
+    if problems.is_empty() {
+        let list: Vec<String> = expected.iter().map(|(p, e)| format!("{p} ({e})")).collect();
+        check(
+            name,
+            Outcome::Pass,
+            format!(
+                "{secret} lists {}",
+                if list.is_empty() {
+                    "no peers".into()
+                } else {
+                    list.join(", ")
+                }
+            ),
+        )
+    } else {
+        check(
+            name,
+            Outcome::Fail,
+            format!("{secret}: {}", problems.join("; ")),
+        )
+    }
+}
+
+/// Evaluates one cluster's observations. `mesh_ca` is the mesh CA (for the `cilium-ca` check);
+/// `rendered` the values `render` produces for the cluster (for drift).
+pub fn evaluate(
+    spec: &MeshSpec,
+    cluster: &Cluster,
+    obs: &Observed,
+    mesh_ca: Option<&CertInfo>,
+    rendered: Result<&Value, &str>,
+) -> Vec<Check> {
+    let mut out = Vec::new();
+    match &obs.api {
+        Ok(v) => out.push(check(
+            "api",
+            Outcome::Pass,
+            format!("reachable, Kubernetes {v}"),
+        )),
+        Err(e) => {
+            out.push(check("api", Outcome::Fail, format!("unreachable: {e}")));
+            return out;
+        }
+    }
+    out.push(rollout_check("agents", "DaemonSet cilium", &obs.agents));
+    out.push(rollout_check(
+        "operator",
+        "Deployment cilium-operator",
+        &obs.operator,
+    ));
+    out.push(rollout_check(
+        "clustermesh-apiserver",
+        "Deployment clustermesh-apiserver",
+        &obs.apiserver,
+    ));
+
+    // The apiserver Service: the type and port peers dial.
+    let want_type = spec.clustermesh.service_type.as_str();
+    out.push(match &obs.service {
+        Err(e) => check("service", Outcome::Skip, e.clone()),
+        Ok(None) => check(
+            "service",
+            Outcome::Fail,
+            "Service clustermesh-apiserver not found",
+        ),
+        Ok(Some(s)) if s.service_type != want_type => check(
+            "service",
+            Outcome::Fail,
+            format!(
+                "Service clustermesh-apiserver is {}, mesh.yaml says {want_type}",
+                s.service_type
+            ),
+        ),
+        Ok(Some(s))
+            if spec.clustermesh.service_type == ServiceType::NodePort
+                && s.node_port != Some(i64::from(cluster.clustermesh.port)) =>
+        {
+            check(
+                "service",
+                Outcome::Fail,
+                format!(
+                    "NodePort is {}, mesh.yaml says {}: peers dial the wrong port",
+                    s.node_port.map_or("none".into(), |p| p.to_string()),
+                    cluster.clustermesh.port
+                ),
+            )
+        }
+        Ok(Some(s)) => check(
+            "service",
+            Outcome::Pass,
+            match s.node_port {
+                Some(p) => format!("{} 2379:{p}", s.service_type),
+                None => format!("{} port 2379", s.service_type),
+            },
+        ),
+    });
+
+    // The one prerequisite the article calls crucial: the same CA everywhere.
+    out.push(match (&obs.ca_crt, mesh_ca) {
+        (_, None) if spec.clustermesh.certificates == CertMethod::CertManager => check("ca", Outcome::Skip, "certificates: certManager (no shared CA from cmesh)"),
+        (Err(e), _) => check("ca", Outcome::Skip, e.clone()),
+        (Ok(None), _) => check("ca", Outcome::Fail, "Secret cilium-ca not found: the cluster does not run with the mesh CA"),
+        (Ok(Some(pem)), Some(ca)) => match CertInfo::from_pem(pem) {
+            Ok(info) if info.sha256 == ca.sha256 => check("ca", Outcome::Pass, format!("cilium-ca is the mesh CA ({})", short(&ca.sha256))),
+            Ok(info) => check(
+                "ca",
+                Outcome::Fail,
+                format!(
+                    "cilium-ca is `{}` ({}), not the mesh CA `{}` ({}): peers will fail with \"authentication handshake failed\"",
+                    info.subject,
+                    short(&info.sha256),
+                    ca.subject,
+                    short(&ca.sha256)
+                ),
+            ),
+            Err(e) => check("ca", Outcome::Fail, format!("cilium-ca holds no readable certificate: {e}")),
+        },
+        (Ok(Some(_)), None) => check("ca", Outcome::Skip, "no mesh CA in pki.dir to compare with"),
+    });
+
+    out.push(peers_check(
+        "peers",
+        "cilium-clustermesh",
+        &obs.clustermesh,
+        &expected_agent_endpoints(spec, cluster),
+    ));
+    if spec.clustermesh.kvstoremesh_enabled(&spec.cilium.version) {
+        out.push(peers_check(
+            "kvstoremesh-peers",
+            "cilium-kvstoremesh",
+            &obs.kvstoremesh,
+            &expected_real_endpoints(spec, cluster),
+        ));
+    }
+
+    // What the agents themselves report.
+    let peers: Vec<&str> = spec
+        .clusters
+        .iter()
+        .filter(|p| p.name != cluster.name)
+        .map(|p| p.name.as_str())
+        .collect();
+    if obs.agent_reports.is_empty() {
+        out.push(check(
+            "agents-clustermesh",
+            Outcome::Fail,
+            "no cilium agent pods found",
+        ));
+    } else {
+        let mut bad = Vec::new();
+        let mut summary = None;
+        for a in &obs.agent_reports {
+            match &a.status {
+                Err(e) => bad.push(format!("{}: {e}", a.pod)),
+                Ok(text) => match parse::cilium_status(text) {
+                    None => bad.push(format!("{}: no ClusterMesh line in cilium status", a.pod)),
+                    Some(s) if s.ready == s.total && s.total as usize == peers.len() => {
+                        summary = Some(format!("{}/{}", s.ready, s.total))
+                    }
+                    Some(s) => {
+                        let details: Vec<String> = s
+                            .clusters
+                            .iter()
+                            .filter(|c| !c.ready)
+                            .map(|c| format!("{} {}", c.name, c.state))
+                            .collect();
+                        bad.push(format!(
+                            "{}: {}/{} {}clusters ready{}{}",
+                            a.pod,
+                            s.ready,
+                            s.total,
+                            if s.remote_wording { "remote " } else { "" },
+                            if s.total as usize != peers.len() {
+                                format!(" (mesh.yaml has {} peers)", peers.len())
+                            } else {
+                                String::new()
+                            },
+                            if details.is_empty() {
+                                String::new()
+                            } else {
+                                format!(": {}", details.join(", "))
+                            }
+                        ));
+                    }
+                },
+            }
+        }
+        out.push(if bad.is_empty() {
+            check(
+                "agents-clustermesh",
+                Outcome::Pass,
+                format!(
+                    "{} agent(s) report {} clusters ready",
+                    obs.agent_reports.len(),
+                    summary.unwrap_or_default()
+                ),
+            )
+        } else {
+            check("agents-clustermesh", Outcome::Fail, bad.join("; "))
+        });
+        let mut missing = Vec::new();
+        let mut seen_total = 0;
+        for a in &obs.agent_reports {
+            match &a.nodes {
+                Err(e) => missing.push(format!("{}: {e}", a.pod)),
+                Ok(text) => {
+                    let nodes = parse::node_list(text);
+                    seen_total = seen_total.max(nodes.len());
+                    let lacking: Vec<&str> = peers
+                        .iter()
+                        .copied()
+                        .filter(|p| !nodes.iter().any(|n| n.cluster.as_deref() == Some(*p)))
+                        .collect();
+                    if !lacking.is_empty() {
+                        missing.push(format!("{} sees no nodes of {}", a.pod, lacking.join(", ")));
+                    }
+                }
+            }
+        }
+        out.push(if missing.is_empty() {
+            check(
+                "agents-nodes",
+                Outcome::Pass,
+                format!("agents see nodes of every peer ({seen_total} nodes)"),
+            )
+        } else {
+            check("agents-nodes", Outcome::Fail, missing.join("; "))
+        });
+    }
+
+    // Drift: what is deployed against what cmesh renders.
+    out.push(match (&obs.release_values, rendered) {
+        (_, Err(why)) => check(
+            "drift",
+            Outcome::Skip,
+            format!("cannot render to compare: {why}"),
+        ),
+        (Err(e), _) => check("drift", Outcome::Skip, e.clone()),
+        (Ok(None), _) => check(
+            "drift",
+            Outcome::Fail,
+            "no helm release `cilium` in kube-system",
+        ),
+        (Ok(Some(deployed)), Ok(rendered)) => {
+            let changes = value::diff(deployed, rendered);
+            if changes.is_empty() {
+                check(
+                    "drift",
+                    Outcome::Pass,
+                    "the release's values are what cmesh renders",
+                )
+            } else {
+                let keys: Vec<String> = changes
+                    .iter()
+                    .take(8)
+                    .map(|(k, c)| format!("{k} ({c:?})").to_lowercase())
+                    .collect();
+                let more = if changes.len() > 8 {
+                    format!(" and {} more", changes.len() - 8)
+                } else {
+                    String::new()
+                };
+                check(
+                    "drift",
+                    Outcome::Warn,
+                    format!(
+                        "{} value(s) differ from what cmesh renders: {}{more} (run `cmesh apply`)",
+                        changes.len(),
+                        keys.join(", ")
+                    ),
+                )
+            }
+        }
+    });
+    out
+}
+
+fn short(fp: &str) -> String {
+    fp.chars().take(23).collect::<String>() + "…"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{self, example};
+
+    fn lab() -> MeshSpec {
+        spec::load("lab", &example::builtin()).unwrap().0
+    }
+
+    fn healthy(spec: &MeshSpec, c: &Cluster) -> Observed {
+        let r = |d| {
+            Ok(Some(Rollout {
+                desired: d,
+                ready: d,
+                updated: d,
+                generation: 2,
+                observed_generation: 2,
+            }))
+        };
+        let cfg = |url: &str| {
+            format!(
+                "endpoints:\n- {url}\ntrusted-ca-file: /var/lib/cilium/clustermesh/common-etcd-client-ca.crt\n"
+            )
+        };
+        Observed {
+            api: Ok("v1.31.0".into()),
+            agents: r(1),
+            operator: r(1),
+            apiserver: r(1),
+            service: Ok(Some(ServiceObs {
+                service_type: "NodePort".into(),
+                node_port: Some(i64::from(c.clustermesh.port)),
+            })),
+            ca_crt: Ok(None),
+            clustermesh: Ok(Some(
+                expected_agent_endpoints(spec, c)
+                    .into_iter()
+                    .map(|(k, v)| (k, cfg(&v)))
+                    .collect(),
+            )),
+            kvstoremesh: Ok(None),
+            agent_reports: vec![AgentObs {
+                pod: "cilium-abcde".into(),
+                ready: true,
+                status: Ok(
+                    "ClusterMesh:             1/1 clusters ready, 0 global-services\n".into(),
+                ),
+                nodes: Ok(
+                    "Name  IPv4 Address\nk8s01/n1  192.168.1.10\nk8s02/n1  192.168.2.10\n".into(),
+                ),
+            }],
+            release_values: Ok(None),
+        }
+    }
+
+    fn outcome(checks: &[Check], name: &str) -> (Outcome, String) {
+        let c = checks.iter().find(|c| c.name == name).unwrap();
+        (c.outcome, c.reason.clone())
+    }
+
+    #[test]
+    fn service_port_and_peer_endpoints() {
+        let spec = lab();
+        let c = &spec.clusters[0];
+        let mut obs = healthy(&spec, c);
+        let checks = evaluate(&spec, c, &obs, None, Err("no PKI"));
+        assert_eq!(outcome(&checks, "service").0, Outcome::Pass);
+        assert_eq!(outcome(&checks, "peers").0, Outcome::Pass);
+        assert_eq!(outcome(&checks, "agents-clustermesh").0, Outcome::Pass);
+        assert_eq!(outcome(&checks, "drift").0, Outcome::Skip);
+
+        obs.service = Ok(Some(ServiceObs {
+            service_type: "NodePort".into(),
+            node_port: Some(32399),
+        }));
+        let mut data = BTreeMap::new();
+        data.insert(
+            "k8s02".into(),
+            "endpoints:\n- https://k8s-lab-02.mylaptop.loc:32379\n".into(),
+        );
+        data.insert("k8s09".into(), "endpoints:\n- https://x:1\n".into());
+        data.insert("k8s02.etcd-client.crt".into(), "PEM".into());
+        obs.clustermesh = Ok(Some(data));
+        let checks = evaluate(&spec, c, &obs, None, Err("no PKI"));
+        assert_eq!(
+            outcome(&checks, "service"),
+            (
+                Outcome::Fail,
+                "NodePort is 32399, mesh.yaml says 32379: peers dial the wrong port".into()
+            )
+        );
+        assert_eq!(
+            outcome(&checks, "peers"),
+            (Outcome::Fail, "cilium-clustermesh: k8s02 at https://k8s-lab-02.mylaptop.loc:32379 instead of https://k8s-lab-02.mylaptop.loc:32380; unexpected peer k8s09".into())
+        );
+        // The agents saw a different number of peers than mesh.yaml has.
+        obs.agent_reports[0].status =
+            Ok("ClusterMesh:   2/2 remote clusters ready, 0 global-services\n".into());
+        let checks = evaluate(&spec, c, &obs, None, Err("no PKI"));
+        assert!(
+            outcome(&checks, "agents-clustermesh")
+                .1
+                .contains("(mesh.yaml has 1 peers)")
+        );
+        // Unreachable: one failing check, nothing else claimed.
+        let checks = evaluate(
+            &spec,
+            c,
+            &Observed::unreachable("connection refused".into()),
+            None,
+            Err("x"),
+        );
+        assert_eq!(checks.len(), 1);
+        assert_eq!(outcome(&checks, "api").0, Outcome::Fail);
+    }
+}

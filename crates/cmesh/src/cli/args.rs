@@ -77,6 +77,65 @@ pub enum Command {
     /// Dial every clustermesh endpoint as a peer's agent would (DNS, TCP, mutual TLS, etcd) and
     /// explain every failure.
     Probe(ProbeArgs),
+    /// Install or upgrade Cilium on every cluster: Secrets, helm, rollouts, agent restarts.
+    Apply(ApplyArgs),
+    /// Check the live mesh on every cluster: workloads, CA, peers, what the agents report, drift.
+    Status(StatusArgs),
+}
+
+/// `cmesh apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Only this phase (default: base on every cluster, then mesh on every cluster).
+    #[arg(long, value_enum)]
+    pub phase: Option<PhaseArg>,
+    /// Only these clusters (repeatable).
+    #[arg(long)]
+    pub cluster: Vec<String>,
+    /// Print the plan and a values diff against each release; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The helm binary (default: $CMESH_HELM, then helm on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub helm: Option<PathBuf>,
+    /// Install this local chart (directory or .tgz) instead of `cilium` from cilium.repo.
+    #[arg(long, value_name = "PATH")]
+    pub chart: Option<PathBuf>,
+    /// Bound on each helm run and each wait for rollouts.
+    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: TimeoutArg,
+    /// Bound on each Kubernetes API request.
+    #[arg(long, default_value = "15s", value_parser = parse_timeout)]
+    pub request_timeout: TimeoutArg,
+    /// How often to poll rollouts.
+    #[arg(long, default_value = "1s", value_parser = parse_timeout, hide = true)]
+    pub poll: TimeoutArg,
+}
+
+/// `cmesh status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only these clusters (repeatable).
+    #[arg(long)]
+    pub cluster: Vec<String>,
+    /// Poll until every check passes or --timeout expires.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits.
+    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: TimeoutArg,
+    /// Bound on each Kubernetes API request.
+    #[arg(long, default_value = "15s", value_parser = parse_timeout)]
+    pub request_timeout: TimeoutArg,
+    /// Poll interval of --wait.
+    #[arg(long, default_value = "2s", value_parser = parse_timeout, hide = true)]
+    pub interval: TimeoutArg,
+    /// The helm binary for the drift check (default: $CMESH_HELM, then PATH).
+    #[arg(long, value_name = "PATH")]
+    pub helm: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// A timeout such as `5s` or `500ms`.

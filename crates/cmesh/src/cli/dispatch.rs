@@ -49,5 +49,7 @@ pub fn run(cli: Cli, style: Style, out: &mut dyn Write) -> Result<u8, ExpectedEr
         Command::Render(args) => commands::render::run(&cli.global, &args, out),
         Command::Pki(args) => commands::pki::run(&cli.global, &args, out),
         Command::Probe(args) => commands::probe::run(&cli.global, &args, style, out),
+        Command::Apply(args) => commands::apply::run(&cli.global, &args, style, out),
+        Command::Status(args) => commands::status::run(&cli.global, &args, style, out),
     }
 }

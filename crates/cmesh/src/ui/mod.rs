@@ -1,10 +1,13 @@
 //! Terminal output: pure formatters (diagnostics, tables, progress text) and the small
 //! amount of glue that decides colours and widths from the environment.
 
+pub mod apply;
 pub mod diagnostics;
 pub mod pki;
 pub mod probe;
+pub mod progress;
 pub mod render;
+pub mod status;
 
 use std::io::IsTerminal;
 

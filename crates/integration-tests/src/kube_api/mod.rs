@@ -8,6 +8,7 @@
 //! without field ownership. docs/testing.md lists the limits.
 
 pub mod controllers;
+pub mod mesh;
 pub mod protobuf;
 pub mod server;
 pub mod store;
@@ -50,8 +51,9 @@ pub struct ExecResult {
     pub code: i32,
 }
 
-/// An exec handler: given the request and the cluster's store.
-pub type ExecHandler = Arc<dyn Fn(&ExecRequest, &Store) -> ExecResult + Send + Sync>;
+/// An exec handler. It must lock at most one cluster's store at a time (handlers of several
+/// clusters run concurrently and read each other).
+pub type ExecHandler = Arc<dyn Fn(&ExecRequest) -> ExecResult + Send + Sync>;
 
 /// How the simulated controllers behave.
 #[derive(Debug, Clone)]
@@ -66,6 +68,8 @@ pub struct Sim {
     pub not_ready: BTreeSet<String>,
     /// Time between a spec change and the rollout completing.
     pub rollout_delay: Duration,
+    /// Agents report every remote cluster as not ready (the "0/1 ready" fault).
+    pub report_not_ready: bool,
 }
 
 /// Everything one fake cluster holds.
@@ -80,6 +84,8 @@ pub struct State {
     pub requests: Mutex<Vec<String>>,
     /// Controller behaviour.
     pub sim: Mutex<Sim>,
+    /// False while the cluster is down.
+    pub up: std::sync::atomic::AtomicBool,
     pending: Mutex<HashMap<String, Instant>>,
     exec: Mutex<Option<ExecHandler>>,
 }
@@ -93,9 +99,8 @@ impl State {
 
     fn run_exec(&self, req: &ExecRequest) -> ExecResult {
         let handler = self.exec.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         match handler {
-            Some(h) => h(req, &store),
+            Some(h) => h(req),
             None => ExecResult {
                 stderr: format!(
                     "exec: \"{}\": executable file not found in $PATH",
@@ -206,7 +211,9 @@ impl FakeCluster {
                 agents_ready: true,
                 not_ready: BTreeSet::new(),
                 rollout_delay: Duration::from_millis(150),
+                report_not_ready: false,
             }),
+            up: std::sync::atomic::AtomicBool::new(true),
             pending: Mutex::new(HashMap::new()),
             exec: Mutex::new(None),
         });
@@ -255,6 +262,9 @@ impl FakeCluster {
 
     /// Stops serving: connections are refused until [`FakeCluster::up`].
     pub fn down(&mut self) {
+        self.state
+            .up
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(true);
         }

@@ -1,0 +1,322 @@
+//! Talking to one cluster's Kubernetes API: connecting as kubectl would (the cluster's
+//! kubeconfig and context from mesh.yaml, else `$KUBECONFIG`, else `~/.kube/config`), and the
+//! reads and writes `apply` and `status` need. Every call is bounded by the connection's
+//! timeouts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cmesh_core::spec::{CILIUM_NAMESPACE, Cluster};
+use cmesh_core::status::{Rollout, ServiceObs};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{Api, AttachParams, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio::io::AsyncReadExt;
+
+/// A connection to one cluster.
+#[derive(Clone)]
+pub struct Conn {
+    /// The cluster's name in mesh.yaml.
+    pub name: String,
+    /// The client.
+    pub client: kube::Client,
+    /// The kubeconfig file used, for helm (`None`: helm's own default, as kubectl).
+    pub kubeconfig: Option<PathBuf>,
+    /// The context, for helm.
+    pub context: Option<String>,
+}
+
+/// Resolves `cluster.kubeconfig` relative to mesh.yaml's directory.
+pub fn kubeconfig_path(cluster: &Cluster, base_dir: &Path) -> Option<PathBuf> {
+    cluster.kubeconfig.as_ref().map(|k| {
+        let p = Path::new(k);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base_dir.join(p)
+        }
+    })
+}
+
+/// Connects to `cluster`. The error says what failed (file, context, TLS, ...).
+///
+/// # Errors
+/// A readable reason.
+pub async fn connect(
+    cluster: &Cluster,
+    base_dir: &Path,
+    timeout: Duration,
+) -> Result<Conn, String> {
+    let path = kubeconfig_path(cluster, base_dir);
+    let kubeconfig = match &path {
+        Some(p) => {
+            Kubeconfig::read_from(p).map_err(|e| format!("kubeconfig {}: {e}", p.display()))?
+        }
+        None => Kubeconfig::read()
+            .map_err(|e| format!("kubeconfig ($KUBECONFIG or ~/.kube/config): {e}"))?,
+    };
+    let opts = KubeConfigOptions {
+        context: cluster.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &opts)
+        .await
+        .map_err(|e| match &cluster.context {
+            Some(c) => format!("context `{c}`: {e}"),
+            None => e.to_string(),
+        })?;
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    Ok(Conn {
+        name: cluster.name.clone(),
+        client,
+        kubeconfig: path,
+        context: cluster.context.clone(),
+    })
+}
+
+/// Connects to `clusters` of `spec` (all when empty) concurrently, keeping mesh.yaml's order.
+pub async fn connect_all(
+    spec: &cmesh_core::spec::MeshSpec,
+    base_dir: &Path,
+    clusters: &[String],
+    timeout: Duration,
+) -> Vec<(String, Result<Conn, String>)> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, c) in spec
+        .clusters
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| clusters.is_empty() || clusters.contains(&c.name))
+    {
+        let c = c.clone();
+        let base = base_dir.to_path_buf();
+        set.spawn(async move { (i, c.name.clone(), connect(&c, &base, timeout).await) });
+    }
+    let mut out = Vec::new();
+    while let Some(Ok(r)) = set.join_next().await {
+        out.push(r);
+    }
+    out.sort_by_key(|(i, _, _)| *i);
+    out.into_iter().map(|(_, n, c)| (n, c)).collect()
+}
+
+fn err(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => {
+            let mut m = other.to_string();
+            let mut src = std::error::Error::source(&other);
+            while let Some(s) = src {
+                let t = s.to_string();
+                if !m.contains(&t) {
+                    m.push_str(": ");
+                    m.push_str(&t);
+                }
+                src = s.source();
+            }
+            m
+        }
+    }
+}
+
+impl Conn {
+    /// The API server's version.
+    ///
+    /// # Errors
+    /// Unreachable.
+    pub async fn version(&self) -> Result<String, String> {
+        self.client
+            .apiserver_version()
+            .await
+            .map(|v| v.git_version)
+            .map_err(err)
+    }
+
+    /// DaemonSet rollout state.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn daemonset(&self, name: &str) -> Result<Option<Rollout>, String> {
+        let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        Ok(api.get_opt(name).await.map_err(err)?.map(|d| {
+            let s = d.status.unwrap_or_default();
+            Rollout {
+                desired: i64::from(s.desired_number_scheduled),
+                ready: i64::from(s.number_ready),
+                updated: i64::from(s.updated_number_scheduled.unwrap_or(0)),
+                generation: d.metadata.generation.unwrap_or(0),
+                observed_generation: s.observed_generation.unwrap_or(0),
+            }
+        }))
+    }
+
+    /// Deployment rollout state.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn deployment(&self, name: &str) -> Result<Option<Rollout>, String> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        Ok(api.get_opt(name).await.map_err(err)?.map(|d| {
+            let s = d.status.unwrap_or_default();
+            Rollout {
+                desired: i64::from(d.spec.replicas.unwrap_or(1)),
+                ready: i64::from(s.ready_replicas.unwrap_or(0)),
+                updated: i64::from(s.updated_replicas.unwrap_or(0)),
+                generation: d.metadata.generation.unwrap_or(0),
+                observed_generation: s.observed_generation.unwrap_or(0),
+            }
+        }))
+    }
+
+    /// The clustermesh-apiserver Service.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn apiserver_service(&self) -> Result<Option<ServiceObs>, String> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        Ok(api
+            .get_opt("clustermesh-apiserver")
+            .await
+            .map_err(err)?
+            .map(|s| {
+                let spec = s.spec.unwrap_or_default();
+                let node_port = spec
+                    .ports
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|p| p.port == 2379)
+                    .and_then(|p| p.node_port)
+                    .map(i64::from);
+                ServiceObs {
+                    service_type: spec.type_.unwrap_or_else(|| "ClusterIP".into()),
+                    node_port,
+                }
+            }))
+    }
+
+    /// A Secret's data, decoded to text.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn secret_data(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        Ok(api.get_opt(name).await.map_err(err)?.map(|s| {
+            s.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                .collect()
+        }))
+    }
+
+    /// Creates or updates a Secret by server-side apply (field manager `cmesh`).
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn apply_secret(&self, secret: &serde_json::Value) -> Result<(), String> {
+        let name = secret
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        api.patch(
+            &name,
+            &PatchParams::apply("cmesh").force(),
+            &Patch::Apply(secret),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("Secret {name}: {}", err(e)))
+    }
+
+    /// Restarts a DaemonSet's pods as `kubectl rollout restart` does.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn rollout_restart(&self, daemonset: &str, stamp: &str) -> Result<(), String> {
+        let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}});
+        api.patch(daemonset, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    /// Agent pods (`k8s-app=cilium`) with their Ready condition.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn agent_pods(&self) -> Result<Vec<(String, bool)>, String> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        let pods = api
+            .list(&ListParams::default().labels("k8s-app=cilium"))
+            .await
+            .map_err(err)?;
+        Ok(pods
+            .items
+            .into_iter()
+            .map(|p| {
+                let ready = p
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                (p.metadata.name.unwrap_or_default(), ready)
+            })
+            .collect())
+    }
+
+    /// Runs a command in a pod's container and returns stdout, or the error with stderr.
+    ///
+    /// # Errors
+    /// Exec failures and non-zero exits.
+    pub async fn exec(
+        &self,
+        pod: &str,
+        container: &str,
+        command: &[&str],
+    ) -> Result<String, String> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        let ap = AttachParams::default()
+            .container(container)
+            .stdin(false)
+            .stdout(true)
+            .stderr(true);
+        let mut proc = api.exec(pod, command.to_vec(), &ap).await.map_err(err)?;
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        if let Some(mut o) = proc.stdout() {
+            let _ = o.read_to_string(&mut stdout).await;
+        }
+        if let Some(mut e) = proc.stderr() {
+            let _ = e.read_to_string(&mut stderr).await;
+        }
+        let status = match proc.take_status() {
+            Some(f) => f.await,
+            None => None,
+        };
+        let _ = proc.join().await;
+        match status {
+            Some(s) if s.status.as_deref() == Some("Failure") => Err(format!(
+                "`{}` failed: {}",
+                command.join(" "),
+                if stderr.trim().is_empty() {
+                    s.message.unwrap_or_default()
+                } else {
+                    stderr.trim().to_owned()
+                }
+            )),
+            _ => Ok(stdout),
+        }
+    }
+}

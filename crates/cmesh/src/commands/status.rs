@@ -1,0 +1,130 @@
+//! `cmesh status`: every check on every cluster, once or until all pass (`--wait`).
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use cmesh_core::pki::CertInfo;
+use cmesh_core::pki::store::{CA_CERT, CaPolicy};
+use cmesh_core::render::{self, Phase};
+use cmesh_core::status;
+
+use super::common::{emit, load_spec};
+use super::render::reconcile;
+use crate::cli::{GlobalArgs, Output, StatusArgs};
+use crate::errors::{ExpectedError, exit};
+use crate::ui::status::ClusterChecks;
+use crate::ui::{self, Style};
+use crate::{cluster, helm, pki_io};
+
+/// Runs `cmesh status`. Exit 0 when no check fails, 1 otherwise.
+///
+/// # Errors
+/// Spec and usage errors.
+pub fn run(
+    global: &GlobalArgs,
+    args: &StatusArgs,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<u8, ExpectedError> {
+    let loaded = load_spec(global)?;
+    let spec = &loaded.spec;
+    for c in &args.cluster {
+        if spec.cluster(c).is_none() {
+            return Err(ExpectedError::Usage {
+                message: format!("unknown cluster `{c}`"),
+                hint: None,
+            });
+        }
+    }
+    let pki_dir = pki_io::pki_dir(&loaded.input.base_dir, &spec.pki.dir);
+    let files = pki_io::read(&pki_dir)?;
+    let mesh_ca = files
+        .get(CA_CERT)
+        .and_then(|b| CertInfo::from_pem(&String::from_utf8_lossy(b)).ok());
+    // What render would produce now, for the drift check (never writes the PKI).
+    let rendered: Result<_, String> = reconcile(spec, &pki_dir, CaPolicy::MustExist, None, false)
+        .map(|pki| match &pki {
+            Some(r) => render::pki_view(spec, Some(&r.ca), &r.leaves),
+            None => render::pki_view(spec, None, &Default::default()),
+        })
+        .map_err(|e| e.to_string());
+    let helm = helm::locate(args.helm.as_deref());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ExpectedError::Internal(format!("tokio runtime: {e}")))?;
+    let start = Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    loop {
+        let all = runtime.block_on(async {
+            let conns = cluster::connect_all(
+                spec,
+                &loaded.input.base_dir,
+                &args.cluster,
+                args.request_timeout.0,
+            )
+            .await;
+            let mut set = tokio::task::JoinSet::new();
+            for (i, (name, conn)) in conns.into_iter().enumerate() {
+                let helm = helm.clone();
+                let timeout = args.request_timeout.0;
+                set.spawn(async move {
+                    (
+                        i,
+                        name,
+                        crate::status::observe(
+                            conn,
+                            helm.as_ref().map_err(String::as_str),
+                            timeout,
+                        )
+                        .await,
+                    )
+                });
+            }
+            let mut obs = Vec::new();
+            while let Some(Ok(r)) = set.join_next().await {
+                obs.push(r);
+            }
+            obs.sort_by_key(|(i, _, _)| *i);
+            obs
+        });
+        let checks: Vec<ClusterChecks> = all
+            .into_iter()
+            .filter_map(|(_, name, obs)| {
+                let cluster = spec.cluster(&name)?;
+                let rendered_values = rendered
+                    .as_ref()
+                    .map(|v| render::cluster_values(spec, cluster, Phase::Mesh, v));
+                let r = rendered_values.as_ref().map_err(|e| e.as_str());
+                Some(ClusterChecks {
+                    cluster: name,
+                    checks: status::evaluate(spec, cluster, &obs, mesh_ca.as_ref(), r),
+                })
+            })
+            .collect();
+        let ok = ui::status::ok(&checks);
+        if ok || !args.wait || start.elapsed() >= args.timeout.0 {
+            let text = match args.output {
+                Output::Json => ui::status::json(&checks),
+                Output::Table => ui::status::table(&checks, style.width),
+            };
+            emit(out, &text)?;
+            if args.wait && !ok {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "status: not every check passed within {}s",
+                    args.timeout.0.as_secs()
+                );
+            }
+            return Ok(if ok { exit::OK } else { exit::CHECKS_FAILED });
+        }
+        let line = ui::status::waiting_line(&checks, start.elapsed().as_secs());
+        if terminal {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+        std::thread::sleep(args.interval.0);
+    }
+}

@@ -1,0 +1,94 @@
+//! `cmesh status`, the effects: read everything the checks need from one cluster (workloads,
+//! the apiserver Service, the CA and clustermesh Secrets, what each agent reports through exec,
+//! the release's values). `cmesh_core::status::evaluate` judges it.
+
+use std::time::Duration;
+
+use cmesh_core::spec::CILIUM_NAMESPACE;
+use cmesh_core::status::{AgentObs, Observed};
+use cmesh_core::value::Value;
+
+use crate::cluster::Conn;
+use crate::helm::{Helm, Target};
+
+/// Runs a cilium CLI command in an agent, `cilium-dbg` first and `cilium` when the image has
+/// no `cilium-dbg` (Cilium 1.14).
+async fn cilium(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, String> {
+    let mut cmd = vec!["cilium-dbg"];
+    cmd.extend_from_slice(args);
+    match conn.exec(pod, "cilium-agent", &cmd).await {
+        Err(e) if e.contains("not found") || e.contains("no such file") => {
+            let mut old = vec!["cilium"];
+            old.extend_from_slice(args);
+            conn.exec(pod, "cilium-agent", &old).await
+        }
+        other => other,
+    }
+}
+
+/// Reads one cluster.
+pub async fn observe(
+    conn: Result<Conn, String>,
+    helm: Result<&Helm, &str>,
+    timeout: Duration,
+) -> Observed {
+    let conn = match conn {
+        Ok(c) => c,
+        Err(e) => return Observed::unreachable(e),
+    };
+    let api = conn.version().await;
+    if let Err(e) = api {
+        return Observed::unreachable(e);
+    }
+    let mut agent_reports = Vec::new();
+    match conn.agent_pods().await {
+        Ok(pods) => {
+            for (pod, ready) in pods {
+                let status = cilium(&conn, &pod, &["status"]).await;
+                let nodes = cilium(&conn, &pod, &["node", "list"]).await;
+                agent_reports.push(AgentObs {
+                    pod,
+                    ready,
+                    status,
+                    nodes,
+                });
+            }
+        }
+        Err(e) => agent_reports.push(AgentObs {
+            pod: "(listing pods)".into(),
+            ready: false,
+            status: Err(e.clone()),
+            nodes: Err(e),
+        }),
+    }
+    let release_values = match helm {
+        Ok(h) => {
+            let target = Target {
+                kubeconfig: conn.kubeconfig.clone(),
+                context: conn.context.clone(),
+            };
+            h.get_values("cilium", CILIUM_NAMESPACE, &target, timeout)
+                .await
+                .map(|v| v.map(|j| Value::from_json(&j)))
+                .map_err(|e| e.to_string())
+        }
+        Err(why) => Err(format!(
+            "helm unavailable ({why}): cannot compare the release's values"
+        )),
+    };
+    Observed {
+        api,
+        agents: conn.daemonset("cilium").await,
+        operator: conn.deployment("cilium-operator").await,
+        apiserver: conn.deployment("clustermesh-apiserver").await,
+        service: conn.apiserver_service().await,
+        ca_crt: conn
+            .secret_data("cilium-ca")
+            .await
+            .map(|d| d.and_then(|m| m.get("ca.crt").cloned())),
+        clustermesh: conn.secret_data("cilium-clustermesh").await,
+        kvstoremesh: conn.secret_data("cilium-kvstoremesh").await,
+        agent_reports,
+        release_values,
+    }
+}
