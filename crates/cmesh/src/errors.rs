@@ -132,6 +132,14 @@ pub enum ExpectedError {
         /// Up to five of the foreign files.
         files: Vec<String>,
     },
+    /// A cluster could not be reached or did not hold what the command needs.
+    #[error("{message}")]
+    Cluster {
+        /// What failed, per cluster.
+        message: String,
+        /// How to proceed.
+        hint: String,
+    },
     /// An option combination or argument that cannot work.
     #[error("{message}")]
     Usage {
@@ -156,6 +164,7 @@ impl ExpectedError {
             | ExpectedError::WouldOverwrite { .. }
             | ExpectedError::DirNotOurs { .. } => exit::IO,
             ExpectedError::Usage { .. } => exit::USAGE,
+            ExpectedError::Cluster { .. } => exit::CLUSTER,
             ExpectedError::Pki { .. } | ExpectedError::PkiRefused { .. } => exit::PKI,
             ExpectedError::Drift { .. } => exit::DRIFT,
             ExpectedError::Internal(_) => exit::CHECKS_FAILED,
@@ -189,7 +198,9 @@ impl ExpectedError {
                 "move them elsewhere, choose another --out, or pass --force to replace the directory anyway".into(),
             ],
             ExpectedError::Pki { source, .. } => pki_hints(source),
-            ExpectedError::PkiRefused { hint, .. } => vec![hint.clone()],
+            ExpectedError::PkiRefused { hint, .. } | ExpectedError::Cluster { hint, .. } => {
+                vec![hint.clone()]
+            }
             ExpectedError::Drift { .. } => vec!["run `cmesh render` and commit the result".into()],
             ExpectedError::Internal(_) => vec!["please report this bug with the command you ran".into()],
             ExpectedError::Read { .. } | ExpectedError::Write { .. } => Vec::new(),

@@ -113,27 +113,12 @@ fn two_clusters_base_then_mesh_then_status() {
 }
 
 #[test]
-fn five_clusters_in_one_apply() {
+fn five_clusters_base_then_mesh_then_status() {
     let Some(m) = LiveMesh::start(5, "1.20.0") else {
         return;
     };
-    let r = m.apply(bin(), &[]);
-    code(&r, 0);
-    // Base completed everywhere before mesh began anywhere.
-    let lines: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.contains("  helm  "))
-        .collect();
-    let last_base = lines
-        .iter()
-        .rposition(|l| l.contains("  base  "))
-        .expect("base helm steps");
-    let first_mesh = lines
-        .iter()
-        .position(|l| l.contains("  mesh  "))
-        .expect("mesh helm steps");
-    assert!(last_base < first_mesh, "{}", r.stderr);
+    code(&m.apply(bin(), &["--phase", "base"]), 0);
+    code(&m.apply(bin(), &["--phase", "mesh"]), 0);
     let (r, v) = m.status_json(bin(), &[]);
     code(&r, 0);
     for i in 0..5 {
@@ -143,6 +128,32 @@ fn five_clusters_in_one_apply() {
         );
         assert_eq!(check(&v, &name(i), "agents-nodes").0, "pass");
     }
+}
+
+#[test]
+fn one_apply_finishes_base_everywhere_before_mesh_anywhere() {
+    let Some(m) = LiveMesh::start(3, "1.19.6") else {
+        return;
+    };
+    let r = m.apply(bin(), &[]);
+    code(&r, 0);
+    let lines: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("  helm  "))
+        .collect();
+    assert_eq!(lines.len(), 6, "{}", r.stderr);
+    let last_base = lines
+        .iter()
+        .rposition(|l| l.contains("  base  "))
+        .expect("base helm steps");
+    let first_mesh = lines
+        .iter()
+        .position(|l| l.contains("  mesh  "))
+        .expect("mesh helm steps");
+    assert!(last_base < first_mesh, "{}", r.stderr);
+    let (r, _) = m.status_json(bin(), &[]);
+    code(&r, 0);
 }
 
 #[test]

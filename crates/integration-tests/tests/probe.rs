@@ -504,3 +504,112 @@ fn etcd_is_cleaned_up_after_a_panic() {
     );
     assert!(!data.exists(), "{} still exists", data.display());
 }
+
+/// `--certs-from-cluster`: the peer's identity and trusted CA come from its cluster's
+/// `clustermesh-apiserver-remote-cert` Secret, as its agents would use them. Here k8s02 runs
+/// on a CA of its own (as after `certificates: helm`), which pki.dir knows nothing about.
+#[test]
+fn certs_from_the_peers_cluster() {
+    use base64::Engine as _;
+    use integration_tests::kube_api::{FakeCluster, store};
+
+    let lab = Lab::new("1.16.19", None);
+    let now = OffsetDateTime::now_utc();
+    let chart_ca = Ca::generate("Cilium CA", KeyAlgorithm::EcdsaP256, 100, now).unwrap();
+    let ip: IpAddr = lab.eps[1].ip.into();
+    let server = issue(
+        &chart_ca,
+        "clustermesh-apiserver.cilium.io",
+        &["*.mesh.cilium.io"],
+        &[ip],
+        now,
+        30,
+    );
+    let client = issue(&chart_ca, "remote-k8s01", &[], &[], now, 30);
+    let tls = ServerTls {
+        cert_pem: server.cert_pem,
+        key_pem: server.key.pem().to_owned(),
+        client_ca: &chart_ca,
+    };
+    let Some(etcd) = Etcd::start_at(lab.eps[1], tls) else {
+        return;
+    };
+    etcd.put(
+        "cilium/cluster-config/k8s02",
+        r#"{"id":2,"capabilities":{"maxConnectedClusters":255}}"#,
+    );
+    // k8s01's cluster holds what its agents use to dial k8s02.
+    let k8s01 = FakeCluster::start("k8s01", 1, 1);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let secret = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "clustermesh-apiserver-remote-cert", "namespace": "kube-system"},
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": b64(&client.cert_pem),
+            "tls.key": b64(client.key.pem()),
+            "ca.crt": b64(chart_ca.cert_pem()),
+        }
+    });
+    let secrets = store::resource("", "v1", "secrets").unwrap();
+    k8s01
+        .state
+        .store
+        .lock()
+        .unwrap()
+        .create(secrets, "kube-system", secret)
+        .unwrap();
+    let mesh = lab.dir.path().join("mesh.yaml");
+    let text = read(mesh.clone()).replacen(
+        "  - name: k8s01\n",
+        &format!(
+            "  - name: k8s01\n    kubeconfig: {}\n",
+            k8s01.kubeconfig.display()
+        ),
+        1,
+    );
+    std::fs::write(&mesh, text).unwrap();
+
+    // With pki.dir, the probe trusts the mesh CA and presents cmesh's certificate: refused.
+    let (r, v) = lab.probe_k8s02("5s");
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(diagnosis(&v).0, "certificate", "{v:#}");
+
+    let args = [
+        "probe",
+        "--cluster",
+        "k8s02",
+        "--from",
+        "k8s01",
+        "--certs-from-cluster",
+        "-o",
+        "json",
+    ];
+    let r = cmesh(lab.dir.path(), &args);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("PRIVATE KEY"), "a key in the output");
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(stage(&v, "cluster-config")["outcome"], "ok", "{v:#}");
+    assert!(
+        v.to_string().contains("clustermesh-apiserver-remote-cert"),
+        "{v:#}"
+    );
+
+    // Without the Secret the flag says so, naming the cluster.
+    k8s01
+        .state
+        .store
+        .lock()
+        .unwrap()
+        .delete(secrets, "kube-system", "clustermesh-apiserver-remote-cert")
+        .unwrap();
+    let r = cmesh(lab.dir.path(), &args);
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("k8s01: Secret kube-system/clustermesh-apiserver-remote-cert not found"),
+        "{}",
+        r.stderr
+    );
+}

@@ -177,6 +177,13 @@ pub struct ProbeArgs {
     /// Probes running at once.
     #[arg(long, default_value_t = 32, hide = true)]
     pub parallel: usize,
+    /// Use each peer's client certificate and CA from its cluster (Secret
+    /// clustermesh-apiserver-remote-cert) instead of pki.dir.
+    #[arg(long)]
+    pub certs_from_cluster: bool,
+    /// Bound on each Kubernetes API request (with --certs-from-cluster).
+    #[arg(long, default_value = "15s", value_parser = parse_timeout)]
+    pub request_timeout: TimeoutArg,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,

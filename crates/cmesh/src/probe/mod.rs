@@ -20,13 +20,17 @@ use cmesh_core::spec::{CertMethod, KeyAlgorithm, MeshSpec};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// A client identity: certificate and PKCS#8 key, DER.
+/// A peer's identity: its client certificate and key, and the CA it trusts (DER).
 #[derive(Clone)]
 pub struct Identity {
     /// Certificate, DER.
     pub cert_der: Vec<u8>,
     /// Key, PKCS#8 DER. Never printed.
     pub key_pkcs8: Vec<u8>,
+    /// The CA this peer's agents trust, DER.
+    pub ca_der: Vec<u8>,
+    /// That CA, for messages.
+    pub ca: TrustedCa,
 }
 
 impl std::fmt::Debug for Identity {
@@ -35,14 +39,10 @@ impl std::fmt::Debug for Identity {
     }
 }
 
-/// Where the probe gets the trust anchor and the peers' client certificates.
+/// Where the probe gets each peer's trust anchor and client certificate.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    /// The mesh CA, DER.
-    pub ca_der: Vec<u8>,
-    /// The mesh CA, for messages.
-    pub ca: TrustedCa,
-    /// Client identity per peer name.
+    /// Identity per peer name.
     pub clients: BTreeMap<String, Identity>,
     /// Where they came from, for the report.
     pub source: String,
@@ -99,6 +99,7 @@ pub fn from_pki_dir(
     let info = CertInfo::from_pem(&ca_pem)
         .map_err(|e| CredentialError::Invalid(format!("{CA_CERT}: {e}")))?;
     let ca_der = pem_to_der(&ca_pem).map_err(|e| CredentialError::Invalid(e.to_string()))?;
+    let trusted = trusted(&info);
     let mut clients = BTreeMap::new();
     let source;
     if spec.clustermesh.certificates == CertMethod::Cmesh {
@@ -116,6 +117,8 @@ pub fn from_pki_dir(
                 Identity {
                     cert_der,
                     key_pkcs8,
+                    ca_der: ca_der.clone(),
+                    ca: trusted.clone(),
                 },
             );
         }
@@ -147,19 +150,51 @@ pub fn from_pki_dir(
                 Identity {
                     cert_der,
                     key_pkcs8,
+                    ca_der: ca_der.clone(),
+                    ca: trusted.clone(),
                 },
             );
         }
     }
-    Ok(Credentials {
+    Ok(Credentials { clients, source })
+}
+
+fn trusted(info: &CertInfo) -> TrustedCa {
+    TrustedCa {
+        subject: info.subject.clone(),
+        sha256: info.sha256.clone(),
+        key_id: info.subject_key_id.clone(),
+    }
+}
+
+/// A peer's identity from its cluster's `clustermesh-apiserver-remote-cert` Secret (tls.crt,
+/// tls.key, ca.crt): exactly what its agents present and trust, whoever issued it.
+///
+/// # Errors
+/// [`CredentialError::Invalid`] when the Secret's contents are unusable.
+pub fn identity_from_secret(
+    peer: &str,
+    data: &BTreeMap<String, String>,
+) -> Result<Identity, CredentialError> {
+    let get = |k: &str| {
+        data.get(k).ok_or_else(|| {
+            CredentialError::Invalid(format!(
+                "{peer}: clustermesh-apiserver-remote-cert has no {k}"
+            ))
+        })
+    };
+    let cert_der = pem_to_der(get("tls.crt")?)
+        .map_err(|e| CredentialError::Invalid(format!("{peer}: tls.crt: {e}")))?;
+    let key_pkcs8 = pem_key_to_pkcs8_der(get("tls.key")?)?;
+    let ca_pem = get("ca.crt")?;
+    let info = CertInfo::from_pem(ca_pem)
+        .map_err(|e| CredentialError::Invalid(format!("{peer}: ca.crt: {e}")))?;
+    let ca_der = pem_to_der(ca_pem).map_err(|e| CredentialError::Invalid(e.to_string()))?;
+    Ok(Identity {
+        cert_der,
+        key_pkcs8,
         ca_der,
-        ca: TrustedCa {
-            subject: info.subject.clone(),
-            sha256: info.sha256.clone(),
-            key_id: info.subject_key_id.clone(),
-        },
-        clients,
-        source,
+        ca: trusted(&info),
     })
 }
 
@@ -179,7 +214,16 @@ pub async fn run(
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let obs = observe(&t, &creds, timeout).await;
-            (i, diagnose(&t, obs, &creds.ca))
+            let ca = creds
+                .clients
+                .get(&t.from)
+                .map(|c| c.ca.clone())
+                .unwrap_or(TrustedCa {
+                    subject: "?".into(),
+                    sha256: "?".into(),
+                    key_id: String::new(),
+                });
+            (i, diagnose(&t, obs, &ca))
         });
     }
     let mut out = Vec::new();
@@ -283,7 +327,7 @@ pub async fn observe(t: &Target, creds: &Credentials, timeout: Duration) -> Obse
         return obs;
     };
     let (config, seen) = match tls::client_config(
-        &creds.ca_der,
+        &identity.ca_der,
         identity.cert_der.clone(),
         identity.key_pkcs8.clone(),
     ) {
