@@ -2,12 +2,14 @@
 //! detection of YAML 1.1 readings that Helm would apply, and safe emission.
 
 mod emit;
+mod json;
 mod scalar;
 mod tree;
 
 pub use emit::{EmitError, ambiguous_plain_scalars, to_yaml};
+pub use json::{Spans, pointer_segment, to_json};
 pub use scalar::{Resolved, resolve_plain, yaml11_reading};
-pub use tree::{Document, DuplicateKey, Limits, YamlError, parse};
+pub use tree::{Document, DuplicateKey, Limits, YamlError, parse, parse_stream};
 
 /// A location in a source text: byte offset and length, plus 1-based line and column of the
 /// start for messages.

@@ -121,6 +121,23 @@ impl YamlError {
 /// # Errors
 /// Returns [`YamlError`] for invalid YAML, several documents, or input over `limits`.
 pub fn parse(text: &str, limits: Limits) -> Result<Document, YamlError> {
+    let mut docs = build(text, limits, false)?;
+    Ok(docs.pop().unwrap_or(Document {
+        root: None,
+        duplicate_keys: Vec::new(),
+    }))
+}
+
+/// Parses every document of a `---`-separated stream (Kubernetes manifests), in order. Empty
+/// documents are kept (no root, or a null scalar) so that indexes match the source.
+///
+/// # Errors
+/// Returns [`YamlError`] for invalid YAML or input over `limits`.
+pub fn parse_stream(text: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
+    build(text, limits, true)
+}
+
+fn build(text: &str, limits: Limits, multi: bool) -> Result<Vec<Document>, YamlError> {
     if text.len() > limits.max_bytes {
         return Err(YamlError::TooLarge {
             size: text.len(),
@@ -136,6 +153,8 @@ pub fn parse(text: &str, limits: Limits) -> Result<Document, YamlError> {
         root: None,
         documents: 0,
         duplicate_keys: Vec::new(),
+        multi,
+        done: Vec::new(),
     };
     let parser = Parser::new_from_str_with_options(text, granit_parser::Options::default());
     for item in parser {
@@ -154,10 +173,10 @@ pub fn parse(text: &str, limits: Limits) -> Result<Document, YamlError> {
         })?;
         builder.event(event, span)?;
     }
-    Ok(Document {
-        root: builder.root,
-        duplicate_keys: builder.duplicate_keys,
-    })
+    if !multi || builder.root.is_some() {
+        builder.finish_document();
+    }
+    Ok(builder.done)
 }
 
 enum Frame {
@@ -186,6 +205,8 @@ struct Builder<'t> {
     root: Option<Node>,
     documents: usize,
     duplicate_keys: Vec<DuplicateKey>,
+    multi: bool,
+    done: Vec<Document>,
 }
 
 impl Builder<'_> {
@@ -199,6 +220,15 @@ impl Builder<'_> {
             line: s.start.line(),
             column: s.start.col() + 1,
         }
+    }
+
+    fn finish_document(&mut self) {
+        self.done.push(Document {
+            root: self.root.take(),
+            duplicate_keys: std::mem::take(&mut self.duplicate_keys),
+        });
+        // Anchors do not cross documents.
+        self.anchors.clear();
     }
 
     fn count(&mut self, n: usize, span: Span) -> Result<(), YamlError> {
@@ -215,10 +245,16 @@ impl Builder<'_> {
     fn event(&mut self, event: Event<'_>, gspan: GSpan) -> Result<(), YamlError> {
         let span = self.span(gspan);
         match event {
-            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => Ok(()),
+            Event::StreamStart | Event::StreamEnd => Ok(()),
+            Event::DocumentEnd => {
+                if self.multi {
+                    self.finish_document();
+                }
+                Ok(())
+            }
             Event::DocumentStart(..) => {
                 self.documents += 1;
-                if self.documents > 1 {
+                if self.documents > 1 && !self.multi {
                     return Err(YamlError::MultipleDocuments { span });
                 }
                 Ok(())
