@@ -7,6 +7,7 @@
 
 pub mod diag;
 pub mod lint;
+pub mod meshtest;
 mod par;
 pub mod pki;
 pub mod probe;
