@@ -11,7 +11,10 @@ use cmesh_core::spec::{CILIUM_NAMESPACE, Cluster};
 use cmesh_core::status::{Rollout, ServiceObs};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::api::{Api, AttachParams, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, AttachParams, DeleteParams, DynamicObject, GroupVersionKind, ListParams,
+    Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::io::AsyncReadExt;
 
@@ -160,7 +163,15 @@ impl Conn {
     /// # Errors
     /// API errors.
     pub async fn deployment(&self, name: &str) -> Result<Option<Rollout>, String> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        self.deployment_in(CILIUM_NAMESPACE, name).await
+    }
+
+    /// Deployment rollout state in namespace `ns`.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn deployment_in(&self, ns: &str, name: &str) -> Result<Option<Rollout>, String> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
         Ok(api.get_opt(name).await.map_err(err)?.map(|d| {
             let s = d.status.unwrap_or_default();
             Rollout {
@@ -286,7 +297,22 @@ impl Conn {
         container: &str,
         command: &[&str],
     ) -> Result<String, String> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        self.exec_in(CILIUM_NAMESPACE, pod, container, command)
+            .await
+    }
+
+    /// [`Conn::exec`] in namespace `ns`.
+    ///
+    /// # Errors
+    /// Exec failures and non-zero exits.
+    pub async fn exec_in(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        command: &[&str],
+    ) -> Result<String, String> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let ap = AttachParams::default()
             .container(container)
             .stdin(false)
@@ -318,5 +344,211 @@ impl Conn {
             )),
             _ => Ok(stdout),
         }
+    }
+}
+
+/// A pod as `test` needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodObs {
+    /// Name.
+    pub name: String,
+    /// Pod IP, once assigned.
+    pub ip: Option<String>,
+    /// Ready condition.
+    pub ready: bool,
+    /// Being deleted.
+    pub terminating: bool,
+}
+
+/// The API resource of `apiVersion`/`kind` (plural by Kubernetes' rules).
+fn api_resource(api_version: &str, kind: &str) -> ApiResource {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
+}
+
+fn dynamic_api(
+    client: &kube::Client,
+    api_version: &str,
+    kind: &str,
+    ns: Option<&str>,
+) -> Api<DynamicObject> {
+    let ar = api_resource(api_version, kind);
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+impl Conn {
+    /// Creates `obj` (any kind; namespace from its metadata).
+    ///
+    /// # Errors
+    /// API errors, such as AlreadyExists.
+    pub async fn create(&self, obj: &serde_json::Value) -> Result<(), String> {
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let ns = obj.pointer("/metadata/namespace").and_then(|v| v.as_str());
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let dynamic: DynamicObject =
+            serde_json::from_value(obj.clone()).map_err(|e| format!("{kind} {name}: {e}"))?;
+        dynamic_api(&self.client, api_version, kind, ns)
+            .create(&PostParams::default(), &dynamic)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("create {kind} {name}: {}", err(e)))
+    }
+
+    /// Reads one object as JSON (`None` when it does not exist).
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn get_json(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, String> {
+        let o = dynamic_api(&self.client, api_version, kind, ns)
+            .get_opt(name)
+            .await
+            .map_err(err)?;
+        o.map(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
+            .transpose()
+    }
+
+    /// Lists objects as JSON (`ns` `None`: every namespace), optionally by label selector.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn list_json(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+        selector: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let mut lp = ListParams::default();
+        if let Some(s) = selector {
+            lp = lp.labels(s);
+        }
+        let list = dynamic_api(&self.client, api_version, kind, ns)
+            .list(&lp)
+            .await
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for o in list.items {
+            let mut v = serde_json::to_value(o).map_err(|e| e.to_string())?;
+            // List items come without apiVersion and kind; put them back for the readers.
+            v["apiVersion"] = serde_json::json!(api_version);
+            v["kind"] = serde_json::json!(kind);
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// JSON merge patch of one object.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn merge_patch(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<(), String> {
+        dynamic_api(&self.client, api_version, kind, ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("patch {kind} {name}: {}", err(e)))
+    }
+
+    /// Sets a Deployment's replicas.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn scale(&self, ns: &str, deployment: &str, replicas: i32) -> Result<(), String> {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        api.patch_scale(deployment, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("scale {deployment}: {}", err(e)))
+    }
+
+    /// Pods in `ns` matching `selector`.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn pods(&self, ns: &str, selector: &str) -> Result<Vec<PodObs>, String> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let pods = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(err)?;
+        Ok(pods
+            .items
+            .into_iter()
+            .map(|p| {
+                let terminating = p.metadata.deletion_timestamp.is_some();
+                let status = p.status.unwrap_or_default();
+                let ready = status
+                    .conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                PodObs {
+                    name: p.metadata.name.unwrap_or_default(),
+                    ip: status.pod_ip,
+                    ready,
+                    terminating,
+                }
+            })
+            .collect())
+    }
+
+    /// Deletes a namespace. `Ok(false)` when it did not exist.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn delete_namespace(&self, name: &str) -> Result<bool, String> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Whether a namespace exists (terminating or not).
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn namespace_exists(&self, name: &str) -> Result<bool, String> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        api.get_opt(name).await.map(|n| n.is_some()).map_err(err)
+    }
+
+    /// Names of the namespaces matching `selector`.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn namespaces(&self, selector: &str) -> Result<Vec<String>, String> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let list = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(err)?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect())
     }
 }

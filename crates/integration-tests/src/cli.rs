@@ -74,6 +74,46 @@ fn find_date(l: &str) -> Option<usize> {
 /// Runs `bin args…` in `dir` with a clean environment (no colours, fixed width, no
 /// kubeconfig from the developer's machine) plus `env`.
 pub fn run(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = command(bin, dir, args, env)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Starts `bin args…` as [`run`] would, with stdout and stderr piped, for tests that signal
+/// it; finish with [`wait`].
+pub fn spawn(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    command(bin, dir, args, env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
+}
+
+/// Waits for a spawned run.
+pub fn wait(child: std::process::Child) -> Run {
+    let out = child.wait_with_output().expect("wait");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Sends `signal` (such as `INT` or `KILL`) to a process.
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
+fn command(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(args)
         .current_dir(dir)
@@ -85,14 +125,7 @@ pub fn run(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cmd
 }
 
 /// A scratch directory, removed when dropped.

@@ -60,6 +60,8 @@ impl LiveMesh {
             endpoints,
             remote_wording: v.at_least(15),
             has_cilium_dbg: v.at_least(15),
+            global_namespaces: v.at_least(20),
+            scenario: Default::default(),
         });
         sim.install();
         Some(LiveMesh {
@@ -125,4 +127,50 @@ pub fn check<'a>(status: &'a serde_json::Value, cluster: &str, name: &str) -> (&
         k["outcome"].as_str().unwrap_or(""),
         k["reason"].as_str().unwrap_or(""),
     )
+}
+
+impl LiveMesh {
+    /// Starts `n` clusters and applies Cilium with Cluster Mesh (both phases).
+    pub fn meshed(bin: &Path, n: usize, version: &str) -> Option<LiveMesh> {
+        let m = LiveMesh::start(n, version)?;
+        let r = m.apply(bin, &[]);
+        assert_eq!(r.code, 0, "apply:\n{}\n{}", r.stdout, r.stderr);
+        Some(m)
+    }
+
+    /// `cmesh test` with fast polling and short retries, plus `extra`.
+    pub fn test(&self, bin: &Path, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "test",
+            "--poll",
+            "50ms",
+            "--retry-for",
+            "1s",
+            "--timeout",
+            "30s",
+            "--http-timeout",
+            "2s",
+        ];
+        args.extend_from_slice(extra);
+        self.cmesh(bin, &args)
+    }
+
+    /// Namespaces of cluster `i` whose name starts with `cmesh-test-`.
+    pub fn test_namespaces(&self, i: usize) -> Vec<String> {
+        let r = crate::kube_api::store::resource("", "v1", "namespaces").expect("namespaces");
+        self.clusters[i]
+            .state
+            .store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .list(r, "", &Default::default())
+            .iter()
+            .filter_map(|n| {
+                n.pointer("/metadata/name")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            })
+            .filter(|n| n.starts_with("cmesh-test-"))
+            .collect()
+    }
 }

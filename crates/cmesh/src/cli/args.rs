@@ -21,7 +21,7 @@ Exit codes:
 
 /// Turn one mesh.yaml into a working Cilium Cluster Mesh across N Kubernetes clusters.
 #[derive(Debug, Parser)]
-#[command(name = "cmesh", bin_name = "cmesh", version, about, after_help = EXIT_CODES, max_term_width = 100)]
+#[command(name = "cmesh", bin_name = "cmesh", version, about, after_help = EXIT_CODES, max_term_width = 100, args_override_self = true)]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -81,6 +81,121 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Check the live mesh on every cluster: workloads, CA, peers, what the agents report, drift.
     Status(StatusArgs),
+    /// Exercise the live mesh: pod to pod, a global Service, failover and ingress-nginx, across
+    /// every pair of clusters; then clean up.
+    Test(TestArgs),
+    /// Find objects that break Cluster Mesh expectations (nginx Ingresses without
+    /// service-upstream, global Services that differ between clusters, bad annotations), live
+    /// or in a directory of manifests (-f DIR).
+    Lint(LintArgs),
+}
+
+/// `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// Pod IP to pod IP, every ordered pair of clusters.
+    Pod,
+    /// The global Service from every cluster, with affinity local and remote.
+    Service,
+    /// Each cluster's replicas at 0: answered by the others; then local again.
+    Failover,
+    /// ingress-nginx to the global Service without and with service-upstream.
+    Ingress,
+}
+
+impl From<KindArg> for cmesh_core::meshtest::Kind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Pod => cmesh_core::meshtest::Kind::Pod,
+            KindArg::Service => cmesh_core::meshtest::Kind::Service,
+            KindArg::Failover => cmesh_core::meshtest::Kind::Failover,
+            KindArg::Ingress => cmesh_core::meshtest::Kind::Ingress,
+        }
+    }
+}
+
+/// Output of `test`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum TestOutput {
+    /// Result matrices, failures with fixes, cleanup.
+    #[default]
+    Table,
+    /// One JSON document.
+    Json,
+    /// JUnit XML, for CI.
+    Junit,
+}
+
+/// `cmesh test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Only these clusters (repeatable; at least two).
+    #[arg(long)]
+    pub cluster: Vec<String>,
+    /// Only these parts (repeatable or comma-separated; default all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<KindArg>,
+    /// Leave the test namespaces in place (remove them later with --cleanup).
+    #[arg(long, conflicts_with = "cleanup")]
+    pub keep: bool,
+    /// Delete what earlier runs left behind (namespaces labelled by cmesh test), then exit.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = TestOutput::Table)]
+    pub output: TestOutput,
+    /// Server image: nginx or compatible (reads /etc/nginx/conf.d), for air-gapped clusters.
+    #[arg(long, default_value = cmesh_core::meshtest::DEFAULT_SERVER_IMAGE, value_name = "IMAGE")]
+    pub server_image: String,
+    /// Client image: needs sh and curl.
+    #[arg(long, default_value = cmesh_core::meshtest::DEFAULT_CLIENT_IMAGE, value_name = "IMAGE")]
+    pub client_image: String,
+    /// Ingress class for the ingress part (default: the IngressClass of ingress-nginx).
+    #[arg(long, value_name = "CLASS")]
+    pub ingress_class: Option<String>,
+    /// Requests per batch to a Service (more batches follow until every cluster answered).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub requests: u32,
+    /// Bound on each HTTP request.
+    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+    pub http_timeout: TimeoutArg,
+    /// Bound on each wait: pods ready, replicas scaled, namespaces deleted.
+    #[arg(long, default_value = "3m", value_parser = parse_timeout)]
+    pub timeout: TimeoutArg,
+    /// How long a check that has not passed yet is retried (new endpoints take a moment to
+    /// reach every cluster).
+    #[arg(long, default_value = "30s", value_parser = parse_timeout)]
+    pub retry_for: TimeoutArg,
+    /// Bound on each Kubernetes API request.
+    #[arg(long, default_value = "15s", value_parser = parse_timeout)]
+    pub request_timeout: TimeoutArg,
+    /// Pause between polls and retries.
+    #[arg(long, default_value = "1s", value_parser = parse_timeout, hide = true)]
+    pub poll: TimeoutArg,
+}
+
+/// `cmesh lint`.
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Only these clusters (live; repeatable).
+    #[arg(long)]
+    pub cluster: Vec<String>,
+    /// mesh.yaml for offline linting (cluster names, Cilium version, settings); default
+    /// DIR/mesh.yaml if it exists.
+    #[arg(long, value_name = "FILE")]
+    pub mesh: Option<PathBuf>,
+    /// The Cilium version, for offline linting without a mesh.yaml.
+    #[arg(long, value_name = "VERSION")]
+    pub cilium_version: Option<String>,
+    /// Exit 1 on warnings too.
+    #[arg(long)]
+    pub strict: bool,
+    /// Bound on each Kubernetes API request.
+    #[arg(long, default_value = "15s", value_parser = parse_timeout)]
+    pub request_timeout: TimeoutArg,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `cmesh apply`.

@@ -51,5 +51,7 @@ pub fn run(cli: Cli, style: Style, out: &mut dyn Write) -> Result<u8, ExpectedEr
         Command::Probe(args) => commands::probe::run(&cli.global, &args, style, out),
         Command::Apply(args) => commands::apply::run(&cli.global, &args, style, out),
         Command::Status(args) => commands::status::run(&cli.global, &args, style, out),
+        Command::Test(args) => commands::test::run(&cli.global, &args, style, out),
+        Command::Lint(args) => commands::lint::run(&cli.global, &args, style, out),
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod apply;
 pub mod diagnostics;
+pub mod lint;
+pub mod meshtest;
 pub mod pki;
 pub mod probe;
 pub mod progress;
@@ -69,4 +71,13 @@ pub enum ColorChoice {
     Always,
     /// Never colour.
     Never,
+}
+
+/// `text` in the ANSI SGR `code` when `style` has colours.
+pub fn paint(style: Style, text: &str, code: &str) -> String {
+    if style.color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
 }

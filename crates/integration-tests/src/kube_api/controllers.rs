@@ -1,6 +1,7 @@
-//! What Kubernetes' controllers would do, enough for `apply` and `status` to run as on a real
-//! cluster: nodes exist, DaemonSets and Deployments roll out (after a configurable delay) by
-//! replacing their pods, and report ready or not as the scenario says.
+//! What Kubernetes' controllers would do, enough for `apply`, `status` and `test` to run as on
+//! a real cluster: nodes exist, DaemonSets and Deployments roll out (after a configurable
+//! delay) by replacing their pods, pods get scheduled with distinct IPs and report ready or not
+//! as the scenario says, and terminating namespaces are emptied and removed.
 
 use std::time::Instant;
 
@@ -26,6 +27,47 @@ pub fn reconcile(state: &State) {
     let mut store = state.store.lock().unwrap_or_else(|p| p.into_inner());
     let nodes_r = resource("", "v1", "nodes").expect("nodes");
     let pods_r = resource("", "v1", "pods").expect("pods");
+    store.finish_terminating_namespaces();
+    if !sim.strip_ingress_annotations.is_empty() {
+        strip_annotations(&mut store, &sim);
+    }
+    if !sim.delete_services.is_empty() {
+        let r = resource("", "v1", "services").expect("services");
+        for svc in store.list(r, "", &Default::default()) {
+            let ns = svc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let name = svc
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if ns != "kube-system" && sim.delete_services.contains(&name) {
+                let _ = store.delete(r, &ns, &name);
+            }
+        }
+    }
+    let mut used_ips: std::collections::BTreeSet<String> = store
+        .list(pods_r, "", &Default::default())
+        .iter()
+        .filter_map(|p| {
+            p.pointer("/status/podIP")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect();
+    let mut next_ip = |subnet: u8| -> String {
+        let mut n: u32 = 10;
+        loop {
+            let ip = format!("10.{subnet}.{}.{}", (n >> 8) & 255, n & 255);
+            if used_ips.insert(ip.clone()) {
+                return ip;
+            }
+            n += 1;
+        }
+    };
     for (i, n) in sim.nodes.iter().enumerate() {
         if store.get(nodes_r, "", n).is_none() {
             let _ = store.create(
@@ -123,7 +165,7 @@ pub fn reconcile(state: &State) {
                             "metadata": {"name": pod_name, "labels": template.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
                                          "ownerReferences": [{"apiVersion": "apps/v1", "kind": if per_node { "DaemonSet" } else { "ReplicaSet" }, "name": name, "uid": uid, "controller": true}]},
                             "spec": {"nodeName": node, "containers": containers},
-                            "status": {"phase": "Running", "podIP": format!("10.{}.0.{}", sim.node_subnet, 10 + i),
+                            "status": {"phase": "Running", "podIP": next_ip(sim.node_subnet),
                                        "conditions": [{"type": "Ready", "status": if ready_all { "True" } else { "False" }}],
                                        "containerStatuses": statuses}
                         }),
@@ -142,6 +184,36 @@ pub fn reconcile(state: &State) {
             }
         }
     }
+    // Bare pods (no controller) are scheduled on the first node.
+    for p in store.list(pods_r, "", &Default::default()) {
+        if p.pointer("/status/podIP").is_some() {
+            continue;
+        }
+        let ns = p
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let name = p
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let ready = !sim.not_ready.contains(&name);
+        let containers: Vec<Value> = p
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let statuses: Vec<Value> = containers
+            .iter()
+            .map(|c| json!({"name": c.get("name"), "ready": ready, "restartCount": 0, "image": c.get("image")}))
+            .collect();
+        let status = json!({"phase": "Running", "podIP": next_ip(sim.node_subnet),
+                            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                            "containerStatuses": statuses});
+        store.set_status(pods_r, &ns, &name, status);
+    }
     // Ready flags of existing pods follow the scenario too (agents becoming unready).
     let pods = store.list(pods_r, "", &Default::default());
     for p in pods {
@@ -154,7 +226,13 @@ pub fn reconcile(state: &State) {
             .pointer("/metadata/ownerReferences/0/kind")
             .and_then(Value::as_str)
             == Some("DaemonSet");
-        let ready = (!is_agent || sim.agents_ready) && !sim.not_ready.contains(&owner);
+        let own_name = p
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let ready = (!is_agent || sim.agents_ready)
+            && !sim.not_ready.contains(&owner)
+            && !sim.not_ready.contains(own_name);
         let want = if ready { "True" } else { "False" };
         if p.pointer("/status/conditions/0/status")
             .and_then(Value::as_str)
@@ -182,5 +260,45 @@ pub fn reconcile(state: &State) {
             }
             store.set_status(pods_r, &ns, &name, status);
         }
+    }
+}
+
+fn strip_annotations(store: &mut super::Store, sim: &super::Sim) {
+    let r = resource("networking.k8s.io", "v1", "ingresses").expect("ingresses");
+    for i in store.list(r, "", &Default::default()) {
+        let Some(ann) = i
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        if !ann
+            .keys()
+            .any(|k| sim.strip_ingress_annotations.contains(k))
+        {
+            continue;
+        }
+        let ns = i
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let name = i
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let patch: serde_json::Map<String, Value> = sim
+            .strip_ingress_annotations
+            .iter()
+            .map(|k| (k.clone(), Value::Null))
+            .collect();
+        let _ = store.patch(
+            r,
+            &ns,
+            &name,
+            super::store::PatchKind::Merge,
+            json!({"metadata": {"annotations": patch}}),
+        );
     }
 }

@@ -27,6 +27,10 @@ pub struct MeshSim {
     pub remote_wording: bool,
     /// The agent image has `cilium-dbg` (Cilium ≥ 1.15); 1.14 has only `cilium`.
     pub has_cilium_dbg: bool,
+    /// Cilium ≥ 1.20: only Services of global namespaces are shared.
+    pub global_namespaces: bool,
+    /// Data-path faults and load-balancing randomness.
+    pub scenario: super::scenario::Shared,
 }
 
 fn secret(state: &State, name: &str) -> Option<HashMap<String, String>> {
@@ -52,6 +56,15 @@ fn first_endpoint(cfg: &str) -> Option<String> {
 }
 
 impl MeshSim {
+    pub(super) fn cluster_state(&self, name: &str) -> Option<&Arc<State>> {
+        self.state(name)
+    }
+
+    /// Whether `me`'s agents see `peer` ready (so its nodes and services are known).
+    pub(super) fn sees(&self, me: &str, peer: &str) -> bool {
+        self.peers(me).iter().any(|(p, r)| p == peer && r.is_ok())
+    }
+
     fn state(&self, name: &str) -> Option<&Arc<State>> {
         self.clusters
             .iter()
@@ -261,6 +274,9 @@ impl MeshSim {
     }
 
     fn exec(&self, me: &str, req: &ExecRequest) -> ExecResult {
+        if req.namespace != "kube-system" {
+            return self.exec_workload(me, req);
+        }
         let cmd: Vec<&str> = req.command.iter().map(String::as_str).collect();
         let not_found = |bin: &str| ExecResult {
             stderr: format!("exec: \"{bin}\": executable file not found in $PATH"),

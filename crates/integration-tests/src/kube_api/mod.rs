@@ -10,6 +10,7 @@
 pub mod controllers;
 pub mod mesh;
 pub mod protobuf;
+pub mod scenario;
 pub mod server;
 pub mod store;
 
@@ -70,6 +71,12 @@ pub struct Sim {
     pub rollout_delay: Duration,
     /// Agents report every remote cluster as not ready (the "0/1 ready" fault).
     pub report_not_ready: bool,
+    /// Annotations a policy engine removes from every Ingress (as Kyverno or a mutating
+    /// webhook might).
+    pub strip_ingress_annotations: BTreeSet<String>,
+    /// Services (by name, outside kube-system) that something keeps deleting, as a GitOps
+    /// prune of objects it does not know would.
+    pub delete_services: BTreeSet<String>,
 }
 
 /// Everything one fake cluster holds.
@@ -212,6 +219,8 @@ impl FakeCluster {
                 not_ready: BTreeSet::new(),
                 rollout_delay: Duration::from_millis(150),
                 report_not_ready: false,
+                strip_ingress_annotations: BTreeSet::new(),
+                delete_services: BTreeSet::new(),
             }),
             up: std::sync::atomic::AtomicBool::new(true),
             pending: Mutex::new(HashMap::new()),

@@ -62,6 +62,7 @@ fn store_error(e: StoreError) -> Response<Body> {
         StoreError::Conflict(m) => status_error(409, "Conflict", &m),
         StoreError::AlreadyExists(m) => status_error(409, "AlreadyExists", &m),
         StoreError::Invalid(m) => status_error(422, "Invalid", &m),
+        StoreError::Forbidden(m) => status_error(403, "Forbidden", &m),
     }
 }
 

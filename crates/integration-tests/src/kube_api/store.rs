@@ -174,6 +174,8 @@ pub enum StoreError {
     AlreadyExists(String),
     /// 400 / 422.
     Invalid(String),
+    /// 403 (creating in a terminating namespace).
+    Forbidden(String),
 }
 
 impl Store {
@@ -239,16 +241,26 @@ impl Store {
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("name".into(), Value::String(name.clone()));
         }
-        if r.namespaced
-            && !self.objects.contains_key(&Key::new(
+        if r.namespaced {
+            let ns_obj = self.objects.get(&Key::new(
                 resource("", "v1", "namespaces").expect("ns"),
                 "",
                 ns,
-            ))
-        {
-            return Err(StoreError::NotFound(format!(
-                "namespaces \"{ns}\" not found"
-            )));
+            ));
+            match ns_obj {
+                None => {
+                    return Err(StoreError::NotFound(format!(
+                        "namespaces \"{ns}\" not found"
+                    )));
+                }
+                Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() => {
+                    return Err(StoreError::Forbidden(format!(
+                        "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        r.plural
+                    )));
+                }
+                Some(_) => {}
+            }
         }
         let key = Key::new(r, ns, &name);
         if self.objects.contains_key(&key) {
@@ -258,6 +270,16 @@ impl Store {
             )));
         }
         self.stamp_new(r, ns, &mut obj);
+        if r.plural == "services" && obj.pointer("/spec/clusterIP").is_none() {
+            // The API server allocates ClusterIPs; any distinct address will do here.
+            let n = self.uids;
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert(
+                    "clusterIP".into(),
+                    Value::String(format!("10.96.{}.{}", (n >> 8) & 255, n & 255)),
+                );
+            }
+        }
         self.objects.insert(key, obj.clone());
         Ok(obj)
     }
@@ -378,10 +400,53 @@ impl Store {
     /// # Errors
     /// NotFound.
     pub fn delete(&mut self, r: &Resource, ns: &str, name: &str) -> Result<Value, StoreError> {
+        if r.plural == "namespaces" {
+            // As Kubernetes: the namespace turns Terminating; the namespace controller
+            // (controllers::reconcile) removes its content, then the namespace.
+            let rv = self.bump();
+            let key = Key::new(r, ns, name);
+            let Some(obj) = self.objects.get_mut(&key) else {
+                return Err(StoreError::NotFound(format!(
+                    "namespaces \"{name}\" not found"
+                )));
+            };
+            if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                let stamp = time::OffsetDateTime::now_utc()
+                    .replace_nanosecond(0)
+                    .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                obj["metadata"]["deletionTimestamp"] = Value::String(stamp);
+                obj["metadata"]["resourceVersion"] = Value::String(rv);
+                obj["status"] = json!({"phase": "Terminating"});
+            }
+            return Ok(obj.clone());
+        }
         self.bump();
         self.objects
             .remove(&Key::new(r, ns, name))
             .ok_or_else(|| StoreError::NotFound(format!("{} \"{name}\" not found", r.plural)))
+    }
+
+    /// Removes what a namespace controller would: the content of terminating namespaces,
+    /// then the namespaces themselves.
+    pub fn finish_terminating_namespaces(&mut self) {
+        let terminating: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(k, v)| {
+                k.resource == "/v1/namespaces" && v.pointer("/metadata/deletionTimestamp").is_some()
+            })
+            .map(|(k, _)| k.name.clone())
+            .collect();
+        if terminating.is_empty() {
+            return;
+        }
+        self.objects.retain(|k, _| {
+            !(terminating.contains(&k.namespace)
+                || (k.resource == "/v1/namespaces" && terminating.contains(&k.name)))
+        });
+        self.bump();
     }
 
     /// Writes `status` of an object directly (what controllers do).

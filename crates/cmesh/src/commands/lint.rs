@@ -1,0 +1,290 @@
+//! `cmesh lint`: reads the objects (live from every cluster, or the manifests of a directory
+//! given with `-f DIR`) and reports what breaks Cluster Mesh expectations, with fixes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use cmesh_core::lint::{self, Context, Inventory, Origin, Scope};
+
+use super::common::{emit, load_spec};
+use crate::cli::{GlobalArgs, LintArgs, Output};
+use crate::cluster;
+use crate::errors::{ExpectedError, exit};
+use crate::input::{self, SpecSourceArg};
+use crate::ui::{self, Style, diagnostics};
+
+/// Largest manifest file read.
+const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Runs `cmesh lint`. Exit 0 when nothing is wrong, 1 on error findings (or warnings with
+/// `--strict`), 4 or 7 when some input could not be read.
+///
+/// # Errors
+/// Spec and usage errors.
+pub fn run(
+    global: &GlobalArgs,
+    args: &LintArgs,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<u8, ExpectedError> {
+    let target = &global.file;
+    let offline = !global.example
+        && target.as_os_str() != "-"
+        && (target.is_dir() || is_manifest_file(target));
+    let (report, problems, problem_code) = if offline {
+        let (r, p) = offline_lint(global, args, target)?;
+        (r, p, exit::IO)
+    } else {
+        if args.mesh.is_some() {
+            return Err(ExpectedError::Usage {
+                message: "--mesh is for linting a directory of manifests (-f DIR)".into(),
+                hint: Some("live linting reads the clusters of the mesh.yaml given with -f".into()),
+            });
+        }
+        let (r, p) = live_lint(global, args)?;
+        (r, p, exit::CLUSTER)
+    };
+    let text = match args.output {
+        Output::Table => ui::lint::table(&report, &problems, style),
+        Output::Json => ui::lint::json(&report, &problems),
+    };
+    emit(out, &text)?;
+    let warnings = report
+        .findings
+        .iter()
+        .any(|f| f.severity == cmesh_core::Severity::Warning);
+    Ok(if !report.ok() || (args.strict && warnings) {
+        exit::CHECKS_FAILED
+    } else if !problems.is_empty() {
+        problem_code
+    } else {
+        exit::OK
+    })
+}
+
+/// A file whose first documents look like Kubernetes objects rather than a mesh.yaml.
+fn is_manifest_file(p: &Path) -> bool {
+    if !p.is_file() {
+        return false;
+    }
+    let Ok(text) = std::fs::read_to_string(p) else {
+        return false;
+    };
+    let top = |k: &str| text.lines().any(|l| l.starts_with(k));
+    (top("kind:") || top("apiVersion:")) && !top("clusters:")
+}
+
+fn override_version(ctx: &mut Context, v: Option<&str>) -> Result<(), ExpectedError> {
+    if let Some(v) = v {
+        ctx.version = Some(v.parse().map_err(|e| ExpectedError::Usage {
+            message: format!("--cilium-version {v}: {e}"),
+            hint: Some("for example --cilium-version 1.16.19".into()),
+        })?);
+    }
+    Ok(())
+}
+
+fn offline_lint(
+    global: &GlobalArgs,
+    args: &LintArgs,
+    target: &Path,
+) -> Result<(lint::Report, Vec<String>), ExpectedError> {
+    let (root, single) = if target.is_dir() {
+        (target.to_path_buf(), None)
+    } else {
+        (
+            target.parent().map(Path::to_path_buf).unwrap_or_default(),
+            Some(target.to_path_buf()),
+        )
+    };
+    let mesh = args.mesh.clone().or_else(|| {
+        single
+            .is_none()
+            .then(|| root.join("mesh.yaml"))
+            .filter(|p| p.is_file())
+    });
+    let mut ctx = match &mesh {
+        Some(m) => {
+            let loaded = load_mesh(global, m)?;
+            Context::from_spec(&loaded)
+        }
+        None => Context {
+            clusters: Vec::new(),
+            version: None,
+            endpoint_slice_sync: false,
+        },
+    };
+    override_version(&mut ctx, args.cilium_version.as_deref())?;
+    let mut problems = Vec::new();
+    let paths = match single {
+        Some(f) => vec![f],
+        None => walk(&root, &mut problems),
+    };
+    let mesh_canonical = mesh.as_ref().and_then(|m| m.canonicalize().ok());
+    let mut files = Vec::new();
+    for p in paths {
+        if mesh_canonical.is_some() && p.canonicalize().ok() == mesh_canonical {
+            continue;
+        }
+        let shown = p.display().to_string();
+        match std::fs::metadata(&p) {
+            Ok(m) if m.len() > MAX_MANIFEST_BYTES => {
+                problems.push(format!(
+                    "{shown}: {} bytes, more than the {MAX_MANIFEST_BYTES}-byte limit; skipped",
+                    m.len()
+                ));
+                continue;
+            }
+            Err(e) => {
+                problems.push(format!("{shown}: {e}"));
+                continue;
+            }
+            Ok(_) => {}
+        }
+        match std::fs::read(&p).map(String::from_utf8) {
+            Ok(Ok(text)) => files.push((shown, text)),
+            Ok(Err(_)) => problems.push(format!("{shown}: not UTF-8 text; skipped")),
+            Err(e) => problems.push(format!("{shown}: {e}")),
+        }
+    }
+    // Scope by the path below the linted directory: `clusters/k8s01/app.yaml` is k8s01's.
+    let root_shown = root.display().to_string();
+    let names: Vec<String> = ctx.clusters.iter().map(|c| c.name.clone()).collect();
+    let mut inv = Inventory::default();
+    for (shown, text) in &files {
+        let rel = shown
+            .strip_prefix(&root_shown)
+            .unwrap_or(shown)
+            .trim_start_matches(['/', '\\']);
+        if let Err(e) = inv.add_manifest(shown, text, &lint::scope_for_path(rel, &names)) {
+            problems.push(format!("{e} (not a YAML manifest; skipped)"));
+        }
+    }
+    // Clusters no manifest applies to were not linted: leave them out of cross-cluster rules
+    // rather than report everything as missing there.
+    let applies = |c: &str| {
+        let all = |s: &Scope| matches!(s, Scope::All) || matches!(s, Scope::Cluster(x) if x == c);
+        inv.services.iter().any(|s| all(&s.meta.scope))
+            || inv.ingresses.iter().any(|s| all(&s.meta.scope))
+            || inv.namespaces.iter().any(|s| all(&s.meta.scope))
+    };
+    ctx.clusters.retain(|c| applies(&c.name));
+    Ok((lint::lint(&inv, &ctx), problems))
+}
+
+fn load_mesh(
+    global: &GlobalArgs,
+    path: &Path,
+) -> Result<cmesh_core::spec::MeshSpec, ExpectedError> {
+    let style = Style::detect_stderr(global.color);
+    let loaded = input::load(&SpecSourceArg::File(path.to_path_buf()), &mut |diags| {
+        let _ = std::io::stderr().write_all(diagnostics::render_list(diags, style).as_bytes());
+    })?;
+    Ok(loaded.spec)
+}
+
+/// Manifest files under `root`, sorted; hidden directories skipped, symlinked directories not
+/// followed.
+fn walk(root: &Path, problems: &mut Vec<String>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(format!("{}: {e}", dir.display()));
+                continue;
+            }
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if (ft.is_file() || ft.is_symlink())
+                && [".yaml", ".yml", ".json"].iter().any(|x| name.ends_with(x))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn live_lint(
+    global: &GlobalArgs,
+    args: &LintArgs,
+) -> Result<(lint::Report, Vec<String>), ExpectedError> {
+    let loaded = load_spec(global)?;
+    let spec = &loaded.spec;
+    for c in &args.cluster {
+        if spec.cluster(c).is_none() {
+            return Err(ExpectedError::Usage {
+                message: format!("unknown cluster `{c}`"),
+                hint: None,
+            });
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ExpectedError::Internal(format!("tokio runtime: {e}")))?;
+    let timeout = args.request_timeout.0;
+    let results = runtime.block_on(async {
+        let conns =
+            cluster::connect_all(spec, &loaded.input.base_dir, &args.cluster, timeout).await;
+        let mut out = Vec::new();
+        for (name, conn) in conns {
+            let objects = match conn {
+                Err(e) => Err(e),
+                Ok(c) => read_cluster(&c).await,
+            };
+            out.push((name, objects));
+        }
+        out
+    });
+    let mut inv = Inventory::default();
+    let mut problems = Vec::new();
+    let mut reached = Vec::new();
+    for (name, objects) in results {
+        match objects {
+            Ok(list) => {
+                let origin = Origin::Cluster {
+                    cluster: name.clone(),
+                };
+                for o in &list {
+                    inv.add(o, &Scope::Cluster(name.clone()), &origin, None);
+                }
+                reached.push(name);
+            }
+            Err(e) => problems.push(format!("{name}: {e}")),
+        }
+    }
+    let mut ctx = Context::from_spec(spec);
+    ctx.clusters.retain(|c| reached.contains(&c.name));
+    override_version(&mut ctx, args.cilium_version.as_deref())?;
+    Ok((lint::lint(&inv, &ctx), problems))
+}
+
+async fn read_cluster(c: &cluster::Conn) -> Result<Vec<serde_json::Value>, String> {
+    let mut all = Vec::new();
+    for (api, kind) in [
+        ("v1", "Service"),
+        ("networking.k8s.io/v1", "Ingress"),
+        ("v1", "Namespace"),
+        ("networking.k8s.io/v1", "IngressClass"),
+    ] {
+        all.extend(
+            c.list_json(api, kind, None, None)
+                .await
+                .map_err(|e| format!("list {kind}: {e}"))?,
+        );
+    }
+    Ok(all)
+}
