@@ -147,3 +147,207 @@ fn status_table() {
     assert!(!ui::status::ok(&all));
     insta::assert_snapshot!("status_waiting", ui::status::waiting_line(&all, 12));
 }
+
+mod meshtest_and_lint {
+    use cmesh::ui;
+    use cmesh_core::lint::{self, Context, Inventory};
+    use cmesh_core::meshtest::curl::Attempt;
+    use cmesh_core::meshtest::judge;
+    use cmesh_core::meshtest::{Cleanup, CleanupOutcome, Kind, Report};
+
+    fn ok(c: &str, ms: f64) -> Attempt {
+        Attempt {
+            exit: 0,
+            http: Some(200),
+            seconds: Some(ms / 1000.0),
+            cluster: Some(c.into()),
+            pod: Some(format!("echo-{c}")),
+            ..Attempt::default()
+        }
+    }
+
+    fn timeout() -> Attempt {
+        Attempt {
+            exit: 28,
+            error: Some("(28) Connection timed out after 5001 milliseconds".into()),
+            ..Attempt::default()
+        }
+    }
+
+    fn page() -> Attempt {
+        Attempt {
+            exit: 0,
+            http: Some(503),
+            title: Some("503 Service Temporarily Unavailable".into()),
+            ..Attempt::default()
+        }
+    }
+
+    /// Two clusters; traffic from k8s01 to k8s02 is dropped; ingress only in k8s01.
+    fn report() -> Report {
+        let names = vec!["k8s01".to_owned(), "k8s02".to_owned()];
+        let mut cells = vec![
+            judge::pod(
+                "k8s01",
+                "k8s02",
+                "echo-b",
+                "10.2.0.11",
+                &[timeout(), timeout(), timeout()],
+            ),
+            judge::pod(
+                "k8s02",
+                "k8s01",
+                "echo-a",
+                "10.1.0.11",
+                &[ok("k8s01", 1.2), ok("k8s01", 1.4), ok("k8s01", 1.3)],
+            ),
+        ];
+        cells.extend(judge::service_row(
+            "k8s01",
+            &names,
+            "echo",
+            &[ok("k8s01", 1.0), timeout(), ok("k8s01", 1.0), timeout()],
+        ));
+        cells.extend(judge::service_row(
+            "k8s02",
+            &names,
+            "echo",
+            &[
+                ok("k8s01", 2.0),
+                ok("k8s02", 1.0),
+                ok("k8s01", 2.0),
+                ok("k8s02", 1.0),
+            ],
+        ));
+        for c in ["k8s01", "k8s02"] {
+            cells.push(judge::affinity(
+                c,
+                "local",
+                "echo-local",
+                &[ok(c, 1.0), ok(c, 1.0)],
+            ));
+        }
+        cells.push(judge::affinity(
+            "k8s01",
+            "remote",
+            "echo-remote",
+            &[timeout(), timeout()],
+        ));
+        cells.push(judge::affinity(
+            "k8s02",
+            "remote",
+            "echo-remote",
+            &[ok("k8s01", 1.0), ok("k8s01", 1.0)],
+        ));
+        cells.push(judge::failover("k8s01", "echo", &[timeout(), timeout()]));
+        cells.push(judge::local_return(
+            "k8s01",
+            "echo-local",
+            &[ok("k8s01", 1.0), ok("k8s01", 1.0)],
+        ));
+        cells.push(judge::failover(
+            "k8s02",
+            "echo",
+            &[ok("k8s01", 1.0), ok("k8s01", 1.0)],
+        ));
+        cells.push(judge::local_return(
+            "k8s02",
+            "echo-local",
+            &[ok("k8s02", 1.0), ok("k8s02", 1.0)],
+        ));
+        cells.push(judge::ingress_baseline(
+            "k8s01",
+            &[ok("k8s01", 1.0), ok("k8s01", 1.0)],
+        ));
+        let (c, lesson) = judge::ingress_without_upstream("k8s01", &[page(), page()]);
+        cells.push(c);
+        cells.push(judge::ingress_with_upstream(
+            "k8s01",
+            &[page(), page()],
+            false,
+        ));
+        for check in [
+            "ingress-baseline",
+            "ingress-without-upstream",
+            "ingress-with-upstream",
+        ] {
+            cells.push(judge::not_run(
+                Kind::Ingress,
+                check,
+                "k8s02",
+                None,
+                "no ingress-nginx controller in k8s02",
+                false,
+            ));
+        }
+        Report {
+            run_id: "ab12cd".into(),
+            namespace: "cmesh-test-ab12cd".into(),
+            clusters: names,
+            kinds: Kind::ALL.to_vec(),
+            cells,
+            lessons: lesson.into_iter().collect(),
+            errors: vec![],
+            cleanup: vec![
+                Cleanup {
+                    cluster: "k8s01".into(),
+                    namespace: "cmesh-test-ab12cd".into(),
+                    outcome: CleanupOutcome::Deleted,
+                },
+                Cleanup {
+                    cluster: "k8s02".into(),
+                    namespace: "cmesh-test-ab12cd".into(),
+                    outcome: CleanupOutcome::Failed {
+                        reason: "no answer within 15s".into(),
+                    },
+                },
+            ],
+            interrupted: false,
+            seconds: 42.5,
+        }
+    }
+
+    #[test]
+    fn test_table() {
+        insta::assert_snapshot!(ui::meshtest::report_table(&report(), 100));
+    }
+
+    #[test]
+    fn test_junit() {
+        let x = ui::meshtest::report_junit(&report());
+        // Well-formed enough for CI parsers: balanced suites and cases, escaped text.
+        assert_eq!(
+            x.matches("<testsuite ").count(),
+            x.matches("</testsuite>").count()
+        );
+        assert!(!x.contains("\"true\"\""), "unescaped quotes");
+        insta::assert_snapshot!(x);
+    }
+
+    #[test]
+    fn test_json_has_the_verdict() {
+        let v: serde_json::Value =
+            serde_json::from_str(&ui::meshtest::report_json(&report())).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["cells"].as_array().unwrap().len(), 20);
+    }
+
+    #[test]
+    fn lint_table() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  annotations:\n    service.cilium.io/global: \"true\"\n    service.cilium.io/affinity: nearest\n    io.cilium/shared-service: \"false\"\nspec:\n  ports: [{port: 80}]\n";
+        let mut inv = Inventory::default();
+        inv.add_manifest("apps/web.yaml", text, &lint::Scope::All)
+            .unwrap();
+        let ctx = Context {
+            clusters: vec![],
+            version: Some("1.16.19".parse().unwrap()),
+            endpoint_slice_sync: false,
+        };
+        let r = lint::lint(&inv, &ctx);
+        insta::assert_snapshot!(ui::lint::table(
+            &r,
+            &["other/broken.yaml:3:1: invalid YAML".into()],
+            ui::Style::PLAIN
+        ));
+    }
+}

@@ -256,7 +256,7 @@ fn a_blocked_pair_fails_exactly_its_cells() {
     );
     assert!(
         r.stdout
-            .contains("  pod k8s01 → k8s02 (pod): packets from k8s01 to k8s02's pod"),
+            .contains("  pod k8s01 → k8s02: packets from k8s01 to k8s02's pod"),
         "{}",
         r.stdout
     );

@@ -364,6 +364,13 @@ pub fn affinity(from: &str, mode: &str, service: &str, attempts: &[Attempt]) -> 
     } else {
         "other clusters' backends".to_owned()
     };
+    let fix = if c.answered < total {
+        format!(
+            "requests from {from} fail: the pod-to-pod and service cells of {from} show which cluster it cannot reach"
+        )
+    } else {
+        "service affinity needs Cilium's kube-proxy replacement or socket LB for pod traffic; check `cilium-dbg service list` in an agent of this cluster".to_owned()
+    };
     c.fail(
         &format!("{right}/{total}"),
         format!(
@@ -371,7 +378,7 @@ pub fn affinity(from: &str, mode: &str, service: &str, attempts: &[Attempt]) -> 
             a::AFFINITY,
             answers_text(&c.answers)
         ),
-        "service affinity needs Cilium's kube-proxy replacement or socket LB for pod traffic; check `cilium-dbg service list` in an agent of this cluster".into(),
+        fix,
     )
 }
 

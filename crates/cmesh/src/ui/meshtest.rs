@@ -163,14 +163,7 @@ pub fn report_table(r: &Report, width: usize) -> String {
     if !failed.is_empty() {
         s.push_str("\nfailed\n");
         for c in failed {
-            let _ = writeln!(
-                s,
-                "  {} {} ({}): {}",
-                c.check,
-                c.label(),
-                c.kind.as_str(),
-                c.detail
-            );
+            let _ = writeln!(s, "  {} {}: {}", c.check, c.label(), c.detail);
             if let Some(f) = &c.fix {
                 let _ = writeln!(s, "    fix: {f}");
             }

@@ -3,6 +3,7 @@
 
 mod check;
 mod init;
+mod lint;
 mod pki;
 mod render;
 

@@ -1,0 +1,179 @@
+//! `cmesh lint -f DIR`: offline linting of manifest directories (testdata/lint), exit codes,
+//! JSON, and unreadable input.
+
+use std::path::PathBuf;
+
+use integration_tests::cli;
+
+use super::{assert_code, cmesh};
+
+fn testdata(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/lint")
+        .join(name)
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn the_articles_manifests() {
+    let d = cli::scratch();
+    let dir = testdata("article");
+    let r = cmesh(d.path(), &["lint", "-f", &dir]);
+    assert_code(&r, 1);
+    assert!(
+        r.stdout
+            .starts_with("error[L101]: Ingress shared-service/ingress\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(&format!("--> {dir}/shared-ingress/01-ingress.yaml:16:17, {dir}/shared-svc/03-shared-svc.yaml:6:3")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("1 error(s), 0 warning(s) in 1 Service(s), 1 Ingress(es), 2 namespace(s)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("not checked: L401"), "{}", r.stdout);
+    // With the lab's Cilium version the 1.20 rule runs (and passes) and is not listed as skipped.
+    let r = cmesh(
+        d.path(),
+        &[
+            "lint",
+            "-f",
+            &dir,
+            "--cilium-version",
+            "1.20.0",
+            "-o",
+            "json",
+        ],
+    );
+    assert_code(&r, 1);
+    let v = json(&r.stdout);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["findings"].as_array().unwrap().len(), 1);
+    assert_eq!(v["findings"][0]["at"][0]["field_line"], 16);
+    assert!(!r.stdout.contains("L401"), "{}", r.stdout);
+}
+
+#[test]
+fn every_problem_and_the_clean_directory() {
+    let d = cli::scratch();
+    let r = cmesh(
+        d.path(),
+        &["lint", "-f", &testdata("problems"), "-o", "json"],
+    );
+    assert_code(&r, 1);
+    let v = json(&r.stdout);
+    let codes: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "L101", "L201", "L202", "L301", "L302", "L305", "L401", "L401", "L203", "L303", "L304"
+        ]
+    );
+    assert_eq!(
+        v["skipped"],
+        serde_json::json!([]),
+        "mesh.yaml in the directory gives names and version"
+    );
+    let clean = testdata("clean");
+    let mesh = format!("{}/mesh.yaml", testdata("problems"));
+    let r = cmesh(d.path(), &["lint", "-f", &clean, "--mesh", &mesh]);
+    assert_code(&r, 0);
+    assert!(
+        r.stdout
+            .starts_with("0 error(s), 0 warning(s) in 1 Service(s)"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn warnings_fail_only_with_strict_and_bad_files_are_reported() {
+    let d = cli::scratch();
+    let dir = d.path().join("m");
+    std::fs::create_dir_all(dir.join(".git")).unwrap();
+    std::fs::write(
+        dir.join("svc.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  annotations:\n    io.cilium/global-service: \"true\"\nspec:\n  ports: [{port: 80}]\n",
+    )
+    .unwrap();
+    // Hidden directories are not read.
+    std::fs::write(dir.join(".git/bad.yaml"), "a: [").unwrap();
+    let dir_s = dir.display().to_string();
+    let r = cmesh(d.path(), &["lint", "-f", &dir_s]);
+    assert_code(&r, 0);
+    assert!(
+        r.stdout.contains("warning[L304]: Service default/a"),
+        "{}",
+        r.stdout
+    );
+    let r = cmesh(d.path(), &["lint", "-f", &dir_s, "--strict"]);
+    assert_code(&r, 1);
+    // A file that is not YAML (a Helm template, say) is reported with its position: exit 4.
+    std::fs::write(
+        dir.join("template.yaml"),
+        "kind: Service\nmetadata:\n  name: {{ .Values.name }\n",
+    )
+    .unwrap();
+    let r = cmesh(d.path(), &["lint", "-f", &dir_s]);
+    assert_code(&r, 4);
+    assert!(
+        r.stdout
+            .contains(&format!("error: {dir_s}/template.yaml:3:")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("(not a YAML manifest; skipped)"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn usage_errors() {
+    let d = cli::scratch();
+    let r = cmesh(
+        d.path(),
+        &[
+            "lint",
+            "-f",
+            &testdata("article"),
+            "--cilium-version",
+            "one",
+        ],
+    );
+    assert_code(&r, 2);
+    assert!(r.stderr.contains("--cilium-version one"), "{}", r.stderr);
+    // A mesh.yaml with an error stops offline linting with the spec's diagnostics.
+    std::fs::write(
+        d.path().join("bad.yaml"),
+        "name: x\ncilium:\n  version: \"1.16.19\"\nclustrs: []\n",
+    )
+    .unwrap();
+    let r = cmesh(
+        d.path(),
+        &["lint", "-f", &testdata("article"), "--mesh", "bad.yaml"],
+    );
+    assert_code(&r, 3);
+    // --mesh means offline: it makes no sense with a live mesh.yaml.
+    let r = cmesh(d.path(), &["lint", "--example", "--mesh", "bad.yaml"]);
+    assert_code(&r, 2);
+}
