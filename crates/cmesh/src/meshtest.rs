@@ -413,6 +413,27 @@ impl Suite {
         }
     }
 
+    /// Scales `c`'s server to 0 and waits for its pods to go. On failure, records `checks` as
+    /// not run, restores a replica, and returns false.
+    async fn scale_down(&self, c: &Conn, kind: Kind, checks: &[&'static str]) -> bool {
+        let Err(e) = self.scale(c, 0).await else {
+            return true;
+        };
+        self.error(format!("{}: scale down: {e}", c.name));
+        for check in checks {
+            self.record(judge::not_run(
+                kind,
+                check,
+                &c.name,
+                None,
+                &format!("scaling down failed: {e}"),
+                true,
+            ));
+        }
+        let _ = self.scale(c, 1).await;
+        false
+    }
+
     async fn failover(&self, c: &Conn, ready: bool, servers: &[Result<Server, String>]) {
         let others = servers
             .iter()
@@ -438,19 +459,10 @@ impl Suite {
             return;
         }
         (self.log)(&format!("failover: {} replicas to 0", c.name));
-        if let Err(e) = self.scale(c, 0).await {
-            self.error(format!("{}: scale down: {e}", c.name));
-            for check in ["failover", "local-return"] {
-                self.record(judge::not_run(
-                    Kind::Failover,
-                    check,
-                    &c.name,
-                    None,
-                    &format!("scaling down failed: {e}"),
-                    true,
-                ));
-            }
-            let _ = self.scale(c, 1).await;
+        if !self
+            .scale_down(c, Kind::Failover, &["failover", "local-return"])
+            .await
+        {
             return;
         }
         let url = self.settings.service_url(SERVER);
@@ -614,19 +626,7 @@ impl Suite {
             }
             return;
         }
-        if let Err(e) = self.scale(c, 0).await {
-            self.error(format!("{}: scale down: {e}", c.name));
-            for check in &CHECKS[1..] {
-                self.record(judge::not_run(
-                    Kind::Ingress,
-                    check,
-                    &c.name,
-                    None,
-                    &format!("scaling down failed: {e}"),
-                    true,
-                ));
-            }
-            let _ = self.scale(c, 1).await;
+        if !self.scale_down(c, Kind::Ingress, &CHECKS[1..]).await {
             return;
         }
         let a = self

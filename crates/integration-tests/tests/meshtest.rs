@@ -22,6 +22,16 @@ fn json(r: &Run) -> Value {
         .unwrap_or_else(|e| panic!("{e}\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr))
 }
 
+/// Runs `cmesh test args -o json`, expecting exit `code`, and returns the report.
+#[track_caller]
+fn test_json(m: &LiveMesh, args: &[&str], code: i32) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let r = m.test(bin(), &all);
+    assert_eq!(r.code, code, "{}\n{}", r.stdout, r.stderr);
+    json(&r)
+}
+
 /// `check from[→to]` of every cell with `outcome`.
 fn cells(v: &Value, outcome: &str) -> BTreeSet<String> {
     v["cells"]
@@ -77,9 +87,7 @@ fn two_clusters_the_whole_suite_passes_and_cleans_up() {
     for c in &m.clusters {
         install_ingress_nginx(&c.state, "nginx");
     }
-    let r = m.test(bin(), &["-o", "json"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let v = json(&r);
+    let v = test_json(&m, &[], 0);
     assert_eq!(v["ok"], true);
     assert_eq!(cells(&v, "fail"), BTreeSet::new());
     assert_eq!(cells(&v, "skip"), BTreeSet::new());
@@ -134,9 +142,7 @@ fn three_clusters_on_1_20_pass_with_global_namespaces() {
         return;
     };
     install_ingress_nginx(&m.clusters[2].state, "nginx");
-    let r = m.test(bin(), &["-o", "json"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let v = json(&r);
+    let v = test_json(&m, &[], 0);
     assert_eq!(cells(&v, "fail"), BTreeSet::new());
     let pods: Vec<&Value> = v["cells"]
         .as_array()
@@ -218,9 +224,7 @@ fn a_blocked_pair_fails_exactly_its_cells() {
     };
     // A firewall drops pod traffic from k8s01 to k8s02 (one direction).
     m.sim.block("k8s01", "k8s02");
-    let r = m.test(bin(), &["--only", "pod,service,failover", "-o", "json"]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    let v = json(&r);
+    let v = test_json(&m, &["--only", "pod,service,failover"], 1);
     assert_eq!(
         cells(&v, "fail"),
         set(&[
@@ -281,9 +285,7 @@ fn a_global_service_missing_in_one_cluster() {
     m.clusters[1].sim(|s| {
         s.delete_services.insert("echo".into());
     });
-    let r = m.test(bin(), &["--only", "service,failover", "-o", "json"]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    let v = json(&r);
+    let v = test_json(&m, &["--only", "service,failover"], 1);
     assert_eq!(
         cells(&v, "fail"),
         set(&[
@@ -332,9 +334,7 @@ fn an_ingress_that_loses_service_upstream() {
         s.strip_ingress_annotations
             .insert("nginx.ingress.kubernetes.io/service-upstream".into());
     });
-    let r = m.test(bin(), &["--only", "ingress", "-o", "json"]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    let v = json(&r);
+    let v = test_json(&m, &["--only", "ingress"], 1);
     assert_eq!(cells(&v, "fail"), set(&["ingress-with-upstream k8s02"]));
     let c = cell(&v, "ingress-with-upstream", "k8s02", None);
     assert_eq!(c["short"], "no annotation");
@@ -366,9 +366,7 @@ fn a_timeout_in_setup_is_reported_and_cleaned_up() {
     m.clusters[1].sim(|s| {
         s.not_ready.insert("client".into());
     });
-    let r = m.test(bin(), &["--only", "pod", "--timeout", "1s", "-o", "json"]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    let v = json(&r);
+    let v = test_json(&m, &["--only", "pod", "--timeout", "1s"], 1);
     let errors = v["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{v:#}");
     assert!(
@@ -490,9 +488,7 @@ fn keep_and_a_killed_run_leave_leftovers_that_cleanup_removes() {
     let Some(m) = LiveMesh::meshed(bin(), 2, "1.16.19") else {
         return;
     };
-    let r = m.test(bin(), &["--only", "pod", "--keep", "-o", "json"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let v = json(&r);
+    let v = test_json(&m, &["--only", "pod", "--keep"], 0);
     let kept = v["namespace"].as_str().unwrap().to_owned();
     assert_eq!(v["cleanup"][0]["outcome"], "kept");
     assert_eq!(m.test_namespaces(0), std::slice::from_ref(&kept));

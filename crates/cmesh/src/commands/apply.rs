@@ -29,21 +29,7 @@ pub fn run(
 ) -> Result<u8, ExpectedError> {
     let loaded = load_spec(global)?;
     let spec = &loaded.spec;
-    for c in &args.cluster {
-        if spec.cluster(c).is_none() {
-            return Err(ExpectedError::Usage {
-                message: format!("unknown cluster `{c}`"),
-                hint: Some(format!(
-                    "clusters in this mesh: {}",
-                    spec.clusters
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            });
-        }
-    }
+    super::common::known_clusters(spec, &args.cluster)?;
     let helm = helm::locate(args.helm.as_deref()).map_err(|e| ExpectedError::Usage {
         message: format!("cannot find helm: {e}"),
         hint: Some("install helm 3, or pass --helm PATH (or set CMESH_HELM)".into()),
@@ -106,11 +92,7 @@ pub fn run(
         timeout: args.timeout.0,
         poll: args.poll.0,
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| ExpectedError::Internal(format!("tokio runtime: {e}")))?;
+    let runtime = super::common::runtime()?;
     let conns = runtime.block_on(cluster::connect_all(
         spec,
         &loaded.input.base_dir,

@@ -43,3 +43,39 @@ pub fn emit(out: &mut dyn Write, s: &str) -> Result<(), ExpectedError> {
             source,
         })
 }
+
+/// The async runtime of commands that talk to clusters: two workers, as the work is I/O.
+///
+/// # Errors
+/// [`ExpectedError::Internal`] if the runtime cannot start.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExpectedError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ExpectedError::Internal(format!("tokio runtime: {e}")))
+}
+
+/// Checks that every `--cluster` name is in the mesh.
+///
+/// # Errors
+/// [`ExpectedError::Usage`] naming the unknown cluster and listing the mesh's.
+pub fn known_clusters(
+    spec: &cmesh_core::spec::MeshSpec,
+    names: &[String],
+) -> Result<(), ExpectedError> {
+    match names.iter().find(|n| spec.cluster(n).is_none()) {
+        None => Ok(()),
+        Some(c) => Err(ExpectedError::Usage {
+            message: format!("unknown cluster `{c}`"),
+            hint: Some(format!(
+                "clusters in this mesh: {}",
+                spec.clusters
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }),
+    }
+}

@@ -222,19 +222,8 @@ fn live_lint(
 ) -> Result<(lint::Report, Vec<String>), ExpectedError> {
     let loaded = load_spec(global)?;
     let spec = &loaded.spec;
-    for c in &args.cluster {
-        if spec.cluster(c).is_none() {
-            return Err(ExpectedError::Usage {
-                message: format!("unknown cluster `{c}`"),
-                hint: None,
-            });
-        }
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| ExpectedError::Internal(format!("tokio runtime: {e}")))?;
+    super::common::known_clusters(spec, &args.cluster)?;
+    let runtime = super::common::runtime()?;
     let timeout = args.request_timeout.0;
     let results = runtime.block_on(async {
         let conns =

@@ -46,11 +46,7 @@ pub fn run(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| ExpectedError::Internal(format!("tokio runtime: {e}")))?;
+    let runtime = super::common::runtime()?;
     let creds = if args.certs_from_cluster {
         runtime.block_on(from_clusters(
             spec,

@@ -28,14 +28,7 @@ pub fn run(
 ) -> Result<u8, ExpectedError> {
     let loaded = load_spec(global)?;
     let spec = &loaded.spec;
-    for c in &args.cluster {
-        if spec.cluster(c).is_none() {
-            return Err(ExpectedError::Usage {
-                message: format!("unknown cluster `{c}`"),
-                hint: None,
-            });
-        }
-    }
+    super::common::known_clusters(spec, &args.cluster)?;
     let pki_dir = pki_io::pki_dir(&loaded.input.base_dir, &spec.pki.dir);
     let files = pki_io::read(&pki_dir)?;
     let mesh_ca = files
@@ -49,11 +42,7 @@ pub fn run(
         })
         .map_err(|e| e.to_string());
     let helm = helm::locate(args.helm.as_deref());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| ExpectedError::Internal(format!("tokio runtime: {e}")))?;
+    let runtime = super::common::runtime()?;
     let start = Instant::now();
     let terminal = std::io::stderr().is_terminal();
     loop {

@@ -27,22 +27,7 @@ pub fn run(
 ) -> Result<u8, ExpectedError> {
     let loaded = load_spec(global)?;
     let spec = &loaded.spec;
-    for c in &args.cluster {
-        if spec.cluster(c).is_none() {
-            return Err(ExpectedError::Usage {
-                message: format!("unknown cluster `{c}`"),
-                hint: Some(format!(
-                    "the clusters in {} are {}",
-                    loaded.input.name,
-                    spec.clusters
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            });
-        }
-    }
+    super::common::known_clusters(spec, &args.cluster)?;
     let selected: Vec<String> = spec
         .clusters
         .iter()
@@ -61,11 +46,7 @@ pub fn run(
             hint: None,
         });
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| ExpectedError::Internal(format!("tokio runtime: {e}")))?;
+    let runtime = super::common::runtime()?;
     // Execs stream a whole batch of requests: the connection must outlive the slowest one.
     let http = args.http_timeout.0;
     let conn_timeout = args

@@ -21,6 +21,17 @@ fn short_hash(s: &str) -> String {
         .collect()
 }
 
+/// An object's namespace and name.
+fn ns_name(v: &Value) -> (String, String) {
+    let get = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (get("/metadata/namespace"), get("/metadata/name"))
+}
+
 /// Brings workloads and pods in line with their specs.
 pub fn reconcile(state: &State) {
     let sim = state.sim.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -34,16 +45,7 @@ pub fn reconcile(state: &State) {
     if !sim.delete_services.is_empty() {
         let r = resource("", "v1", "services").expect("services");
         for svc in store.list(r, "", &Default::default()) {
-            let ns = svc
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let name = svc
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let (ns, name) = ns_name(&svc);
             if ns != "kube-system" && sim.delete_services.contains(&name) {
                 let _ = store.delete(r, &ns, &name);
             }
@@ -189,16 +191,7 @@ pub fn reconcile(state: &State) {
         if p.pointer("/status/podIP").is_some() {
             continue;
         }
-        let ns = p
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let name = p
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let (ns, name) = ns_name(&p);
         let ready = !sim.not_ready.contains(&name);
         let containers: Vec<Value> = p
             .pointer("/spec/containers")
@@ -238,16 +231,7 @@ pub fn reconcile(state: &State) {
             .and_then(Value::as_str)
             != Some(want)
         {
-            let ns = p
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let name = p
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let (ns, name) = ns_name(&p);
             let mut status = p.get("status").cloned().unwrap_or(json!({}));
             status["conditions"] = json!([{"type": "Ready", "status": want}]);
             if let Some(cs) = status
@@ -278,16 +262,7 @@ fn strip_annotations(store: &mut super::Store, sim: &super::Sim) {
         {
             continue;
         }
-        let ns = i
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let name = i
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let (ns, name) = ns_name(&i);
         let patch: serde_json::Map<String, Value> = sim
             .strip_ingress_annotations
             .iter()
