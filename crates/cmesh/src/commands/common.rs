@@ -68,14 +68,13 @@ pub fn known_clusters(
         None => Ok(()),
         Some(c) => Err(ExpectedError::Usage {
             message: format!("unknown cluster `{c}`"),
-            hint: Some(format!(
-                "clusters in this mesh: {}",
-                spec.clusters
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            hint: Some(cluster_list(spec)),
         }),
     }
+}
+
+/// `clusters in this mesh: a, b`, for hints.
+pub fn cluster_list(spec: &cmesh_core::spec::MeshSpec) -> String {
+    let names: Vec<&str> = spec.clusters.iter().map(|c| c.name.as_str()).collect();
+    format!("clusters in this mesh: {}", names.join(", "))
 }

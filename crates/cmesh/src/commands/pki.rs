@@ -205,14 +205,7 @@ pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         ),
-                        hint: Some(format!(
-                            "clusters in this mesh: {}",
-                            spec.clusters
-                                .iter()
-                                .map(|c| c.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )),
+                        hint: Some(super::common::cluster_list(spec)),
                     });
                 }
                 // Redo with the selection so that other clusters keep their files.

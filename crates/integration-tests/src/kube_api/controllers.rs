@@ -32,6 +32,20 @@ fn ns_name(v: &Value) -> (String, String) {
     (get("/metadata/namespace"), get("/metadata/name"))
 }
 
+/// The containers of a pod (or template) and their statuses, all ready or not.
+fn container_statuses(pod: &Value, ready: bool) -> (Vec<Value>, Vec<Value>) {
+    let containers: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let statuses = containers
+        .iter()
+        .map(|c| json!({"name": c.get("name"), "ready": ready, "restartCount": 0, "image": c.get("image")}))
+        .collect();
+    (containers, statuses)
+}
+
 /// Brings workloads and pods in line with their specs.
 pub fn reconcile(state: &State) {
     let sim = state.sim.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -151,15 +165,7 @@ pub fn reconcile(state: &State) {
                     };
                     let pod_name =
                         format!("{name}-{}", short_hash(&format!("{uid}/{generation}/{i}")));
-                    let containers: Vec<Value> = template
-                        .pointer("/spec/containers")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    let statuses: Vec<Value> = containers
-                        .iter()
-                        .map(|c| json!({"name": c.get("name"), "ready": ready_all, "restartCount": 0, "image": c.get("image")}))
-                        .collect();
+                    let (containers, statuses) = container_statuses(&template, ready_all);
                     let _ = store.create(
                         pods_r,
                         &ns,
@@ -193,15 +199,7 @@ pub fn reconcile(state: &State) {
         }
         let (ns, name) = ns_name(&p);
         let ready = !sim.not_ready.contains(&name);
-        let containers: Vec<Value> = p
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let statuses: Vec<Value> = containers
-            .iter()
-            .map(|c| json!({"name": c.get("name"), "ready": ready, "restartCount": 0, "image": c.get("image")}))
-            .collect();
+        let (_, statuses) = container_statuses(&p, ready);
         let status = json!({"phase": "Running", "podIP": next_ip(sim.node_subnet),
                             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
                             "containerStatuses": statuses});
