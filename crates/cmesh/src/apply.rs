@@ -97,46 +97,30 @@ pub async fn run(
     let mut alive: Vec<Conn> = Vec::new();
     for (name, c) in conns {
         let t = Instant::now();
-        match c {
+        let (outcome, detail, millis) = match &c {
             Ok(conn) => match conn.version().await {
-                Ok(v) => {
-                    let s = Step {
-                        cluster: name,
-                        phase: None,
-                        step: "connect",
-                        outcome: StepOutcome::Ok,
-                        detail: format!("Kubernetes {v}"),
-                        millis: ms(t),
-                    };
-                    progress.finished(&s);
-                    steps.push(s);
-                    alive.push(conn);
-                }
-                Err(e) => {
-                    let s = Step {
-                        cluster: name,
-                        phase: None,
-                        step: "connect",
-                        outcome: StepOutcome::Failed,
-                        detail: format!("API server unreachable: {e}"),
-                        millis: ms(t),
-                    };
-                    progress.finished(&s);
-                    steps.push(s);
-                }
+                Ok(v) => (StepOutcome::Ok, format!("Kubernetes {v}"), ms(t)),
+                Err(e) => (
+                    StepOutcome::Failed,
+                    format!("API server unreachable: {e}"),
+                    ms(t),
+                ),
             },
-            Err(e) => {
-                let s = Step {
-                    cluster: name,
-                    phase: None,
-                    step: "connect",
-                    outcome: StepOutcome::Failed,
-                    detail: e,
-                    millis: 0,
-                };
-                progress.finished(&s);
-                steps.push(s);
-            }
+            Err(e) => (StepOutcome::Failed, e.clone(), 0),
+        };
+        let s = Step {
+            cluster: name,
+            phase: None,
+            step: "connect",
+            outcome,
+            detail,
+            millis,
+        };
+        progress.finished(&s);
+        let ok = s.outcome == StepOutcome::Ok;
+        steps.push(s);
+        if let (true, Ok(conn)) = (ok, c) {
+            alive.push(conn);
         }
     }
     for &phase in &opts.phases {

@@ -190,15 +190,20 @@ impl Etcd {
     }
 
     fn etcdctl_raw(&self, args: &[&str]) -> (bool, String) {
+        let p = |n: &str| self.dir.path().join(n);
+        self.etcdctl_with(&p("root.crt"), &p("root.key"), args)
+    }
+
+    /// Runs etcdctl with the client certificate and key in these files.
+    fn etcdctl_with(&self, cert: &Path, key: &Path, args: &[&str]) -> (bool, String) {
         let Some(etcdctl) = tools::find("etcdctl", "CMESH_ETCDCTL") else {
             return (false, "etcdctl not found".into());
         };
-        let p = |n: &str| self.dir.path().join(n);
         let out = Command::new(etcdctl)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints=https://{}", self.addr))
-            .arg(format!("--cert={}", p("root.crt").display()))
-            .arg(format!("--key={}", p("root.key").display()))
+            .arg(format!("--cert={}", cert.display()))
+            .arg(format!("--key={}", key.display()))
             .arg("--insecure-skip-tls-verify=true")
             .arg("--command-timeout=5s")
             .args(args)
@@ -223,29 +228,11 @@ impl Etcd {
 
     /// Runs etcdctl with another client certificate (PEM texts), returning success and output.
     pub fn etcdctl_as(&self, cert_pem: &str, key_pem: &str, args: &[&str]) -> (bool, String) {
-        let Some(etcdctl) = tools::find("etcdctl", "CMESH_ETCDCTL") else {
-            return (false, "etcdctl not found".into());
-        };
         let cert = self.dir.path().join("as.crt");
         let key = self.dir.path().join("as.key");
         write(&cert, cert_pem);
         write(&key, key_pem);
-        let out = Command::new(etcdctl)
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints=https://{}", self.addr))
-            .arg(format!("--cert={}", cert.display()))
-            .arg(format!("--key={}", key.display()))
-            .arg("--insecure-skip-tls-verify=true")
-            .arg("--command-timeout=5s")
-            .args(args)
-            .output()
-            .expect("run etcdctl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        self.etcdctl_with(&cert, &key, args)
     }
 
     /// Writes a key.
