@@ -49,6 +49,17 @@ pub struct Step {
     pub millis: u64,
 }
 
+impl StepOutcome {
+    /// `Ok` or `Failed`.
+    fn of(ok: bool) -> StepOutcome {
+        if ok {
+            StepOutcome::Ok
+        } else {
+            StepOutcome::Failed
+        }
+    }
+}
+
 /// Progress reports from the workers, drawn by the caller.
 pub trait Progress: Send + Sync {
     /// `cluster` is now doing `what`.
@@ -163,6 +174,14 @@ async fn apply_phase(
 ) -> Vec<Step> {
     let mut steps = Vec::new();
     let name = conn.name.clone();
+    let step = |step: &'static str, outcome: StepOutcome, detail: String, millis: u64| Step {
+        cluster: name.clone(),
+        phase: Some(phase),
+        step,
+        outcome,
+        detail,
+        millis,
+    };
     let push = |s: Step, steps: &mut Vec<Step>| {
         progress.finished(&s);
         let failed = s.outcome == StepOutcome::Failed;
@@ -229,17 +248,7 @@ async fn apply_phase(
     } else {
         StepOutcome::Ok
     };
-    if push(
-        Step {
-            cluster: name.clone(),
-            phase: Some(phase),
-            step: "secrets",
-            outcome,
-            detail,
-            millis: ms(t),
-        },
-        &mut steps,
-    ) {
+    if push(step("secrets", outcome, detail, ms(t)), &mut steps) {
         return steps;
     }
 
@@ -257,14 +266,12 @@ async fn apply_phase(
         Ok(d) => d,
         Err(e) => {
             push(
-                Step {
-                    cluster: name.clone(),
-                    phase: Some(phase),
-                    step: "helm",
-                    outcome: StepOutcome::Failed,
-                    detail: format!("temporary directory: {e}"),
-                    millis: 0,
-                },
+                step(
+                    "helm",
+                    StepOutcome::Failed,
+                    format!("temporary directory: {e}"),
+                    0,
+                ),
                 &mut steps,
             );
             return steps;
@@ -278,14 +285,7 @@ async fn apply_phase(
         crate::fsx::Mode::Private,
     ) {
         push(
-            Step {
-                cluster: name.clone(),
-                phase: Some(phase),
-                step: "helm",
-                outcome: StepOutcome::Failed,
-                detail: e.to_string(),
-                millis: 0,
-            },
+            step("helm", StepOutcome::Failed, e.to_string(), 0),
             &mut steps,
         );
         return steps;
@@ -313,17 +313,7 @@ async fn apply_phase(
         ),
         Err(e) => (StepOutcome::Failed, e.to_string()),
     };
-    if push(
-        Step {
-            cluster: name.clone(),
-            phase: Some(phase),
-            step: "helm",
-            outcome,
-            detail,
-            millis: ms(t),
-        },
-        &mut steps,
-    ) {
+    if push(step("helm", outcome, detail, ms(t)), &mut steps) {
         return steps;
     }
 
@@ -339,18 +329,12 @@ async fn apply_phase(
     let waited = wait_rollouts(conn, &workloads, opts, progress, phase).await;
     let failed = waited.is_err();
     if push(
-        Step {
-            cluster: name.clone(),
-            phase: Some(phase),
-            step: "rollout",
-            outcome: if failed {
-                StepOutcome::Failed
-            } else {
-                StepOutcome::Ok
-            },
-            detail: waited.unwrap_or_else(|e| e),
-            millis: ms(t),
-        },
+        step(
+            "rollout",
+            StepOutcome::of(!failed),
+            waited.unwrap_or_else(|e| e),
+            ms(t),
+        ),
         &mut steps,
     ) {
         return steps;
@@ -370,18 +354,16 @@ async fn apply_phase(
     };
     if changed.is_empty() && !secrets_changed {
         push(
-            Step {
-                cluster: name.clone(),
-                phase: Some(phase),
-                step: "restart",
-                outcome: StepOutcome::Skipped,
-                detail: if matches!(previous, Ok(Some(_))) {
+            step(
+                "restart",
+                StepOutcome::Skipped,
+                if matches!(previous, Ok(Some(_))) {
                     "no change".into()
                 } else {
                     "fresh install".into()
                 },
-                millis: 0,
-            },
+                0,
+            ),
             &mut steps,
         );
         return steps;
@@ -413,18 +395,12 @@ async fn apply_phase(
     };
     let failed = result.is_err();
     push(
-        Step {
-            cluster: name,
-            phase: Some(phase),
-            step: "restart",
-            outcome: if failed {
-                StepOutcome::Failed
-            } else {
-                StepOutcome::Ok
-            },
-            detail: result.unwrap_or_else(|e| e),
-            millis: ms(t),
-        },
+        step(
+            "restart",
+            StepOutcome::of(!failed),
+            result.unwrap_or_else(|e| e),
+            ms(t),
+        ),
         &mut steps,
     );
     steps
