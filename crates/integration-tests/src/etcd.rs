@@ -44,6 +44,17 @@ pub struct ServerTls<'a> {
     pub client_ca: &'a Ca,
 }
 
+impl<'a> ServerTls<'a> {
+    /// Serves `cert` (certificate and key), trusting `client_ca` for clients.
+    pub fn issued(cert: &IssuedCert, client_ca: &'a Ca) -> ServerTls<'a> {
+        ServerTls {
+            cert_pem: cert.cert_pem.clone(),
+            key_pem: cert.key.pem().to_owned(),
+            client_ca,
+        }
+    }
+}
+
 /// Issues a server certificate from `ca` for tests.
 pub fn issue(
     ca: &Ca,

@@ -213,11 +213,7 @@ fn server_certificate_without_the_dialled_name() {
         now,
         30,
     );
-    let tls = ServerTls {
-        cert_pem: cert.cert_pem,
-        key_pem: cert.key.pem().to_owned(),
-        client_ca: &lab.ca,
-    };
+    let tls = ServerTls::issued(&cert, &lab.ca);
     let Some(_etcd) = Etcd::start_at(lab.eps[1], tls) else {
         return;
     };
@@ -259,11 +255,7 @@ fn server_from_another_ca() {
         30,
     );
     // The server still trusts the mesh CA for clients: only its own certificate is foreign.
-    let tls = ServerTls {
-        cert_pem: cert.cert_pem,
-        key_pem: cert.key.pem().to_owned(),
-        client_ca: &lab.ca,
-    };
+    let tls = ServerTls::issued(&cert, &lab.ca);
     let Some(_etcd) = Etcd::start_at(lab.eps[1], tls) else {
         return;
     };
@@ -330,11 +322,7 @@ fn expired_server_certificate() {
         issued_at,
         10,
     );
-    let tls = ServerTls {
-        cert_pem: cert.cert_pem,
-        key_pem: cert.key.pem().to_owned(),
-        client_ca: &lab.ca,
-    };
+    let tls = ServerTls::issued(&cert, &lab.ca);
     let Some(_etcd) = Etcd::start_at(lab.eps[1], tls) else {
         return;
     };
@@ -526,11 +514,7 @@ fn certs_from_the_peers_cluster() {
         30,
     );
     let client = issue(&chart_ca, "remote-k8s01", &[], &[], now, 30);
-    let tls = ServerTls {
-        cert_pem: server.cert_pem,
-        key_pem: server.key.pem().to_owned(),
-        client_ca: &chart_ca,
-    };
+    let tls = ServerTls::issued(&server, &chart_ca);
     let Some(etcd) = Etcd::start_at(lab.eps[1], tls) else {
         return;
     };
