@@ -289,19 +289,13 @@ fn mismatched_ca_missing_peer_and_unready_agents_fail_the_right_checks() {
     m.clusters[0].sim(|s| s.report_not_ready = false);
 
     // A peer missing from a cluster's secret.
-    {
-        let mut store = m.clusters[0].state.store.lock().unwrap();
-        let r = integration_tests::kube_api::store::resource("", "v1", "secrets").unwrap();
-        store
-            .patch(
-                r,
-                "kube-system",
-                "cilium-clustermesh",
-                integration_tests::kube_api::store::PatchKind::Merge,
-                serde_json::json!({"data": {"k8s02": null}}),
-            )
-            .unwrap();
-    }
+    m.clusters[0].state.merge_patch(
+        "",
+        "secrets",
+        "kube-system",
+        "cilium-clustermesh",
+        serde_json::json!({"data": {"k8s02": null}}),
+    );
     let (r, v) = m.status_json(bin(), &[]);
     code(&r, 1);
     assert_eq!(
@@ -322,21 +316,17 @@ fn mismatched_ca_missing_peer_and_unready_agents_fail_the_right_checks() {
         time::OffsetDateTime::now_utc(),
     )
     .unwrap();
-    {
+    let b = {
         use base64::Engine as _;
-        let mut store = m.clusters[1].state.store.lock().unwrap();
-        let r = integration_tests::kube_api::store::resource("", "v1", "secrets").unwrap();
-        let b = base64::engine::general_purpose::STANDARD.encode(other.cert_pem());
-        store
-            .patch(
-                r,
-                "kube-system",
-                "cilium-ca",
-                integration_tests::kube_api::store::PatchKind::Merge,
-                serde_json::json!({"data": {"ca.crt": b}}),
-            )
-            .unwrap();
-    }
+        base64::engine::general_purpose::STANDARD.encode(other.cert_pem())
+    };
+    m.clusters[1].state.merge_patch(
+        "",
+        "secrets",
+        "kube-system",
+        "cilium-ca",
+        serde_json::json!({"data": {"ca.crt": b}}),
+    );
     let (r, v) = m.status_json(bin(), &[]);
     code(&r, 1);
     let (o, why) = check(&v, "k8s02", "ca");

@@ -186,14 +186,13 @@ fn lint_live_flags_a_namespace_that_is_not_global_on_1_20() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(json(&r)["examined"]["services"].as_u64().unwrap() >= 6);
     // Turn k8s02's copy of the namespace non-global: lint flags the three Services there.
-    {
-        let res = integration_tests::kube_api::store::resource("", "v1", "namespaces").unwrap();
-        let mut store = m.clusters[1].state.store.lock().unwrap();
-        store
-            .patch(res, "", &ns, integration_tests::kube_api::store::PatchKind::Merge,
-                serde_json::json!({"metadata": {"annotations": {"clustermesh.cilium.io/global": "false"}}}))
-            .unwrap();
-    }
+    m.clusters[1].state.merge_patch(
+        "",
+        "namespaces",
+        "",
+        &ns,
+        serde_json::json!({"metadata": {"annotations": {"clustermesh.cilium.io/global": "false"}}}),
+    );
     let r = m.cmesh(bin(), &["lint", "-o", "json"]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let v = json(&r);

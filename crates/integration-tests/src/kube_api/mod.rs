@@ -124,6 +124,20 @@ impl State {
         *self.exec.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
     }
 
+    /// Merge-patches an object as a test's outside actor would (a user, another controller).
+    ///
+    /// # Panics
+    /// If the resource or the object does not exist.
+    pub fn merge_patch(&self, group: &str, plural: &str, ns: &str, name: &str, patch: Value) {
+        let r = store::resource(group, "v1", plural).expect("resource");
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .patch(r, ns, name, store::PatchKind::Merge, patch)
+            .unwrap_or_else(|e| panic!("patch {plural} {ns}/{name}: {e:?}"));
+        controllers::reconcile(self);
+    }
+
     /// Reads an object as JSON.
     pub fn get(
         &self,
