@@ -21,7 +21,7 @@ pub fn written(
     }
     let _ = writeln!(
         s,
-        "next: see {out}/README.md for the order to apply, or run `cmesh apply`"
+        "next: cat {out}/README.md  (what to apply, in which order; or run `cmesh apply`)"
     );
     s
 }
