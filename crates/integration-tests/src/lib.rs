@@ -4,5 +4,7 @@
 pub mod cli;
 pub mod etcd;
 pub mod kube_api;
+pub mod lab;
 pub mod live;
+pub mod mesh;
 pub mod tools;

@@ -1,0 +1,126 @@
+//! Where the lab's real components are: what `scripts/install-test-deps` builds from the Go
+//! modules under tests/components into `.tools/` (Kubernetes, kwok, etcd, Cilium's
+//! clustermesh-apiserver per release) and links from the Go module cache (the Cilium charts
+//! and CRDs, kwok's stages).
+
+use std::path::{Path, PathBuf};
+
+use crate::tools;
+
+/// The workspace's `.tools` directory.
+pub fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools")
+}
+
+/// The Kubernetes side: control plane, kwok, etcd.
+#[derive(Debug, Clone)]
+pub struct Kube {
+    /// The directory holding them.
+    pub dir: PathBuf,
+}
+
+impl Kube {
+    /// A binary in the directory.
+    pub fn bin(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// kwok's stage files for fast node and pod lifecycles (nodes Ready, pods Running and Ready
+    /// at once, completion and deletion).
+    pub fn stages(&self) -> Vec<PathBuf> {
+        let s = self.dir.join("kwok-stages");
+        vec![
+            s.join("node/fast/node-initialize.yaml"),
+            s.join("pod/fast/pod-ready.yaml"),
+            s.join("pod/fast/pod-complete.yaml"),
+            s.join("pod/fast/pod-delete.yaml"),
+        ]
+    }
+}
+
+/// Whether everything the lab needs is installed: `Some` when it is, `None` (after saying why)
+/// when it is not and not required; panics when it is required.
+pub fn kube() -> Option<Kube> {
+    let dir = tools_dir().join("k8s");
+    let missing: Vec<&str> = [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+        "etcd",
+        "kwok-stages",
+    ]
+    .into_iter()
+    .filter(|b| !dir.join(b).exists())
+    .collect();
+    let net = super::net::available();
+    let problem = if !missing.is_empty() {
+        Some(format!(
+            "{} missing in {} (run scripts/install-test-deps)",
+            missing.join(", "),
+            dir.display()
+        ))
+    } else {
+        net.err()
+    };
+    match problem {
+        None => Some(Kube { dir }),
+        Some(p) if tools::required() => panic!("the lab is required (CMESH_REQUIRE_EXTERNAL=1): {p}"),
+        Some(p) => {
+            eprintln!("SKIPPED: the lab cannot run: {p}");
+            None
+        }
+    }
+}
+
+/// One Cilium release: its chart, CRDs and clustermesh-apiserver image files.
+#[derive(Debug, Clone)]
+pub struct Cilium {
+    /// `1.20.0`.
+    pub version: String,
+    /// `.tools/cilium/v<version>`.
+    pub dir: PathBuf,
+}
+
+impl Cilium {
+    /// The chart directory.
+    pub fn chart(&self) -> PathBuf {
+        self.dir.join("chart")
+    }
+
+    /// The CRD directory (`v2/`, `v2alpha1/`).
+    pub fn crds(&self) -> PathBuf {
+        self.dir.join("crds")
+    }
+
+    /// The clustermesh-apiserver image's files (usr/bin/clustermesh-apiserver, usr/bin/etcd,
+    /// var/lib/cilium/etcd-config.yaml).
+    pub fn image(&self) -> PathBuf {
+        self.dir.join("image")
+    }
+}
+
+/// The Cilium release `version` (`1.20.0`), if installed.
+///
+/// # Panics
+/// When it is missing and the lab is required.
+pub fn cilium(version: &str) -> Option<Cilium> {
+    let dir = tools_dir().join("cilium").join(format!("v{version}"));
+    let ok = dir.join("chart/Chart.yaml").is_file()
+        && dir.join("image/usr/bin/clustermesh-apiserver").is_file();
+    if ok {
+        return Some(Cilium {
+            version: version.into(),
+            dir,
+        });
+    }
+    let why = format!(
+        "Cilium {version} is not installed in {} (run scripts/install-test-deps)",
+        dir.display()
+    );
+    if tools::required() {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    None
+}

@@ -1,0 +1,575 @@
+//! The lab: N real Kubernetes clusters for cmesh's live tests, each a real etcd, kube-apiserver,
+//! kube-controller-manager and kube-scheduler (built from `k8s.io/kubernetes`) plus kwok for
+//! nodes and the pod lifecycle, in a network namespace of its own on a shared bridge (see
+//! [`net`]). cmesh, helm and the tests reach each API server at its node address through a
+//! generated kubeconfig with a client certificate, as they would a kubeadm cluster.
+//!
+//! What kwok cannot do, a small kubelet stand-in does ([`kubelet`]): it runs the real
+//! clustermesh-apiserver pod's containers (Cilium's own binaries, the chart's own arguments, the
+//! Secrets and ConfigMaps the chart created as files) as processes, serves NodePorts, and gives
+//! agent pods their mounted files for the `cilium-dbg` stand-in. The clusters start in parallel
+//! and everything is torn down on drop, panics included.
+
+pub mod components;
+pub mod kubelet;
+pub mod net;
+pub mod pki;
+pub mod proc;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
+
+use self::components::Kube;
+use self::pki::{LabCa, Pair};
+use self::proc::{Proc, ProcSpec, Spawner};
+
+/// Cluster name `k8s01` … for index `i` (0-based).
+pub fn name(i: usize) -> String {
+    format!("k8s{:02}", i + 1)
+}
+
+/// How to build a lab.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// Clusters.
+    pub clusters: usize,
+    /// Nodes per cluster.
+    pub nodes: usize,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            clusters: 2,
+            nodes: 2,
+        }
+    }
+}
+
+/// One cluster of the lab.
+pub struct Cluster {
+    /// `k8s01`, ...
+    pub name: String,
+    /// 1-based index: its cluster ID and the last octet of its node address.
+    pub index: u8,
+    /// The node address (API server on :6443).
+    pub ip: Ipv4Addr,
+    /// The network namespace.
+    pub netns: String,
+    /// Its directory (certificates, logs, data, pods).
+    pub dir: PathBuf,
+    /// The admin kubeconfig (what mesh.yaml points at).
+    pub kubeconfig: PathBuf,
+    /// Pod range (kwok's pod IPs come from it).
+    pub pod_cidr: String,
+    /// Service range (the API server's ClusterIPs).
+    pub service_cidr: String,
+    /// Node names.
+    pub nodes: Vec<String>,
+    /// The control-plane processes, by name.
+    procs: Mutex<Vec<Proc>>,
+    /// An API client as the admin.
+    pub client: kube::Client,
+    /// The lab CA, for pods' service-account `ca.crt`.
+    pub ca_pem: String,
+}
+
+impl Cluster {
+    /// The last lines of each component's log, for failure messages.
+    pub fn logs(&self, lines: usize) -> String {
+        let procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = String::new();
+        for p in procs.iter() {
+            s.push_str(&format!(
+                "--- {} {}\n{}\n",
+                self.name,
+                p.spec.name,
+                p.log_tail(lines)
+            ));
+        }
+        s
+    }
+
+    /// Stops component `name` (e.g. `kube-apiserver`), as a crash would.
+    pub fn stop(&self, component: &str) {
+        let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        for p in procs.iter_mut().filter(|p| p.spec.name == component) {
+            p.kill();
+        }
+    }
+}
+
+/// A running lab.
+pub struct Lab {
+    /// The clusters, k8s01 …
+    pub clusters: Vec<Arc<Cluster>>,
+    /// Scratch directory: mesh.yaml, pki/ and every cluster's files.
+    pub dir: tempfile::TempDir,
+    /// The async runtime the lab's watchers run on.
+    pub rt: tokio::runtime::Runtime,
+    /// kubelet stand-ins, one per cluster.
+    kubelets: Vec<kubelet::Handle>,
+    spawner: Arc<Spawner>,
+    net: Net,
+    /// The components.
+    pub kube: Kube,
+}
+
+use self::net::Net;
+
+fn write(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn kubeconfig(server: &str, ca: &Path, cert: &Path, key: &Path, name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: {name}-admin\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {name}-admin\ncurrent-context: {name}\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    )
+}
+
+/// Writes a pair as `<stem>.crt`/`<stem>.key` in `dir`.
+fn write_pair(dir: &Path, stem: &str, p: &Pair) -> (PathBuf, PathBuf) {
+    let c = dir.join(format!("{stem}.crt"));
+    let k = dir.join(format!("{stem}.key"));
+    write(&c, &p.cert, 0o644);
+    write(&k, &p.key, 0o600);
+    (c, k)
+}
+
+/// The first address of a range (the `kubernetes` Service's ClusterIP).
+fn first_ip(cidr: &str) -> String {
+    let base: Ipv4Addr = cidr
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("IPv4 CIDR");
+    Ipv4Addr::from(u32::from(base) + 1).to_string()
+}
+
+/// Everything prepared for one cluster before its processes start.
+struct Prepared {
+    name: String,
+    index: u8,
+    ip: Ipv4Addr,
+    netns: String,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    internal_kubeconfig: PathBuf,
+    pod_cidr: String,
+    service_cidr: String,
+    ca: PathBuf,
+}
+
+impl Lab {
+    /// Starts a lab, or `None` when the components are missing and not required.
+    ///
+    /// # Panics
+    /// When a cluster does not come up (with its components' logs).
+    pub fn start(opts: &LabOptions) -> Option<Lab> {
+        let kube = components::kube()?;
+        // Not under /tmp: containers get a private /tmp, and their volumes live in here.
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/lab");
+        std::fs::create_dir_all(&base).expect("target/lab");
+        let dir = tempfile::Builder::new()
+            .prefix("lab-")
+            .tempdir_in(&base)
+            .expect("lab dir");
+        let mut net = Net::create();
+        let ca = LabCa::new("cmesh lab");
+        let ca_path = dir.path().join("lab-ca.crt");
+        write(&ca_path, &ca.pair.cert, 0o644);
+        let (sa_private, sa_public) = pki::service_account_keys();
+        let spawner = Arc::new(Spawner::new());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+
+        let mut prepared = Vec::new();
+        for i in 0..opts.clusters {
+            let index = u8::try_from(i + 1).expect("at most 250 clusters");
+            let name = name(i);
+            let (netns, ip) = net.add_node(index);
+            let cdir = dir.path().join(&name);
+            std::fs::create_dir_all(cdir.join("etcd")).expect("cluster dir");
+            let service_cidr = format!("10.{}.0.0/16", 100 + index);
+            let pod_cidr = format!("10.{index}.0.0/16");
+            let sans = vec![
+                ip.to_string(),
+                "127.0.0.1".into(),
+                first_ip(&service_cidr),
+                "localhost".into(),
+                "kubernetes".into(),
+                "kubernetes.default".into(),
+                "kubernetes.default.svc".into(),
+                "kubernetes.default.svc.cluster.local".into(),
+            ];
+            write_pair(&cdir, "apiserver", &ca.issue("kube-apiserver", &[], &sans, true));
+            write_pair(
+                &cdir,
+                "kubelet",
+                &ca.issue("kwok", &[], &[ip.to_string(), "127.0.0.1".into()], true),
+            );
+            let (ac, ak) = write_pair(
+                &cdir,
+                "admin",
+                &ca.issue("cmesh-test-admin", &["system:masters"], &[], false),
+            );
+            write(&cdir.join("sa.key"), &sa_private, 0o600);
+            write(&cdir.join("sa.pub"), &sa_public, 0o644);
+            let kubeconfig_path = cdir.join("kubeconfig");
+            write(
+                &kubeconfig_path,
+                &kubeconfig(&format!("https://{ip}:6443"), &ca_path, &ac, &ak, &name),
+                0o600,
+            );
+            let internal = cdir.join("kubeconfig-internal");
+            write(
+                &internal,
+                &kubeconfig("https://127.0.0.1:6443", &ca_path, &ac, &ak, &name),
+                0o600,
+            );
+            prepared.push(Prepared {
+                name,
+                index,
+                ip,
+                netns,
+                dir: cdir,
+                kubeconfig: kubeconfig_path,
+                internal_kubeconfig: internal,
+                pod_cidr,
+                service_cidr,
+                ca: ca_path.clone(),
+            });
+        }
+
+        // Every cluster's etcd and API server start at once; the API server waits for its etcd.
+        let mut procs: Vec<Vec<Proc>> = prepared
+            .iter()
+            .map(|p| {
+                vec![
+                    Proc::start(&spawner, etcd_spec(&kube, p)),
+                    Proc::start(&spawner, apiserver_spec(&kube, p)),
+                ]
+            })
+            .collect();
+        let clients: Vec<kube::Client> = prepared
+            .iter()
+            .zip(procs.iter_mut())
+            .map(|(p, ps)| {
+                rt.block_on(wait_ready(&p.kubeconfig, Duration::from_secs(90)))
+                    .unwrap_or_else(|e| {
+                        let logs: String = ps
+                            .iter()
+                            .map(|q| format!("--- {}\n{}\n", q.spec.name, q.log_tail(30)))
+                            .collect();
+                        panic!("{}: API server not ready: {e}\n{logs}", p.name)
+                    })
+            })
+            .collect();
+        for (p, ps) in prepared.iter().zip(procs.iter_mut()) {
+            ps.push(Proc::start(&spawner, controller_manager_spec(&kube, p)));
+            ps.push(Proc::start(&spawner, scheduler_spec(&kube, p)));
+            let exec_config = p.dir.join("kwok-exec.yaml");
+            write(&exec_config, &kubelet::exec_config(&p.dir), 0o644);
+            ps.push(Proc::start(&spawner, kwok_spec(&kube, p, &exec_config)));
+        }
+        let mut clusters = Vec::new();
+        for ((p, ps), client) in prepared.into_iter().zip(procs).zip(clients) {
+            let nodes: Vec<String> = (1..=opts.nodes)
+                .map(|n| format!("{}-node-{n}", p.name))
+                .collect();
+            clusters.push(Arc::new(Cluster {
+                name: p.name,
+                index: p.index,
+                ip: p.ip,
+                netns: p.netns,
+                dir: p.dir,
+                kubeconfig: p.kubeconfig,
+                pod_cidr: p.pod_cidr,
+                service_cidr: p.service_cidr,
+                nodes,
+                procs: Mutex::new(ps),
+                client,
+                ca_pem: ca.pair.cert.clone(),
+            }));
+        }
+        for c in &clusters {
+            rt.block_on(register_nodes(c))
+                .unwrap_or_else(|e| panic!("{}: nodes: {e}\n{}", c.name, c.logs(30)));
+        }
+        for c in &clusters {
+            rt.block_on(wait_nodes_ready(c, Duration::from_secs(60)))
+                .unwrap_or_else(|e| panic!("{}: {e}\n{}", c.name, c.logs(30)));
+        }
+        let kubelets = clusters
+            .iter()
+            .map(|c| kubelet::start(&rt, Arc::clone(c), Arc::clone(&spawner)))
+            .collect();
+        Some(Lab {
+            clusters,
+            dir,
+            rt,
+            kubelets,
+            spawner,
+            net,
+            kube,
+        })
+    }
+
+    /// Cuts cluster `i` (0-based) off the network, or plugs it back in.
+    pub fn set_link(&self, i: usize, up: bool) {
+        self.net.set_link(self.clusters[i].index, up);
+    }
+
+    /// The kubelet stand-in of cluster `i`.
+    pub fn kubelet(&self, i: usize) -> &kubelet::Handle {
+        &self.kubelets[i]
+    }
+
+    /// The spawner every lab process starts from.
+    pub fn spawner(&self) -> &Arc<Spawner> {
+        &self.spawner
+    }
+
+    /// Every cluster's component logs (for a failing assertion).
+    pub fn logs(&self, lines: usize) -> String {
+        let mut s = String::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            s.push_str(&c.logs(lines));
+            s.push_str(&self.kubelets[i].logs(lines));
+        }
+        s
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for k in &self.kubelets {
+            k.stop();
+        }
+        for c in &self.clusters {
+            let mut procs = c.procs.lock().unwrap_or_else(|p| p.into_inner());
+            for p in procs.iter_mut() {
+                p.kill();
+            }
+        }
+        // `net` then removes the namespaces (killing any stray process left in them) and the
+        // bridge; `dir` removes the files.
+    }
+}
+
+fn etcd_spec(k: &Kube, p: &Prepared) -> ProcSpec {
+    ProcSpec::new(
+        "etcd",
+        &p.netns,
+        &p.dir,
+        vec![
+            k.bin("etcd"),
+            format!("--data-dir={}", p.dir.join("etcd").display()),
+            "--name=default".into(),
+            // The clustermesh-apiserver pod's etcd takes 2379/2380 in this namespace.
+            "--listen-client-urls=http://127.0.0.1:12379".into(),
+            "--advertise-client-urls=http://127.0.0.1:12379".into(),
+            "--listen-peer-urls=http://127.0.0.1:12380".into(),
+            "--initial-advertise-peer-urls=http://127.0.0.1:12380".into(),
+            "--initial-cluster=default=http://127.0.0.1:12380".into(),
+            "--listen-metrics-urls=http://127.0.0.1:12381".into(),
+            // Test data: durability is not worth the fsyncs on a shared CI disk.
+            "--unsafe-no-fsync".into(),
+            "--log-level=warn".into(),
+        ],
+    )
+}
+
+fn apiserver_spec(k: &Kube, p: &Prepared) -> ProcSpec {
+    let d = |f: &str| p.dir.join(f).display().to_string();
+    ProcSpec::new(
+        "kube-apiserver",
+        &p.netns,
+        &p.dir,
+        vec![
+            k.bin("kube-apiserver"),
+            "--etcd-servers=http://127.0.0.1:12379".into(),
+            "--bind-address=0.0.0.0".into(),
+            "--secure-port=6443".into(),
+            format!("--advertise-address={}", p.ip),
+            format!("--tls-cert-file={}", d("apiserver.crt")),
+            format!("--tls-private-key-file={}", d("apiserver.key")),
+            format!("--client-ca-file={}", p.ca.display()),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            format!("--service-account-key-file={}", d("sa.pub")),
+            format!("--service-account-signing-key-file={}", d("sa.key")),
+            format!("--service-cluster-ip-range={}", p.service_cidr),
+            "--service-node-port-range=30000-32767".into(),
+            "--authorization-mode=Node,RBAC".into(),
+            // Cilium's agents are privileged, as on kubeadm clusters.
+            "--allow-privileged=true".into(),
+            "--kubelet-preferred-address-types=InternalIP".into(),
+            "--enable-priority-and-fairness=false".into(),
+            "--profiling=false".into(),
+            "--v=0".into(),
+        ],
+    )
+}
+
+fn controller_manager_spec(k: &Kube, p: &Prepared) -> ProcSpec {
+    let d = |f: &str| p.dir.join(f).display().to_string();
+    ProcSpec::new(
+        "kube-controller-manager",
+        &p.netns,
+        &p.dir,
+        vec![
+            k.bin("kube-controller-manager"),
+            format!("--kubeconfig={}", p.internal_kubeconfig.display()),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            "--use-service-account-credentials=false".into(),
+            format!("--service-account-private-key-file={}", d("sa.key")),
+            format!("--root-ca-file={}", p.ca.display()),
+            // Without cloud, volumes or IPAM: kwok owns pod IPs; no kube-proxy, so no
+            // service LoadBalancer controller either.
+            "--controllers=*,-nodeipam,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,-cloud-node-lifecycle,-ttl,-bootstrapsigner,-tokencleaner,-route,-service".into(),
+            "--v=1".into(),
+        ],
+    )
+}
+
+fn scheduler_spec(k: &Kube, p: &Prepared) -> ProcSpec {
+    ProcSpec::new(
+        "kube-scheduler",
+        &p.netns,
+        &p.dir,
+        vec![
+            k.bin("kube-scheduler"),
+            format!("--kubeconfig={}", p.internal_kubeconfig.display()),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            "--v=1".into(),
+        ],
+    )
+}
+
+fn kwok_spec(k: &Kube, p: &Prepared, exec_config: &Path) -> ProcSpec {
+    let d = |f: &str| p.dir.join(f).display().to_string();
+    let mut argv = vec![
+        k.bin("kwok"),
+        format!("--kubeconfig={}", p.internal_kubeconfig.display()),
+        "--manage-all-nodes=false".into(),
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
+        format!("--cidr={}", p.pod_cidr),
+        format!("--node-ip={}", p.ip),
+        "--node-port=10250".into(),
+        format!("--server-address={}:10250", p.ip),
+        format!("--tls-cert-file={}", d("kubelet.crt")),
+        format!("--tls-private-key-file={}", d("kubelet.key")),
+        "-c".into(),
+        exec_config.display().to_string(),
+    ];
+    for s in k.stages() {
+        argv.push("-c".into());
+        argv.push(s.display().to_string());
+    }
+    // Commands exec'd into pods run as kwok's children: they find the cilium-dbg stand-in and
+    // the Cilium binaries on this PATH.
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        p.dir.join("bin").display()
+    );
+    let mut spec = ProcSpec::new("kwok", &p.netns, &p.dir, argv);
+    spec.env = vec![("PATH".into(), path), ("HOME".into(), d("."))];
+    spec
+}
+
+/// Connects as the admin and waits for `/readyz`.
+async fn wait_ready(kubeconfig: &Path, timeout: Duration) -> Result<kube::Client, String> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let req = http::Request::get("/readyz")
+            .body(Vec::new())
+            .expect("request");
+        match client.request_text(req).await {
+            Ok(t) if t.trim() == "ok" => return Ok(client),
+            Ok(t) => last = t,
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    Err(format!("not ready within {timeout:?}: {last}"))
+}
+
+async fn register_nodes(c: &Cluster) -> Result<(), String> {
+    let api: Api<Node> = Api::all(c.client.clone());
+    for n in &c.nodes {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": n,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "kubernetes.io/hostname": n,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "type": "kwok",
+                },
+            },
+            "spec": {"podCIDR": c.pod_cidr, "podCIDRs": [c.pod_cidr]},
+        }))
+        .map_err(|e| e.to_string())?;
+        api.create(&PostParams::default(), &node)
+            .await
+            .map_err(|e| format!("create node {n}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn wait_nodes_ready(c: &Cluster, timeout: Duration) -> Result<(), String> {
+    let api: Api<Node> = Api::all(c.client.clone());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let nodes = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
+        let ready = nodes
+            .items
+            .iter()
+            .filter(|n| {
+                let conds = n.status.as_ref().and_then(|s| s.conditions.as_ref());
+                let ready = conds
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                let tainted = n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .is_some_and(|t| !t.is_empty());
+                ready && !tainted
+            })
+            .count();
+        if ready == c.nodes.len() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{ready}/{} nodes ready and untainted", c.nodes.len()));
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
