@@ -5,7 +5,14 @@
 use std::time::Duration;
 
 use cmesh_core::spec::CILIUM_NAMESPACE;
-use cmesh_core::status::{AgentObs, Observed};
+use cmesh_core::spec::MeshSpec;
+use cmesh_core::status::{AgentObs, KVSTOREMESH_DBG_SINCE, MeshObs, Observed};
+
+/// Whether `status` asks KVStoreMesh: it runs, and its release answers `kvstoremesh-dbg`.
+pub fn asks_kvstoremesh(spec: &MeshSpec) -> bool {
+    spec.clustermesh.kvstoremesh_enabled(&spec.cilium.version)
+        && spec.cilium.version.at_least(KVSTOREMESH_DBG_SINCE)
+}
 use cmesh_core::value::Value;
 
 use crate::cluster::Conn;
@@ -26,8 +33,46 @@ async fn cilium(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, String>
     }
 }
 
-/// Reads one cluster.
+/// What each clustermesh-apiserver pod's KVStoreMesh reports, as cilium-cli asks it
+/// (`clustermesh-apiserver kvstoremesh-dbg status -o json` in the `kvstoremesh` container).
+async fn kvstoremesh(conn: &Conn) -> Vec<MeshObs> {
+    match conn
+        .pods(CILIUM_NAMESPACE, "k8s-app=clustermesh-apiserver")
+        .await
+    {
+        Ok(pods) => {
+            let mut out = Vec::new();
+            for p in pods.into_iter().filter(|p| !p.terminating) {
+                let status = conn
+                    .exec(
+                        &p.name,
+                        "kvstoremesh",
+                        &[
+                            "clustermesh-apiserver",
+                            "kvstoremesh-dbg",
+                            "status",
+                            "-o",
+                            "json",
+                        ],
+                    )
+                    .await;
+                out.push(MeshObs {
+                    pod: p.name,
+                    status,
+                });
+            }
+            out
+        }
+        Err(e) => vec![MeshObs {
+            pod: "(listing pods)".into(),
+            status: Err(e),
+        }],
+    }
+}
+
+/// Reads one cluster; with `ask_kvstoremesh`, also what its KVStoreMesh reports.
 pub async fn observe(
+    ask_kvstoremesh: bool,
     conn: Result<Conn, String>,
     helm: Result<&Helm, &str>,
     timeout: Duration,
@@ -61,6 +106,11 @@ pub async fn observe(
             nodes: Err(e),
         }),
     }
+    let kvstoremesh_reports = if ask_kvstoremesh {
+        kvstoremesh(&conn).await
+    } else {
+        Vec::new()
+    };
     let release_values = match helm {
         Ok(h) => {
             let target = Target {
@@ -89,6 +139,7 @@ pub async fn observe(
         clustermesh: conn.secret_data("cilium-clustermesh").await,
         kvstoremesh: conn.secret_data("cilium-kvstoremesh").await,
         agent_reports,
+        kvstoremesh_reports,
         release_values,
     }
 }

@@ -16,9 +16,20 @@ fn two_clusters_apply_then_status() {
     let r = m.apply(bin(), &[]);
     eprintln!("{}\n{}", r.stdout, r.stderr);
     for i in 0..2 {
-        m.lab.kubelet(i).wait_running(&["etcd", "apiserver", "kvstoremesh"], std::time::Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}\n{}", m.lab.logs(40)));
+        m.lab
+            .kubelet(i)
+            .wait_running(
+                &["etcd", "apiserver", "kvstoremesh"],
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap_or_else(|e| panic!("{e}\n{}", m.lab.logs(40)));
     }
-    std::thread::sleep(std::time::Duration::from_secs(10));
+    std::thread::sleep(std::time::Duration::from_secs(
+        std::env::var("LAB_HOLD")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
+    ));
     let r = m.cmesh(bin(), &["status"]);
     eprintln!("{}\n{}", r.stdout, r.stderr);
     eprintln!("{}", m.lab.logs(25));

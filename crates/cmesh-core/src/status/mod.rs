@@ -69,6 +69,18 @@ pub struct AgentObs {
     pub nodes: Result<String, String>,
 }
 
+/// One clustermesh-apiserver pod's KVStoreMesh and what it reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshObs {
+    /// Pod name.
+    pub pod: String,
+    /// `kvstoremesh-dbg status -o json` output (or the error).
+    pub status: Result<String, String>,
+}
+
+/// The first Cilium minor whose KVStoreMesh answers `kvstoremesh-dbg status -o json`.
+pub const KVSTOREMESH_DBG_SINCE: u64 = 16;
+
 /// What the edge read from one cluster. `Err` is an error reading; `Ok(None)` a missing object.
 #[derive(Debug, Clone, Serialize)]
 pub struct Observed {
@@ -90,6 +102,8 @@ pub struct Observed {
     pub kvstoremesh: Result<Option<BTreeMap<String, String>>, String>,
     /// Agent pods and what they report.
     pub agent_reports: Vec<AgentObs>,
+    /// clustermesh-apiserver pods and what their KVStoreMesh reports (empty when not asked).
+    pub kvstoremesh_reports: Vec<MeshObs>,
     /// The release's user-supplied values (`helm get values`), `None` without a release.
     pub release_values: Result<Option<Value>, String>,
 }
@@ -110,6 +124,7 @@ impl Observed {
             clustermesh: e(),
             kvstoremesh: e(),
             agent_reports: Vec::new(),
+            kvstoremesh_reports: Vec::new(),
             release_values: e(),
         }
     }
@@ -365,6 +380,7 @@ pub fn evaluate(
             &obs.kvstoremesh,
             &expected_real_endpoints(spec, cluster),
         ));
+        out.push(kvstoremesh_check(spec, cluster, &obs.kvstoremesh_reports));
     }
 
     // What the agents themselves report.
@@ -396,7 +412,10 @@ pub fn evaluate(
                             .clusters
                             .iter()
                             .filter(|c| !c.ready)
-                            .map(|c| format!("{} {}", c.name, c.state))
+                            .map(|c| match agent_cause(c) {
+                                Some(why) => format!("{} {} ({why})", c.name, c.state),
+                                None => format!("{} {}", c.name, c.state),
+                            })
                             .collect();
                         bad.push(format!(
                             "{}: {}/{} {}clusters ready{}{}",
@@ -509,6 +528,154 @@ pub fn evaluate(
     out
 }
 
+/// The sub-line of an agent's not-ready cluster that says why: a failed etcd connection,
+/// a configuration not retrieved, an error, or synchronization still in progress.
+fn agent_cause(c: &parse::RemoteCluster) -> Option<String> {
+    let find = |pred: &dyn Fn(&str) -> bool| c.sub.iter().find(|l| pred(l)).cloned();
+    find(&|l| l.starts_with("error:"))
+        .or_else(|| find(&|l| l.starts_with("etcd: 0/")))
+        .or_else(|| find(&|l| l.contains("retrieved=false")))
+        .or_else(|| find(&|l| l.starts_with("synchronization status:") && l.contains("=false")))
+}
+
+/// Why KVStoreMesh does not count `r` as ready, in the terms of its own status.
+fn not_ready_cause(r: &parse::MeshRemote, want_id: u16) -> String {
+    if !r.connected {
+        let status = r.status.trim();
+        return format!(
+            "{} not connected{}",
+            r.name,
+            if status.is_empty() {
+                String::new()
+            } else {
+                format!(" ({status})")
+            }
+        );
+    }
+    if r.config_retrieved == Some(false) {
+        return format!(
+            "{}: connected, but its cluster configuration was not found (is its clustermesh-apiserver running, with cluster name {}?)",
+            r.name, r.name
+        );
+    }
+    if let Some(id) = r.cluster_id
+        && id != u64::from(want_id)
+    {
+        return format!(
+            "{}: its clustermesh-apiserver serves cluster ID {id}, mesh.yaml says {want_id}",
+            r.name
+        );
+    }
+    if !r.not_synced.is_empty() {
+        return format!(
+            "{}: synchronization in progress for {}",
+            r.name,
+            r.not_synced.join(", ")
+        );
+    }
+    let status = r.status.trim();
+    if status.is_empty() {
+        format!("{} not ready", r.name)
+    } else {
+        format!("{} not ready ({status})", r.name)
+    }
+}
+
+/// What each KVStoreMesh replica reports about every peer mesh.yaml lists: Cilium's own
+/// remote-cluster client, connected with the configuration cmesh rendered.
+fn kvstoremesh_check(spec: &MeshSpec, cluster: &Cluster, reports: &[MeshObs]) -> Check {
+    const NAME: &str = "kvstoremesh";
+    if !spec.cilium.version.at_least(KVSTOREMESH_DBG_SINCE) {
+        return check(
+            NAME,
+            Outcome::Skip,
+            format!(
+                "kvstoremesh-dbg answers from Cilium 1.{KVSTOREMESH_DBG_SINCE}; this mesh runs {}",
+                spec.cilium.version
+            ),
+        );
+    }
+    if reports.is_empty() {
+        return check(NAME, Outcome::Fail, "no clustermesh-apiserver pod to ask");
+    }
+    let peers: Vec<&Cluster> = spec
+        .clusters
+        .iter()
+        .filter(|p| p.name != cluster.name)
+        .collect();
+    let mut bad = Vec::new();
+    let mut nodes = BTreeMap::new();
+    for rep in reports {
+        let remotes = match &rep.status {
+            Err(e) => {
+                bad.push(format!("{}: {e}", rep.pod));
+                continue;
+            }
+            Ok(text) => match parse::kvstoremesh_status(text) {
+                Ok(r) => r,
+                Err(e) => {
+                    bad.push(format!(
+                        "{}: unreadable kvstoremesh-dbg status ({e})",
+                        rep.pod
+                    ));
+                    continue;
+                }
+            },
+        };
+        let mut problems = Vec::new();
+        for p in &peers {
+            match remotes.iter().find(|r| r.name == p.name) {
+                None => problems.push(format!("{} not configured", p.name)),
+                Some(r) if r.ready => {
+                    nodes.insert(r.name.clone(), r.nodes);
+                    // Ready, yet the peer's etcd speaks for another cluster ID.
+                    if let Some(id) = r.cluster_id
+                        && id != u64::from(p.id)
+                    {
+                        problems.push(format!(
+                            "{}: its clustermesh-apiserver serves cluster ID {id}, mesh.yaml says {}",
+                            p.name, p.id
+                        ));
+                    }
+                }
+                Some(r) => problems.push(not_ready_cause(r, p.id)),
+            }
+        }
+        for r in remotes
+            .iter()
+            .filter(|r| !peers.iter().any(|p| p.name == r.name))
+        {
+            problems.push(format!("unexpected remote cluster {}", r.name));
+        }
+        if !problems.is_empty() {
+            bad.push(format!("{}: {}", rep.pod, problems.join("; ")));
+        }
+    }
+    if bad.is_empty() {
+        let seen: Vec<String> = nodes
+            .iter()
+            .map(|(n, k)| format!("{n} {k} node{}", if *k == 1 { "" } else { "s" }))
+            .collect();
+        check(
+            NAME,
+            Outcome::Pass,
+            format!(
+                "{} replica(s) report {}/{} remote clusters ready{}",
+                reports.len(),
+                peers.len(),
+                peers.len(),
+                if seen.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", seen.join(", "))
+                }
+            ),
+        )
+    } else {
+        check(NAME, Outcome::Fail, bad.join("; "))
+    }
+}
+
 fn short(fp: &str) -> String {
     fp.chars().take(23).collect::<String>() + "…"
 }
@@ -564,6 +731,7 @@ mod tests {
                     "Name  IPv4 Address\nk8s01/n1  192.168.1.10\nk8s02/n1  192.168.2.10\n".into(),
                 ),
             }],
+            kvstoremesh_reports: Vec::new(),
             release_values: Ok(None),
         }
     }

@@ -1,7 +1,8 @@
 //! Parsers for what Cilium agents print and what the chart stores: the `ClusterMesh:` section
 //! of `cilium-dbg status` (both the older `N/M clusters ready` and the newer `N/M remote
-//! clusters ready` forms, with per-cluster detail lines), `cilium-dbg node list`, and the etcd
-//! configuration the chart writes per peer into `cilium-clustermesh`.
+//! clusters ready` forms, with per-cluster detail lines), `cilium-dbg node list`, KVStoreMesh's
+//! `kvstoremesh-dbg status -o json`, and the etcd configuration the chart writes per peer into
+//! `cilium-clustermesh`.
 
 use serde::Serialize;
 
@@ -35,6 +36,9 @@ pub struct RemoteCluster {
     pub nodes: Option<u32>,
     /// The rest of the line after the state.
     pub detail: String,
+    /// The `└` lines under it (etcd connection, remote configuration, synchronization), as
+    /// printed, without the marker.
+    pub sub: Vec<String>,
 }
 
 fn leading_u32(s: &str) -> Option<u32> {
@@ -67,7 +71,7 @@ pub fn cilium_status(output: &str) -> Option<ClusterMeshStatus> {
             .split(',')
             .find(|p| p.contains("global-services"))
             .and_then(leading_u32);
-        let mut clusters = Vec::new();
+        let mut clusters: Vec<RemoteCluster> = Vec::new();
         // Detail lines follow, indented; sub-lines start with └ and belong to the cluster above.
         while let Some(next) = lines.peek() {
             if next.is_empty() || !next.starts_with(char::is_whitespace) {
@@ -75,7 +79,14 @@ pub fn cilium_status(output: &str) -> Option<ClusterMeshStatus> {
             }
             let l = next.trim();
             lines.next();
-            if l.starts_with('└') || l.starts_with("|") || l.starts_with('`') {
+            if let Some(sub) = l
+                .strip_prefix('└')
+                .or_else(|| l.strip_prefix('|'))
+                .or_else(|| l.strip_prefix('`'))
+            {
+                if let Some(last) = clusters.last_mut() {
+                    last.sub.push(sub.trim().to_owned());
+                }
                 continue;
             }
             let Some((name, rest)) = l.split_once(':') else {
@@ -98,6 +109,7 @@ pub fn cilium_status(output: &str) -> Option<ClusterMeshStatus> {
                 state: state.to_owned(),
                 nodes,
                 detail: detail.to_owned(),
+                sub: Vec::new(),
             });
         }
         return Some(ClusterMeshStatus {
@@ -147,6 +159,82 @@ pub fn node_list(output: &str) -> Vec<NodeEntry> {
         });
     }
     out
+}
+
+/// One remote cluster as KVStoreMesh reports it (`kvstoremesh-dbg status -o json`, Cilium's
+/// `models.RemoteCluster`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MeshRemote {
+    /// Cluster name.
+    pub name: String,
+    /// Ready: connected, configuration retrieved, initial synchronization done.
+    pub ready: bool,
+    /// Connected to its etcd.
+    pub connected: bool,
+    /// The connection's status text (the etcd error when it fails).
+    pub status: String,
+    /// The remote cluster configuration was required and retrieved, if reported.
+    pub config_retrieved: Option<bool>,
+    /// The cluster ID the remote configuration carries.
+    pub cluster_id: Option<u64>,
+    /// Kinds whose initial synchronization has not completed (`nodes`, `services`, ...).
+    pub not_synced: Vec<String>,
+    /// Nodes mirrored.
+    pub nodes: u64,
+    /// Connection failures so far.
+    pub failures: u64,
+}
+
+/// Parses `kvstoremesh-dbg status -o json`: a JSON array of remote clusters.
+///
+/// # Errors
+/// A short reason when the output is not that array.
+pub fn kvstoremesh_status(output: &str) -> Result<Vec<MeshRemote>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(output.trim()).map_err(|e| format!("not JSON: {e}"))?;
+    let items = match &v {
+        serde_json::Value::Array(a) => a.as_slice(),
+        serde_json::Value::Null => &[],
+        _ => return Err("not a list of remote clusters".into()),
+    };
+    let b = |o: &serde_json::Value, k: &str| o.get(k).and_then(serde_json::Value::as_bool);
+    let u = |o: &serde_json::Value, k: &str| o.get(k).and_then(serde_json::Value::as_u64);
+    let mut out = Vec::new();
+    for o in items {
+        let name = o
+            .get("name")
+            .and_then(|n| n.as_str())
+            .ok_or("a remote cluster without a name")?
+            .to_owned();
+        let config = o.get("config");
+        let mut not_synced: Vec<String> = o
+            .get("synced")
+            .and_then(|s| s.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| v.as_bool() == Some(false))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        not_synced.sort();
+        out.push(MeshRemote {
+            name,
+            ready: b(o, "ready").unwrap_or(false),
+            connected: b(o, "connected").unwrap_or(false),
+            status: o
+                .get("status")
+                .and_then(|s| s.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            config_retrieved: config.and_then(|c| b(c, "retrieved")),
+            cluster_id: config.and_then(|c| u(c, "cluster-id")),
+            not_synced,
+            nodes: u(o, "num-nodes").unwrap_or(0),
+            failures: u(o, "num-failures").unwrap_or(0),
+        });
+    }
+    Ok(out)
 }
 
 /// The etcd client configuration the chart writes for one peer (`cilium-clustermesh` or
@@ -265,11 +353,72 @@ Hubble:  Ok
             ),
             ("k8s-c3", false, "not-ready")
         );
+        assert_eq!(
+            s.clusters[1].sub,
+            vec!["remote configuration: expected=true, retrieved=false".to_owned()]
+        );
+        assert_eq!(s.clusters[0].sub.len(), 2);
         let none =
             cilium_status("ClusterMesh:   0/0 remote clusters ready, 0 global-services\n").unwrap();
         assert_eq!((none.ready, none.total), (0, 0));
         assert_eq!(cilium_status("KVStore: Ok\n"), None);
         assert_eq!(cilium_status("ClusterMesh: garbage\n"), None);
+    }
+
+    /// Real output of `clustermesh-apiserver kvstoremesh-dbg status -o json` (Cilium 1.20.0, in
+    /// the lab, configured by cmesh).
+    const KVSTOREMESH_JSON: &str = r#"[
+  {
+    "config": {
+      "cluster-id": 2,
+      "endpoint-slices-export-mode": "services-and-endpointslices",
+      "required": true,
+      "retrieved": true,
+      "service-exports-enabled": false,
+      "sync-canaries": true
+    },
+    "connected": true,
+    "last-failure": "0001-01-01T00:00:00.000Z",
+    "name": "k8s02",
+    "num-nodes": 2,
+    "ready": true,
+    "status": "etcd: 1/1 connected, leases=0, lock leases=0, has-quorum=true: endpoint status checks are disabled, ID: d476d5655bc548f9",
+    "synced": {
+      "endpoint-slices": true,
+      "endpoints": true,
+      "identities": true,
+      "nodes": true,
+      "service-exports": true,
+      "services": true
+    }
+  }
+]
+"#;
+
+    #[test]
+    fn kvstoremesh_json() {
+        let r = kvstoremesh_status(KVSTOREMESH_JSON).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].name.as_str(), r[0].ready, r[0].connected, r[0].nodes),
+            ("k8s02", true, true, 2)
+        );
+        assert_eq!(
+            (r[0].config_retrieved, r[0].cluster_id),
+            (Some(true), Some(2))
+        );
+        assert!(r[0].not_synced.is_empty());
+        let broken = KVSTOREMESH_JSON
+            .replace("\"ready\": true", "\"ready\": false")
+            .replace("\"nodes\": true", "\"nodes\": false");
+        let r = kvstoremesh_status(&broken).unwrap();
+        assert_eq!(
+            (r[0].ready, r[0].not_synced.clone()),
+            (false, vec!["nodes".to_owned()])
+        );
+        assert_eq!(kvstoremesh_status("null").unwrap(), vec![]);
+        assert!(kvstoremesh_status("Failed to retrieve status").is_err());
+        assert!(kvstoremesh_status("{}").is_err());
     }
 
     #[test]

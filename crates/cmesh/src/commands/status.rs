@@ -45,6 +45,7 @@ pub fn run(
     let runtime = super::common::runtime()?;
     let start = Instant::now();
     let terminal = std::io::stderr().is_terminal();
+    let ask_kvstoremesh = crate::status::asks_kvstoremesh(spec);
     loop {
         let all = runtime.block_on(async {
             let conns = cluster::connect_all(
@@ -63,6 +64,7 @@ pub fn run(
                         i,
                         name,
                         crate::status::observe(
+                            ask_kvstoremesh,
                             conn,
                             helm.as_ref().map_err(String::as_str),
                             timeout,

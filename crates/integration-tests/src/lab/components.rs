@@ -65,7 +65,9 @@ pub fn kube() -> Option<Kube> {
     };
     match problem {
         None => Some(Kube { dir }),
-        Some(p) if tools::required() => panic!("the lab is required (CMESH_REQUIRE_EXTERNAL=1): {p}"),
+        Some(p) if tools::required() => {
+            panic!("the lab is required (CMESH_REQUIRE_EXTERNAL=1): {p}")
+        }
         Some(p) => {
             eprintln!("SKIPPED: the lab cannot run: {p}");
             None

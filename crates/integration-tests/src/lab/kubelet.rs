@@ -117,6 +117,20 @@ pub fn start(rt: &tokio::runtime::Runtime, cluster: Arc<Cluster>, spawner: Arc<S
     for d in ["pods/agent", "pods/clustermesh-apiserver", "bin"] {
         std::fs::create_dir_all(cluster.dir.join(d)).expect("kubelet dirs");
     }
+    // What `kubectl exec` into an agent finds: the agent CLI stand-in under both its names.
+    let standin = lab_bin("cilium-dbg-standin");
+    for n in ["cilium-dbg", "cilium"] {
+        let link = cluster.dir.join("bin").join(n);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&standin, &link).expect("stand-in link");
+    }
+    // Services whose only backend is a pod the lab runs on this node resolve to the node's
+    // loopback, as the agent's service-aware dialer and its load balancer would get there.
+    std::fs::write(
+        cluster.dir.join("hosts"),
+        "127.0.0.1 localhost\n::1 localhost ip6-localhost\n127.0.0.1 clustermesh-apiserver.kube-system.svc clustermesh-apiserver.kube-system.svc.cluster.local\n",
+    )
+    .expect("hosts");
     let shared = Arc::new(Shared {
         cluster,
         spawner,
@@ -306,12 +320,7 @@ async fn reconcile(s: &Shared) -> Result<(), String> {
     match newest(&items, "k8s-app", "clustermesh-apiserver") {
         Some(p) => clustermesh_pod(s, p).await?,
         None => {
-            let had = s
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pod
-                .take();
+            let had = s.state.lock().unwrap_or_else(|p| p.into_inner()).pod.take();
             if let Some(old) = had {
                 s.event(format!("pod {} gone: containers stopped", old.name));
             }
@@ -326,7 +335,13 @@ async fn operator(s: &Shared, op: &Pod) -> Result<(), String> {
     let Some(version) = release_of(op) else {
         return Ok(());
     };
-    if s.state.lock().unwrap_or_else(|p| p.into_inner()).crds.as_deref() == Some(&version) {
+    if s.state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .crds
+        .as_deref()
+        == Some(&version)
+    {
         return Ok(());
     }
     let Some(release) = components::cilium(&version) else {
@@ -336,7 +351,17 @@ async fn operator(s: &Shared, op: &Pod) -> Result<(), String> {
         Api::all(s.cluster.client.clone());
     let mut applied = Vec::new();
     for (dir, names) in [
-        ("v2", &["ciliumnodes", "ciliumidentities", "ciliumendpoints", "ciliumexternalworkloads", "ciliumclusterwidenetworkpolicies", "ciliumnetworkpolicies"][..]),
+        (
+            "v2",
+            &[
+                "ciliumnodes",
+                "ciliumidentities",
+                "ciliumendpoints",
+                "ciliumexternalworkloads",
+                "ciliumclusterwidenetworkpolicies",
+                "ciliumnetworkpolicies",
+            ][..],
+        ),
         ("v2alpha1", &["ciliumendpointslices"][..]),
     ] {
         for n in names {
@@ -360,7 +385,10 @@ async fn operator(s: &Shared, op: &Pod) -> Result<(), String> {
             applied.push(name);
         }
     }
-    s.event(format!("operator {version}: registered CRDs {}", applied.join(", ")));
+    s.event(format!(
+        "operator {version}: registered CRDs {}",
+        applied.join(", ")
+    ));
     s.state.lock().unwrap_or_else(|p| p.into_inner()).crds = Some(version);
     Ok(())
 }
@@ -380,7 +408,12 @@ fn yaml_to_json(text: &str) -> Result<serde_json::Value, String> {
 /// Each agent registers its node as a CiliumNode (address, pod range from the cluster pool,
 /// labels); the lab does it for every node an agent runs on.
 async fn agent_nodes(s: &Shared, agents: &[&Pod]) -> Result<(), String> {
-    if s.state.lock().unwrap_or_else(|p| p.into_inner()).crds.is_none() {
+    if s.state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .crds
+        .is_none()
+    {
         return Ok(());
     }
     let c = &s.cluster;
@@ -403,14 +436,13 @@ async fn agent_nodes(s: &Shared, agents: &[&Pod]) -> Result<(), String> {
             continue;
         }
         let n = c.nodes.iter().position(|x| *x == node).unwrap_or(0);
-        let pool = c.pod_cidr.split('.').take(2).collect::<Vec<_>>().join(".");
         let obj = serde_json::json!({
             "apiVersion": "cilium.io/v2",
             "kind": "CiliumNode",
             "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}},
             "spec": {
                 "addresses": [{"type": "InternalIP", "ip": c.ip.to_string()}],
-                "ipam": {"podCIDRs": [format!("{pool}.{n}.0/24")]},
+                "ipam": {"podCIDRs": [node_pod_cidr(c, n)]},
             },
         });
         api.patch(
@@ -430,6 +462,12 @@ async fn agent_nodes(s: &Shared, agents: &[&Pod]) -> Result<(), String> {
     Ok(())
 }
 
+/// The /24 of the cluster pool the operator gives node `n` (cluster-pool IPAM).
+fn node_pod_cidr(c: &Cluster, n: usize) -> String {
+    let pool = c.pod_cidr.split('.').take(2).collect::<Vec<_>>().join(".");
+    format!("{pool}.{n}.0/24")
+}
+
 /// The agent's Secret and ConfigMap volumes in `pods/agent`, and its entry script.
 async fn agent_files(s: &Shared, a: &Pod) -> Result<(), String> {
     let c = &s.cluster;
@@ -443,9 +481,27 @@ async fn agent_files(s: &Shared, a: &Pod) -> Result<(), String> {
         .into_iter()
         .filter(|v| v.secret.is_some() || v.config_map.is_some() || v.projected.is_some())
         .collect();
-    let changed = materialize(c, a, &volumes, &dir.join("volumes")).await?;
-    let new_pod = s.state.lock().unwrap_or_else(|p| p.into_inner()).agent_uid.as_deref()
+    let new_pod = s
+        .state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .agent_uid
+        .as_deref()
         != Some(uid.as_str());
+    if new_pod {
+        let _ = std::fs::remove_dir_all(dir.join("volumes"));
+    }
+    let changed = materialize(c, a, &volumes, &dir.join("volumes")).await?;
+    let nodes: String = c
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(n, name)| format!("{name} {} {}\n", c.ip, node_pod_cidr(c, n)))
+        .collect();
+    write_if_changed(&dir.join("nodes"), nodes.as_bytes(), 0o644)?;
+    if let Some(v) = release_of(a) {
+        write_if_changed(&dir.join("release"), v.as_bytes(), 0o644)?;
+    }
     if new_pod {
         let Some(agent) = spec.containers.iter().find(|k| k.name == "cilium-agent") else {
             return Ok(());
@@ -511,6 +567,16 @@ async fn clustermesh_pod(s: &Shared, p: &Pod) -> Result<(), String> {
     materialize(c, p, &volumes, &dir.join("volumes")).await?;
     let lookups = Lookups::read(c, p).await?;
     let image = release.image();
+    // `kubectl exec` into the pod's containers finds the image's binaries (kwok looks commands
+    // up on its own PATH, which starts with the cluster's bin/).
+    for b in ["clustermesh-apiserver", "kvstoremesh"] {
+        let link = c.dir.join("bin").join(b);
+        let _ = std::fs::remove_file(&link);
+        let target = image.join("usr/bin").join(b);
+        if target.is_file() {
+            std::os::unix::fs::symlink(&target, &link).map_err(|e| e.to_string())?;
+        }
+    }
 
     for init in spec.init_containers.clone().unwrap_or_default() {
         let proc_spec = container_spec(s, p, &init, &volumes, &dir, &image, &lookups)?;
@@ -760,7 +826,10 @@ fn container_env(p: &Pod, c: &Cluster, k: &Container, l: &Lookups) -> Vec<(Strin
             "PATH".into(),
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         ),
-        ("HOSTNAME".into(), p.metadata.name.clone().unwrap_or_default()),
+        (
+            "HOSTNAME".into(),
+            p.metadata.name.clone().unwrap_or_default(),
+        ),
         ("HOME".into(), "/root".into()),
         ("KUBERNETES_SERVICE_HOST".into(), c.ip.to_string()),
         ("KUBERNETES_SERVICE_PORT".into(), "6443".into()),
@@ -777,10 +846,12 @@ fn container_env(p: &Pod, c: &Cluster, k: &Container, l: &Lookups) -> Vec<(Strin
         if let Some(r) = &e.secret_ref
             && let Some(m) = l.secrets.get(&r.name)
         {
-            env.extend(
-                m.iter()
-                    .map(|(k, v)| (format!("{prefix}{k}"), String::from_utf8_lossy(v).into_owned())),
-            );
+            env.extend(m.iter().map(|(k, v)| {
+                (
+                    format!("{prefix}{k}"),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            }));
         }
     }
     for e in k.env.iter().flatten() {
@@ -788,7 +859,10 @@ fn container_env(p: &Pod, c: &Cluster, k: &Container, l: &Lookups) -> Vec<(Strin
             Some(expand(v, &env))
         } else if let Some(vf) = &e.value_from {
             if let Some(r) = &vf.config_map_key_ref {
-                l.config_maps.get(&r.name).and_then(|m| m.get(&r.key)).cloned()
+                l.config_maps
+                    .get(&r.name)
+                    .and_then(|m| m.get(&r.key))
+                    .cloned()
             } else if let Some(r) = &vf.secret_key_ref {
                 l.secrets
                     .get(&r.name)
@@ -834,7 +908,10 @@ fn container_spec(
         .map(|a| expand(a, &env))
         .collect();
     if argv.is_empty() {
-        return Err(format!("container {}: no command (image entrypoints are not known)", k.name));
+        return Err(format!(
+            "container {}: no command (image entrypoints are not known)",
+            k.name
+        ));
     }
     let script = dir.join(format!("enter-{}.sh", k.name));
     write_if_changed(
@@ -868,6 +945,13 @@ fn sh_quote(s: &str) -> String {
 /// each volume at its mountPath, and finally `exec "$@"`.
 fn entry_script(k: &Container, volumes: &[Volume], pod_dir: &Path, image: Option<&Path>) -> String {
     let mut s = String::from("#!/bin/sh\n# Written by the lab's kubelet stand-in.\nset -e\n");
+    // pods/<role>/ is two levels below the cluster's directory, which holds `hosts`.
+    if let Some(cluster_dir) = pod_dir.parent().and_then(Path::parent) {
+        s.push_str(&format!(
+            "mount --bind {} /etc/hosts\n",
+            sh_quote(&cluster_dir.join("hosts").display().to_string())
+        ));
+    }
     s.push_str("mount -t tmpfs -o mode=755 tmpfs /var/lib\nmount -t tmpfs -o mode=755 tmpfs /run\nmount -t tmpfs -o mode=1777 tmpfs /tmp\n");
     if let Some(img) = image {
         let bin = img.join("usr/bin");
@@ -877,7 +961,10 @@ fn entry_script(k: &Container, volumes: &[Volume], pod_dir: &Path, image: Option
         ));
         let lib = img.join("var/lib");
         if lib.is_dir() {
-            s.push_str(&format!("cp -a {}/. /var/lib/\n", sh_quote(&lib.display().to_string())));
+            s.push_str(&format!(
+                "cp -a {}/. /var/lib/\n",
+                sh_quote(&lib.display().to_string())
+            ));
         }
     }
     let known: BTreeSet<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
@@ -894,7 +981,9 @@ fn entry_script(k: &Container, volumes: &[Volume], pod_dir: &Path, image: Option
             .iter()
             .any(|r| target.starts_with(r));
         if !supported {
-            s.push_str(&format!("echo 'kubelet stand-in: mountPath {target} not supported' >&2\n"));
+            s.push_str(&format!(
+                "echo 'kubelet stand-in: mountPath {target} not supported' >&2\n"
+            ));
             continue;
         }
         let mut src = pod_dir.join("volumes").join(&m.name);
@@ -944,7 +1033,12 @@ type Files = BTreeMap<PathBuf, (Vec<u8>, u32)>;
 /// Writes the pod's volumes under `root/<volume>/`: Secrets, ConfigMaps, projected sources,
 /// emptyDirs (created once), a real service-account token. Files that are no longer part of
 /// a volume are removed. Returns whether anything changed.
-async fn materialize(c: &Cluster, p: &Pod, volumes: &[Volume], root: &Path) -> Result<bool, String> {
+async fn materialize(
+    c: &Cluster,
+    p: &Pod,
+    volumes: &[Volume],
+    root: &Path,
+) -> Result<bool, String> {
     let ns = p.metadata.namespace.clone().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), &ns);
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
@@ -966,14 +1060,26 @@ async fn materialize(c: &Cluster, p: &Pod, volumes: &[Volume], root: &Path) -> R
             add_keys(
                 &mut files,
                 Path::new(""),
-                data.map(|s| s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()),
+                data.map(|s| {
+                    s.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect()
+                }),
                 sv.items.as_deref(),
                 mode,
             );
         } else if let Some(cv) = &v.config_map {
             let mode = cv.default_mode.unwrap_or(0o644) as u32;
             let data = cms.get_opt(&cv.name).await.map_err(|e| e.to_string())?;
-            add_keys(&mut files, Path::new(""), data.map(cm_bytes), cv.items.as_deref(), mode);
+            add_keys(
+                &mut files,
+                Path::new(""),
+                data.map(cm_bytes),
+                cv.items.as_deref(),
+                mode,
+            );
         } else if let Some(pv) = &v.projected {
             let mode = pv.default_mode.unwrap_or(0o644) as u32;
             for src in pv.sources.iter().flatten() {
@@ -982,14 +1088,26 @@ async fn materialize(c: &Cluster, p: &Pod, volumes: &[Volume], root: &Path) -> R
                     add_keys(
                         &mut files,
                         Path::new(""),
-                        data.map(|s| s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()),
+                        data.map(|s| {
+                            s.data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.0))
+                                .collect()
+                        }),
                         ss.items.as_deref(),
                         mode,
                     );
                 }
                 if let Some(cs) = &src.config_map {
                     let data = cms.get_opt(&cs.name).await.map_err(|e| e.to_string())?;
-                    add_keys(&mut files, Path::new(""), data.map(cm_bytes), cs.items.as_deref(), mode);
+                    add_keys(
+                        &mut files,
+                        Path::new(""),
+                        data.map(cm_bytes),
+                        cs.items.as_deref(),
+                        mode,
+                    );
                 }
                 if let Some(t) = &src.service_account_token {
                     let target = root.join(&v.name).join(&t.path);
@@ -1177,7 +1295,11 @@ async fn node_ports(s: &Shared) -> Result<(), String> {
                 &format!("nodeport-{}", key.replace([':', '.'], "-")),
                 &c.netns,
                 &c.dir,
-                vec![lab_bin("lab-forward").display().to_string(), listen.clone(), target.clone()],
+                vec![
+                    lab_bin("lab-forward").display().to_string(),
+                    listen.clone(),
+                    target.clone(),
+                ],
             );
             st.forwarders.insert(key, Proc::start(&s.spawner, spec));
             st.events.push(format!("NodePort {listen} -> {target}"));

@@ -180,8 +180,9 @@ impl Lab {
         // Not under /tmp: containers get a private /tmp, and their volumes live in here.
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/lab");
         std::fs::create_dir_all(&base).expect("target/lab");
+        sweep_dirs(&base);
         let dir = tempfile::Builder::new()
-            .prefix("lab-")
+            .prefix(&format!("lab-{}-", std::process::id()))
             .tempdir_in(&base)
             .expect("lab dir");
         let mut net = Net::create();
@@ -215,7 +216,11 @@ impl Lab {
                 "kubernetes.default.svc".into(),
                 "kubernetes.default.svc.cluster.local".into(),
             ];
-            write_pair(&cdir, "apiserver", &ca.issue("kube-apiserver", &[], &sans, true));
+            write_pair(
+                &cdir,
+                "apiserver",
+                &ca.issue("kube-apiserver", &[], &sans, true),
+            );
             write_pair(
                 &cdir,
                 "kubelet",
@@ -367,6 +372,25 @@ impl Drop for Lab {
         }
         // `net` then removes the namespaces (killing any stray process left in them) and the
         // bridge; `dir` removes the files.
+    }
+}
+
+/// Removes lab directories of processes that are gone (killed before they could clean up).
+fn sweep_dirs(base: &Path) {
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("lab-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -546,7 +570,10 @@ async fn wait_nodes_ready(c: &Cluster, timeout: Duration) -> Result<(), String> 
     let api: Api<Node> = Api::all(c.client.clone());
     let deadline = Instant::now() + timeout;
     loop {
-        let nodes = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
+        let nodes = api
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
         let ready = nodes
             .items
             .iter()
@@ -568,7 +595,10 @@ async fn wait_nodes_ready(c: &Cluster, timeout: Duration) -> Result<(), String> 
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!("{ready}/{} nodes ready and untainted", c.nodes.len()));
+            return Err(format!(
+                "{ready}/{} nodes ready and untainted",
+                c.nodes.len()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }

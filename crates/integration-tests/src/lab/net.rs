@@ -87,8 +87,7 @@ fn sweep(slot: u8) {
     if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let name = line.split_whitespace().next().unwrap_or_default();
-            if name.starts_with(&prefix)
-                && name[prefix.len()..].bytes().all(|b| b.is_ascii_digit())
+            if name.starts_with(&prefix) && name[prefix.len()..].bytes().all(|b| b.is_ascii_digit())
             {
                 kill_all_in(name);
                 ip_quiet(&["netns", "del", name]);
@@ -116,6 +115,25 @@ impl Net {
         let dir = lock_dir();
         std::fs::create_dir_all(&dir).expect("lock dir");
         let me = std::process::id();
+        // Slots whose owner died without cleaning up (SIGKILL, a crash): remove what they left.
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let path = e.path();
+                let slot = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.parse::<u8>().ok());
+                let owner = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok());
+                if let (Some(slot), Some(pid)) = (slot, owner)
+                    && !process_alive(pid)
+                    && std::fs::remove_file(&path).is_ok()
+                {
+                    sweep(slot);
+                }
+            }
+        }
         // Start at a PID-dependent slot so that concurrent processes rarely contend.
         let start = (me % 200) as u16;
         for k in 0..=255u16 {
@@ -175,7 +193,14 @@ impl Net {
         self.namespaces.push(ns.clone());
         ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer]);
         ip(&["link", "set", &peer, "netns", &ns]);
-        ip(&["link", "set", &host, "master", &bridge_name(self.slot), "up"]);
+        ip(&[
+            "link",
+            "set",
+            &host,
+            "master",
+            &bridge_name(self.slot),
+            "up",
+        ]);
         let inside = |args: &[&str]| {
             let mut full = vec!["-n", ns.as_str()];
             full.extend_from_slice(args);
