@@ -29,6 +29,8 @@ pub struct Conn {
     pub kubeconfig: Option<PathBuf>,
     /// The context, for helm.
     pub context: Option<String>,
+    /// The bound on one request (and on one exec in `exec`).
+    pub timeout: Duration,
 }
 
 /// Resolves `cluster.kubeconfig` relative to mesh.yaml's directory.
@@ -79,6 +81,7 @@ pub async fn connect(
         client,
         kubeconfig: path,
         context: cluster.context.clone(),
+        timeout,
     })
 }
 
@@ -297,8 +300,21 @@ impl Conn {
         container: &str,
         command: &[&str],
     ) -> Result<String, String> {
-        self.exec_in(CILIUM_NAMESPACE, pod, container, command)
-            .await
+        // An exec stream can stay open without traffic (seen when the command exits on a
+        // kubelet that never sends the status frame): bound the whole call.
+        match tokio::time::timeout(
+            self.timeout,
+            self.exec_in(CILIUM_NAMESPACE, pod, container, command),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "`{}` in {pod}/{container} did not finish within {}s",
+                command.join(" "),
+                self.timeout.as_secs_f64()
+            )),
+        }
     }
 
     /// [`Conn::exec`] in namespace `ns`.

@@ -21,6 +21,32 @@ pub enum Chart {
     Local(PathBuf),
 }
 
+impl Chart {
+    /// The chart version this installs, when it can be known without helm: the repository
+    /// version, or a chart directory's `Chart.yaml` `version:` (an archive says nothing).
+    pub fn version(&self) -> Option<String> {
+        match self {
+            Chart::Repo { version, .. } => Some(version.clone()),
+            Chart::Local(p) if p.is_dir() => {
+                let text = std::fs::read_to_string(p.join("Chart.yaml")).ok()?;
+                text.lines()
+                    .find_map(|l| l.strip_prefix("version:"))
+                    .map(|v| v.trim().trim_matches(['"', '\'']).to_owned())
+            }
+            Chart::Local(_) => None,
+        }
+    }
+}
+
+/// A release as `helm list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// `cilium-1.16.19`.
+    pub chart: String,
+    /// `deployed`, `failed`, `pending-upgrade`, ...
+    pub status: String,
+}
+
 /// The helm binary.
 #[derive(Debug, Clone)]
 pub struct Helm {
@@ -165,6 +191,40 @@ impl Helm {
             values.display().to_string(),
         ]);
         self.run(args, target, timeout).await
+    }
+
+    /// `helm list --filter ^<release>$ -o json`: the release's chart and status, `None` if there
+    /// is no release.
+    ///
+    /// # Errors
+    /// [`HelmError`].
+    pub async fn release(
+        &self,
+        release: &str,
+        namespace: &str,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<Option<Release>, HelmError> {
+        let args = vec![
+            "list".into(),
+            "--namespace".into(),
+            namespace.into(),
+            "--all".into(),
+            "--filter".into(),
+            format!("^{release}$"),
+            "--output".into(),
+            "json".into(),
+        ];
+        let text = self.run(args, target, timeout).await?;
+        let v: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| HelmError {
+            args: format!("list {release}"),
+            code: Some(0),
+            stderr: format!("unreadable output: {e}"),
+        })?;
+        Ok(v.as_array().and_then(|a| a.first()).map(|r| Release {
+            chart: r["chart"].as_str().unwrap_or_default().to_owned(),
+            status: r["status"].as_str().unwrap_or_default().to_owned(),
+        }))
     }
 
     /// `helm get values <release> -o json`: the user-supplied values, `None` if there is no

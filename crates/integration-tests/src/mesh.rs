@@ -120,3 +120,109 @@ impl Mesh {
         (r, v)
     }
 }
+
+impl Mesh {
+    /// `status --wait` until every check passes (or `timeout`), then `-o json`.
+    pub fn status_wait(&self, bin: &Path, timeout: &str) -> (Run, serde_json::Value) {
+        self.status_json(
+            bin,
+            &["--wait", "--timeout", timeout, "--interval", "500ms"],
+        )
+    }
+
+    /// Runs `f` with cluster `i`'s admin client on the lab's runtime.
+    pub fn kube<T>(
+        &self,
+        i: usize,
+        f: impl AsyncFnOnce(kube::Client) -> Result<T, kube::Error>,
+    ) -> T {
+        let client = self.lab.clusters[i].client.clone();
+        self.lab
+            .rt
+            .block_on(f(client))
+            .unwrap_or_else(|e| panic!("{}: {e}", name(i)))
+    }
+
+    /// Replaces keys of Secret `kube-system/<secret>` in cluster `i` (values as text), as
+    /// someone with kubectl would.
+    pub fn patch_secret(&self, i: usize, secret: &str, data: &[(&str, &str)]) {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let map: serde_json::Map<String, serde_json::Value> = data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::json!(b64(v))))
+            .collect();
+        let patch = serde_json::json!({"data": map});
+        self.kube(i, async |c| {
+            let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                kube::Api::namespaced(c, "kube-system");
+            api.patch(
+                secret,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .map(|_| ())
+        });
+    }
+
+    /// Deletes cluster `i`'s clustermesh-apiserver pod and waits until the lab runs its
+    /// replacement (what `kubectl delete pod` and a rollout restart come to).
+    pub fn restart_clustermesh_apiserver(&self, i: usize) {
+        let before = self.lab.kubelet(i).pod_uid();
+        self.kube(i, async |c| {
+            let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                kube::Api::namespaced(c, "kube-system");
+            api.delete_collection(
+                &kube::api::DeleteParams::default(),
+                &kube::api::ListParams::default().labels("k8s-app=clustermesh-apiserver"),
+            )
+            .await
+            .map(|_| ())
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.lab.kubelet(i).pod_uid() == before || self.lab.kubelet(i).pod_uid().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: no new clustermesh-apiserver pod\n{}",
+                name(i),
+                self.lab.logs(30)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.lab
+            .kubelet(i)
+            .wait_running(&["etcd", "apiserver"], std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.lab.logs(30)));
+    }
+
+    /// helm against cluster `i`.
+    pub fn helm(&self, i: usize, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(&self.helm)
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&self.lab.clusters[i].kubeconfig)
+            .output()
+            .expect("helm")
+    }
+}
+
+/// The outcome and reason of check `name` on `cluster` in a status JSON document.
+pub fn check<'a>(status: &'a serde_json::Value, cluster: &str, name: &str) -> (&'a str, &'a str) {
+    let c = status["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["cluster"] == cluster)
+        .unwrap_or_else(|| panic!("no cluster {cluster} in {status}"));
+    let k = c["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| k["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} on {cluster}: {c}"));
+    (
+        k["outcome"].as_str().unwrap_or(""),
+        k["reason"].as_str().unwrap_or(""),
+    )
+}

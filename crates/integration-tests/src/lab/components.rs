@@ -25,12 +25,13 @@ impl Kube {
         self.dir.join(name).display().to_string()
     }
 
-    /// kwok's stage files for fast node and pod lifecycles (nodes Ready, pods Running and Ready
-    /// at once, completion and deletion).
+    /// kwok's stage files for fast node and pod lifecycles (nodes Ready and kept alive by
+    /// their leases, pods Running and Ready at once, completion and deletion).
     pub fn stages(&self) -> Vec<PathBuf> {
         let s = self.dir.join("kwok-stages");
         vec![
             s.join("node/fast/node-initialize.yaml"),
+            s.join("node/heartbeat-with-lease/node-heartbeat-with-lease.yaml"),
             s.join("pod/fast/pod-ready.yaml"),
             s.join("pod/fast/pod-complete.yaml"),
             s.join("pod/fast/pod-delete.yaml"),

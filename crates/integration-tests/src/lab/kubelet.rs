@@ -143,7 +143,7 @@ pub fn start(rt: &tokio::runtime::Runtime, cluster: Arc<Cluster>, spawner: Arc<S
             if let Err(e) = reconcile(&s).await {
                 s.event(format!("reconcile: {e}"));
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
     Handle {
@@ -299,12 +299,13 @@ fn release_of(p: &Pod) -> Option<String> {
 
 async fn reconcile(s: &Shared) -> Result<(), String> {
     let c = &s.cluster;
-    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "kube-system");
+    let pods: Api<Pod> = Api::namespaced(c.system.clone(), "kube-system");
     let list = pods
         .list(&ListParams::default())
         .await
         .map_err(|e| format!("list pods: {e}"))?;
     let items = list.items;
+    let lookups = Lookups::list(&c.system, "kube-system").await?;
 
     if let Some(op) = newest(&items, "io.cilium/app", "operator") {
         operator(s, op).await?;
@@ -315,10 +316,10 @@ async fn reconcile(s: &Shared) -> Result<(), String> {
         .collect();
     agent_nodes(s, &agents).await?;
     if let Some(a) = newest(&items, "k8s-app", "cilium") {
-        agent_files(s, a).await?;
+        agent_files(s, a, &lookups).await?;
     }
     match newest(&items, "k8s-app", "clustermesh-apiserver") {
-        Some(p) => clustermesh_pod(s, p).await?,
+        Some(p) => clustermesh_pod(s, p, &lookups).await?,
         None => {
             let had = s.state.lock().unwrap_or_else(|p| p.into_inner()).pod.take();
             if let Some(old) = had {
@@ -348,7 +349,7 @@ async fn operator(s: &Shared, op: &Pod) -> Result<(), String> {
         return Err(format!("no Cilium {version} in .tools"));
     };
     let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(s.cluster.client.clone());
+        Api::all(s.cluster.system.clone());
     let mut applied = Vec::new();
     for (dir, names) in [
         (
@@ -422,7 +423,7 @@ async fn agent_nodes(s: &Shared, agents: &[&Pod]) -> Result<(), String> {
         "v2",
         "CiliumNode",
     ));
-    let api: Api<kube::api::DynamicObject> = Api::all_with(c.client.clone(), &ar);
+    let api: Api<kube::api::DynamicObject> = Api::all_with(c.system.clone(), &ar);
     for a in agents {
         let Some(node) = a.spec.as_ref().and_then(|s| s.node_name.clone()) else {
             continue;
@@ -469,7 +470,7 @@ fn node_pod_cidr(c: &Cluster, n: usize) -> String {
 }
 
 /// The agent's Secret and ConfigMap volumes in `pods/agent`, and its entry script.
-async fn agent_files(s: &Shared, a: &Pod) -> Result<(), String> {
+async fn agent_files(s: &Shared, a: &Pod, l: &Lookups) -> Result<(), String> {
     let c = &s.cluster;
     let dir = c.dir.join("pods/agent");
     let uid = a.metadata.uid.clone().unwrap_or_default();
@@ -491,7 +492,7 @@ async fn agent_files(s: &Shared, a: &Pod) -> Result<(), String> {
     if new_pod {
         let _ = std::fs::remove_dir_all(dir.join("volumes"));
     }
-    let changed = materialize(c, a, &volumes, &dir.join("volumes")).await?;
+    let changed = materialize(c, a, &volumes, &dir.join("volumes"), l).await?;
     let nodes: String = c
         .nodes
         .iter()
@@ -523,7 +524,7 @@ async fn agent_files(s: &Shared, a: &Pod) -> Result<(), String> {
     Ok(())
 }
 
-async fn clustermesh_pod(s: &Shared, p: &Pod) -> Result<(), String> {
+async fn clustermesh_pod(s: &Shared, p: &Pod, lookups: &Lookups) -> Result<(), String> {
     let c = &s.cluster;
     let uid = p.metadata.uid.clone().unwrap_or_default();
     let name = p.metadata.name.clone().unwrap_or_default();
@@ -546,7 +547,7 @@ async fn clustermesh_pod(s: &Shared, p: &Pod) -> Result<(), String> {
             .as_ref()
             .map(|r| r.volumes.clone())
             .unwrap_or_default();
-        if materialize(c, p, &volumes, &dir.join("volumes")).await? {
+        if materialize(c, p, &volumes, &dir.join("volumes"), lookups).await? {
             s.event(format!("pod {name}: volumes updated"));
         }
         restart_exited(s);
@@ -564,9 +565,24 @@ async fn clustermesh_pod(s: &Shared, p: &Pod) -> Result<(), String> {
     let volumes = spec.volumes.clone().unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("volumes")).map_err(|e| e.to_string())?;
-    materialize(c, p, &volumes, &dir.join("volumes")).await?;
-    let lookups = Lookups::read(c, p).await?;
+    materialize(c, p, &volumes, &dir.join("volumes"), lookups).await?;
     let image = release.image();
+    // The pod shares the node's network namespace here; giving it its pod IP (on lo) lets the
+    // containers bind what the chart tells them to (1.14 and 1.16 listen on the pod IP).
+    if let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) {
+        let _ = tokio::process::Command::new("ip")
+            .args([
+                "-n",
+                &c.netns,
+                "addr",
+                "replace",
+                &format!("{ip}/32"),
+                "dev",
+                "lo",
+            ])
+            .output()
+            .await;
+    }
     // `kubectl exec` into the pod's containers finds the image's binaries (kwok looks commands
     // up on its own PATH, which starts with the cluster's bin/).
     for b in ["clustermesh-apiserver", "kvstoremesh"] {
@@ -579,7 +595,7 @@ async fn clustermesh_pod(s: &Shared, p: &Pod) -> Result<(), String> {
     }
 
     for init in spec.init_containers.clone().unwrap_or_default() {
-        let proc_spec = container_spec(s, p, &init, &volumes, &dir, &image, &lookups)?;
+        let proc_spec = container_spec(s, p, &init, &volumes, &dir, &image, lookups)?;
         let mut proc = Proc::start(&s.spawner, proc_spec);
         let deadline = Instant::now() + Duration::from_secs(120);
         let status = loop {
@@ -613,7 +629,7 @@ async fn clustermesh_pod(s: &Shared, p: &Pod) -> Result<(), String> {
         .clone();
     let mut containers = Vec::new();
     for k in &spec.containers {
-        let proc_spec = container_spec(s, p, k, &volumes, &dir, &image, &lookups)?;
+        let proc_spec = container_spec(s, p, k, &volumes, &dir, &image, lookups)?;
         let enabled = !disabled.contains(&k.name);
         let proc = enabled.then(|| Proc::start(&s.spawner, proc_spec.clone()));
         containers.push(ContainerRun {
@@ -678,65 +694,48 @@ fn restart_exited(s: &Shared) {
     }
 }
 
-/// What env and volume references resolve against: the pod's ConfigMaps and Secrets.
+/// The namespace's Secrets and ConfigMaps, listed once per pass: what env and volume
+/// references resolve against.
 struct Lookups {
     config_maps: BTreeMap<String, BTreeMap<String, String>>,
     secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    config_map_bytes: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
 impl Lookups {
-    async fn read(c: &Cluster, p: &Pod) -> Result<Lookups, String> {
-        let ns = p.metadata.namespace.clone().unwrap_or_default();
-        let mut names_cm = BTreeSet::new();
-        let mut names_secret = BTreeSet::new();
-        let spec = p.spec.as_ref().ok_or("pod without spec")?;
-        for k in spec
-            .containers
-            .iter()
-            .chain(spec.init_containers.iter().flatten())
-        {
-            for e in k.env.iter().flatten() {
-                if let Some(vf) = &e.value_from {
-                    if let Some(r) = &vf.config_map_key_ref {
-                        names_cm.insert(r.name.clone());
-                    }
-                    if let Some(r) = &vf.secret_key_ref {
-                        names_secret.insert(r.name.clone());
-                    }
-                }
-            }
-            for e in k.env_from.iter().flatten() {
-                if let Some(r) = &e.config_map_ref {
-                    names_cm.insert(r.name.clone());
-                }
-                if let Some(r) = &e.secret_ref {
-                    names_secret.insert(r.name.clone());
-                }
-            }
-        }
-        let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
-        let secrets: Api<Secret> = Api::namespaced(c.client.clone(), &ns);
+    async fn list(client: &kube::Client, ns: &str) -> Result<Lookups, String> {
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         let mut out = Lookups {
             config_maps: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            config_map_bytes: BTreeMap::new(),
         };
-        for n in names_cm {
-            if let Some(cm) = cms.get_opt(&n).await.map_err(|e| e.to_string())? {
-                out.config_maps
-                    .insert(n, cm.data.unwrap_or_default().into_iter().collect());
-            }
+        for cm in cms
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let name = cm.metadata.name.clone().unwrap_or_default();
+            out.config_maps.insert(
+                name.clone(),
+                cm.data.clone().unwrap_or_default().into_iter().collect(),
+            );
+            out.config_map_bytes.insert(name, cm_bytes(cm));
         }
-        for n in names_secret {
-            if let Some(sec) = secrets.get_opt(&n).await.map_err(|e| e.to_string())? {
-                out.secrets.insert(
-                    n,
-                    sec.data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect(),
-                );
-            }
+        for sec in secrets
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            out.secrets.insert(
+                sec.metadata.name.clone().unwrap_or_default(),
+                sec.data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect(),
+            );
         }
         Ok(out)
     }
@@ -1038,10 +1037,8 @@ async fn materialize(
     p: &Pod,
     volumes: &[Volume],
     root: &Path,
+    l: &Lookups,
 ) -> Result<bool, String> {
-    let ns = p.metadata.namespace.clone().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), &ns);
-    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &ns);
     let mut changed = false;
     for v in volumes {
         let dir = root.join(&v.name);
@@ -1056,27 +1053,12 @@ async fn materialize(
         if let Some(sv) = &v.secret {
             let name = sv.secret_name.clone().unwrap_or_default();
             let mode = sv.default_mode.unwrap_or(0o644) as u32;
-            let data = secrets.get_opt(&name).await.map_err(|e| e.to_string())?;
-            add_keys(
-                &mut files,
-                Path::new(""),
-                data.map(|s| {
-                    s.data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect()
-                }),
-                sv.items.as_deref(),
-                mode,
-            );
+            add_keys(&mut files, l.secrets.get(&name), sv.items.as_deref(), mode);
         } else if let Some(cv) = &v.config_map {
             let mode = cv.default_mode.unwrap_or(0o644) as u32;
-            let data = cms.get_opt(&cv.name).await.map_err(|e| e.to_string())?;
             add_keys(
                 &mut files,
-                Path::new(""),
-                data.map(cm_bytes),
+                l.config_map_bytes.get(&cv.name),
                 cv.items.as_deref(),
                 mode,
             );
@@ -1084,27 +1066,17 @@ async fn materialize(
             let mode = pv.default_mode.unwrap_or(0o644) as u32;
             for src in pv.sources.iter().flatten() {
                 if let Some(ss) = &src.secret {
-                    let data = secrets.get_opt(&ss.name).await.map_err(|e| e.to_string())?;
                     add_keys(
                         &mut files,
-                        Path::new(""),
-                        data.map(|s| {
-                            s.data
-                                .unwrap_or_default()
-                                .into_iter()
-                                .map(|(k, v)| (k, v.0))
-                                .collect()
-                        }),
+                        l.secrets.get(&ss.name),
                         ss.items.as_deref(),
                         mode,
                     );
                 }
                 if let Some(cs) = &src.config_map {
-                    let data = cms.get_opt(&cs.name).await.map_err(|e| e.to_string())?;
                     add_keys(
                         &mut files,
-                        Path::new(""),
-                        data.map(cm_bytes),
+                        l.config_map_bytes.get(&cs.name),
                         cs.items.as_deref(),
                         mode,
                     );
@@ -1169,8 +1141,7 @@ fn cm_bytes(cm: ConfigMap) -> BTreeMap<String, Vec<u8>> {
 
 fn add_keys(
     files: &mut Files,
-    base: &Path,
-    data: Option<BTreeMap<String, Vec<u8>>>,
+    data: Option<&BTreeMap<String, Vec<u8>>>,
     items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
     mode: u32,
 ) {
@@ -1182,13 +1153,13 @@ fn add_keys(
             for it in items {
                 if let Some(v) = data.get(&it.key) {
                     let m = it.mode.map_or(mode, |m| m as u32);
-                    files.insert(base.join(&it.path), (v.clone(), m));
+                    files.insert(PathBuf::from(&it.path), (v.clone(), m));
                 }
             }
         }
         None => {
             for (k, v) in data {
-                files.insert(base.join(k), (v, mode));
+                files.insert(PathBuf::from(k), (v.clone(), mode));
             }
         }
     }
@@ -1225,7 +1196,7 @@ async fn request_token(
         .as_ref()
         .and_then(|s| s.service_account_name.clone())
         .unwrap_or_else(|| "default".into());
-    let api: Api<ServiceAccount> = Api::namespaced(c.client.clone(), &ns);
+    let api: Api<ServiceAccount> = Api::namespaced(c.system.clone(), &ns);
     let req: TokenRequest = serde_json::from_value(serde_json::json!({
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "TokenRequest",
@@ -1254,7 +1225,7 @@ async fn request_token(
 /// the pod's target port on the namespace's loopback.
 async fn node_ports(s: &Shared) -> Result<(), String> {
     let c = &s.cluster;
-    let api: Api<Service> = Api::namespaced(c.client.clone(), "kube-system");
+    let api: Api<Service> = Api::namespaced(c.system.clone(), "kube-system");
     let svc = api
         .get_opt("clustermesh-apiserver")
         .await

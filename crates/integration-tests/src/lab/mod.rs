@@ -28,6 +28,19 @@ use self::components::Kube;
 use self::pki::{LabCa, Pair};
 use self::proc::{Proc, ProcSpec, Spawner};
 
+/// The identity in the admin kubeconfig the tests give cmesh and helm.
+pub const ADMIN: &str = "cmesh-test-admin";
+
+/// What the API servers' audit log records: every write, with its user.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+";
+
 /// Cluster name `k8s01` … for index `i` (0-based).
 pub fn name(i: usize) -> String {
     format!("k8s{:02}", i + 1)
@@ -73,8 +86,10 @@ pub struct Cluster {
     pub nodes: Vec<String>,
     /// The control-plane processes, by name.
     procs: Mutex<Vec<Proc>>,
-    /// An API client as the admin.
+    /// An API client as the admin (what the tests use to change things behind cmesh's back).
     pub client: kube::Client,
+    /// An API client as the lab itself (the kubelet stand-in's writes).
+    pub system: kube::Client,
     /// The lab CA, for pods' service-account `ca.crt`.
     pub ca_pem: String,
 }
@@ -93,6 +108,29 @@ impl Cluster {
             ));
         }
         s
+    }
+
+    /// The writes `user` made so far, from the API server's audit log: `VERB resource
+    /// namespace/name` (`patch daemonsets kube-system/cilium`), in order.
+    pub fn writes(&self, user: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["stage"] == "ResponseComplete" && e["user"]["username"] == user)
+            .map(|e| {
+                let r = &e["objectRef"];
+                let mut res = r["resource"].as_str().unwrap_or("").to_owned();
+                if let Some(sub) = r["subresource"].as_str() {
+                    res = format!("{res}/{sub}");
+                }
+                format!(
+                    "{} {res} {}/{}",
+                    e["verb"].as_str().unwrap_or(""),
+                    r["namespace"].as_str().unwrap_or(""),
+                    r["name"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
     }
 
     /// Stops component `name` (e.g. `kube-apiserver`), as a crash would.
@@ -226,11 +264,19 @@ impl Lab {
                 "kubelet",
                 &ca.issue("kwok", &[], &[ip.to_string(), "127.0.0.1".into()], true),
             );
+            // The admin (cmesh, helm and the tests) and the lab's own components have identities
+            // of their own, so that the audit log tells what cmesh did.
             let (ac, ak) = write_pair(
                 &cdir,
                 "admin",
-                &ca.issue("cmesh-test-admin", &["system:masters"], &[], false),
+                &ca.issue(ADMIN, &["system:masters"], &[], false),
             );
+            let (sc, sk) = write_pair(
+                &cdir,
+                "lab-system",
+                &ca.issue("cmesh-lab-system", &["system:masters"], &[], false),
+            );
+            write(&cdir.join("audit-policy.yaml"), AUDIT_POLICY, 0o644);
             write(&cdir.join("sa.key"), &sa_private, 0o600);
             write(&cdir.join("sa.pub"), &sa_public, 0o644);
             let kubeconfig_path = cdir.join("kubeconfig");
@@ -242,7 +288,13 @@ impl Lab {
             let internal = cdir.join("kubeconfig-internal");
             write(
                 &internal,
-                &kubeconfig("https://127.0.0.1:6443", &ca_path, &ac, &ak, &name),
+                &kubeconfig("https://127.0.0.1:6443", &ca_path, &sc, &sk, &name),
+                0o600,
+            );
+            let system = cdir.join("kubeconfig-system");
+            write(
+                &system,
+                &kubeconfig(&format!("https://{ip}:6443"), &ca_path, &sc, &sk, &name),
                 0o600,
             );
             prepared.push(Prepared {
@@ -269,18 +321,24 @@ impl Lab {
                 ]
             })
             .collect();
-        let clients: Vec<kube::Client> = prepared
+        let clients: Vec<(kube::Client, kube::Client)> = prepared
             .iter()
             .zip(procs.iter_mut())
             .map(|(p, ps)| {
-                rt.block_on(wait_ready(&p.kubeconfig, Duration::from_secs(90)))
-                    .unwrap_or_else(|e| {
-                        let logs: String = ps
-                            .iter()
-                            .map(|q| format!("--- {}\n{}\n", q.spec.name, q.log_tail(30)))
-                            .collect();
-                        panic!("{}: API server not ready: {e}\n{logs}", p.name)
-                    })
+                rt.block_on(async {
+                    let admin = wait_ready(&p.kubeconfig, Duration::from_secs(90)).await?;
+                    let system =
+                        wait_ready(&p.dir.join("kubeconfig-system"), Duration::from_secs(10))
+                            .await?;
+                    Ok::<_, String>((admin, system))
+                })
+                .unwrap_or_else(|e| {
+                    let logs: String = ps
+                        .iter()
+                        .map(|q| format!("--- {}\n{}\n", q.spec.name, q.log_tail(30)))
+                        .collect();
+                    panic!("{}: API server not ready: {e}\n{logs}", p.name)
+                })
             })
             .collect();
         for (p, ps) in prepared.iter().zip(procs.iter_mut()) {
@@ -291,7 +349,7 @@ impl Lab {
             ps.push(Proc::start(&spawner, kwok_spec(&kube, p, &exec_config)));
         }
         let mut clusters = Vec::new();
-        for ((p, ps), client) in prepared.into_iter().zip(procs).zip(clients) {
+        for ((p, ps), (client, system)) in prepared.into_iter().zip(procs).zip(clients) {
             let nodes: Vec<String> = (1..=opts.nodes)
                 .map(|n| format!("{}-node-{n}", p.name))
                 .collect();
@@ -307,6 +365,7 @@ impl Lab {
                 nodes,
                 procs: Mutex::new(ps),
                 client,
+                system,
                 ca_pem: ca.pair.cert.clone(),
             }));
         }
@@ -443,6 +502,8 @@ fn apiserver_spec(k: &Kube, p: &Prepared) -> ProcSpec {
             "--kubelet-preferred-address-types=InternalIP".into(),
             "--enable-priority-and-fairness=false".into(),
             "--profiling=false".into(),
+            format!("--audit-policy-file={}", d("audit-policy.yaml")),
+            format!("--audit-log-path={}", d("audit.log")),
             "--v=0".into(),
         ],
     )
@@ -495,6 +556,9 @@ fn kwok_spec(k: &Kube, p: &Prepared, exec_config: &Path) -> ProcSpec {
         format!("--cidr={}", p.pod_cidr),
         format!("--node-ip={}", p.ip),
         "--node-port=10250".into(),
+        // Leases keep the nodes Ready: without them the node lifecycle controller marks them
+        // NotReady after 40 s and every pod with them.
+        "--node-lease-duration-seconds=40".into(),
         format!("--server-address={}:10250", p.ip),
         format!("--tls-cert-file={}", d("kubelet.crt")),
         format!("--tls-private-key-file={}", d("kubelet.key")),
@@ -541,7 +605,7 @@ async fn wait_ready(kubeconfig: &Path, timeout: Duration) -> Result<kube::Client
 }
 
 async fn register_nodes(c: &Cluster) -> Result<(), String> {
-    let api: Api<Node> = Api::all(c.client.clone());
+    let api: Api<Node> = Api::all(c.system.clone());
     for n in &c.nodes {
         let node: Node = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1",
