@@ -300,10 +300,26 @@ impl Conn {
         container: &str,
         command: &[&str],
     ) -> Result<String, String> {
+        self.exec_within(pod, container, command, self.timeout)
+            .await
+    }
+
+    /// [`Conn::exec`] bounded by `bound` instead of the request timeout (for commands that
+    /// take their own time, such as a troubleshoot that dials every peer).
+    ///
+    /// # Errors
+    /// Exec failures, non-zero exits and the bound.
+    pub async fn exec_within(
+        &self,
+        pod: &str,
+        container: &str,
+        command: &[&str],
+        bound: Duration,
+    ) -> Result<String, String> {
         // An exec stream can stay open without traffic (seen when the command exits on a
         // kubelet that never sends the status frame): bound the whole call.
         match tokio::time::timeout(
-            self.timeout,
+            bound,
             self.exec_in(CILIUM_NAMESPACE, pod, container, command),
         )
         .await
@@ -312,7 +328,7 @@ impl Conn {
             Err(_) => Err(format!(
                 "`{}` in {pod}/{container} did not finish within {}s",
                 command.join(" "),
-                self.timeout.as_secs_f64()
+                bound.as_secs_f64()
             )),
         }
     }

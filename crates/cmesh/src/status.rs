@@ -8,10 +8,12 @@ use cmesh_core::spec::CILIUM_NAMESPACE;
 use cmesh_core::spec::MeshSpec;
 use cmesh_core::status::{AgentObs, KVSTOREMESH_DBG_SINCE, MeshObs, Observed};
 
-/// Whether `status` asks KVStoreMesh: it runs, and its release answers `kvstoremesh-dbg`.
-pub fn asks_kvstoremesh(spec: &MeshSpec) -> bool {
-    spec.clustermesh.kvstoremesh_enabled(&spec.cilium.version)
-        && spec.cilium.version.at_least(KVSTOREMESH_DBG_SINCE)
+/// How many peers `status` asks KVStoreMesh about: `None` unless it runs and its release
+/// answers `kvstoremesh-dbg`.
+pub fn asks_kvstoremesh(spec: &MeshSpec) -> Option<usize> {
+    (spec.clustermesh.kvstoremesh_enabled(&spec.cilium.version)
+        && spec.cilium.version.at_least(KVSTOREMESH_DBG_SINCE))
+    .then(|| spec.clusters.len().saturating_sub(1))
 }
 use cmesh_core::value::Value;
 
@@ -35,7 +37,7 @@ async fn cilium(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, String>
 
 /// What each clustermesh-apiserver pod's KVStoreMesh reports, as cilium-cli asks it
 /// (`clustermesh-apiserver kvstoremesh-dbg status -o json` in the `kvstoremesh` container).
-async fn kvstoremesh(conn: &Conn) -> Vec<MeshObs> {
+async fn kvstoremesh(conn: &Conn, peers: usize) -> Vec<MeshObs> {
     match conn
         .pods(CILIUM_NAMESPACE, "k8s-app=clustermesh-apiserver")
         .await
@@ -56,23 +58,42 @@ async fn kvstoremesh(conn: &Conn) -> Vec<MeshObs> {
                         ],
                     )
                     .await;
+                // Each unreachable peer costs its own dial timeout.
+                let bound = conn.timeout + Duration::from_secs(3 * peers as u64 + 2);
+                let troubleshoot = conn
+                    .exec_within(
+                        &p.name,
+                        "kvstoremesh",
+                        &[
+                            "clustermesh-apiserver",
+                            "kvstoremesh-dbg",
+                            "troubleshoot",
+                            "--timeout",
+                            "3s",
+                        ],
+                        bound,
+                    )
+                    .await;
                 out.push(MeshObs {
                     pod: p.name,
                     status,
+                    troubleshoot,
                 });
             }
             out
         }
         Err(e) => vec![MeshObs {
             pod: "(listing pods)".into(),
-            status: Err(e),
+            status: Err(e.clone()),
+            troubleshoot: Err(e),
         }],
     }
 }
 
-/// Reads one cluster; with `ask_kvstoremesh`, also what its KVStoreMesh reports.
+/// Reads one cluster; with `ask_kvstoremesh` (its peer count), also what its KVStoreMesh
+/// reports.
 pub async fn observe(
-    ask_kvstoremesh: bool,
+    ask_kvstoremesh: Option<usize>,
     conn: Result<Conn, String>,
     helm: Result<&Helm, &str>,
     timeout: Duration,
@@ -106,10 +127,9 @@ pub async fn observe(
             nodes: Err(e),
         }),
     }
-    let kvstoremesh_reports = if ask_kvstoremesh {
-        kvstoremesh(&conn).await
-    } else {
-        Vec::new()
+    let kvstoremesh_reports = match ask_kvstoremesh {
+        Some(peers) => kvstoremesh(&conn, peers).await,
+        None => Vec::new(),
     };
     let release_values = match helm {
         Ok(h) => {

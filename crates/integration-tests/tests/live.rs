@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use integration_tests::cli::Run;
-use integration_tests::lab::name;
+use integration_tests::lab::{ADMIN, name};
 use integration_tests::mesh::{Mesh, MeshOptions, check};
 
 fn bin() -> &'static Path {
@@ -169,4 +169,261 @@ fn five_clusters_1_20() {
 #[test]
 fn five_clusters_1_16() {
     five("1.16.19");
+}
+
+#[test]
+fn one_apply_finishes_base_everywhere_before_mesh_anywhere() {
+    let Some(m) = Mesh::start(&MeshOptions::new(3, "1.16.19")) else {
+        return;
+    };
+    let r = m.apply(bin(), &[]);
+    code(&m, &r, 0);
+    let lines: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("  helm  "))
+        .collect();
+    assert_eq!(lines.len(), 6, "{}", r.stderr);
+    let last_base = lines.iter().rposition(|l| l.contains("  base  ")).unwrap();
+    let first_mesh = lines.iter().position(|l| l.contains("  mesh  ")).unwrap();
+    assert!(last_base < first_mesh, "{}", r.stderr);
+    let (r, _) = m.status_wait(bin(), "90s");
+    code(&m, &r, 0);
+}
+
+#[test]
+fn a_cluster_down_is_reported_and_the_others_proceed() {
+    let Some(m) = Mesh::start(&MeshOptions::new(3, "1.20.0")) else {
+        return;
+    };
+    // k8s03's API server is gone: connections are refused.
+    m.lab.clusters[2].stop("kube-apiserver");
+    let r = m.apply(bin(), &["--request-timeout", "3s"]);
+    code(&m, &r, 7);
+    assert!(
+        r.stdout.contains("k8s03") && r.stdout.contains("FAILED at connect"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("k8s01    mesh") && !r.stdout.contains("k8s01    mesh   FAILED"),
+        "{}",
+        r.stdout
+    );
+    let (r, v) = m.status_json(bin(), &["--request-timeout", "3s"]);
+    code(&m, &r, 1);
+    assert_eq!(check(&v, "k8s03", "api").0, "fail");
+    assert_eq!(check(&v, "k8s01", "api").0, "pass");
+}
+
+#[test]
+fn an_unreachable_cluster_times_out_alone() {
+    let Some(m) = Mesh::start(&MeshOptions::new(2, "1.20.0")) else {
+        return;
+    };
+    code(&m, &m.apply(bin(), &["--phase", "base"]), 0);
+    // k8s02 drops off the network: packets vanish, nothing is refused.
+    m.lab.set_link(1, false);
+    let started = std::time::Instant::now();
+    let (r, v) = m.status_json(bin(), &["--request-timeout", "2s"]);
+    code(&m, &r, 1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert_eq!(check(&v, "k8s02", "api").0, "fail");
+    assert_eq!(check(&v, "k8s01", "api").0, "pass");
+    m.lab.set_link(1, true);
+}
+
+/// A ValidatingAdmissionPolicy that denies `expression`'s objects: the API server refuses
+/// them as a policy engine would.
+fn deny(m: &Mesh, i: usize, name: &str, resources: &str, operations: &str, expression: &str) {
+    let policy = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["*"], "apiVersions": ["*"],
+                "operations": operations.split(',').collect::<Vec<_>>(),
+                "resources": [resources],
+            }]},
+            "validations": [{"expression": expression, "message": format!("denied by policy {name}")}],
+        },
+    });
+    let binding = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    });
+    m.kube(i, async |c| {
+        for (kind, obj) in [
+            ("ValidatingAdmissionPolicy", policy),
+            ("ValidatingAdmissionPolicyBinding", binding),
+        ] {
+            let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "admissionregistration.k8s.io",
+                "v1",
+                kind,
+            ));
+            let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(c.clone(), &ar);
+            api.patch(
+                name,
+                &kube::api::PatchParams::apply("cmesh-test").force(),
+                &kube::api::Patch::Apply(&obj),
+            )
+            .await?;
+        }
+        Ok(())
+    });
+    // Policies take effect once the API server has loaded them.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn admission_denials_fail_the_step_they_hit() {
+    let Some(m) = Mesh::start(&MeshOptions::new(2, "1.16.19")) else {
+        return;
+    };
+    deny(
+        &m,
+        0,
+        "no-cilium-ca",
+        "secrets",
+        "CREATE,UPDATE",
+        "object.metadata.name != 'cilium-ca'",
+    );
+    let r = m.apply(bin(), &["--phase", "base"]);
+    code(&m, &r, 7);
+    assert!(
+        r.stdout.contains("k8s01 (base) failed at secrets")
+            && r.stdout.contains("denied by policy no-cilium-ca"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("k8s02 (base) failed"), "{}", r.stdout);
+
+    // k8s02 refuses the clustermesh-apiserver Deployment: helm fails mid-way, with its stderr.
+    deny(
+        &m,
+        1,
+        "no-clustermesh",
+        "deployments",
+        "CREATE",
+        "object.metadata.name != 'clustermesh-apiserver'",
+    );
+    let r = m.apply(bin(), &["--cluster", "k8s02"]);
+    code(&m, &r, 7);
+    assert!(
+        r.stdout.contains("k8s02 (mesh) failed at helm")
+            && r.stdout.contains("denied by policy no-clustermesh")
+            && r.stdout.contains("`helm upgrade --install cilium"),
+        "{}",
+        r.stdout
+    );
+    let (_, v) = m.status_json(bin(), &["--cluster", "k8s02"]);
+    assert_eq!(check(&v, "k8s02", "clustermesh-apiserver").0, "fail");
+}
+
+#[test]
+fn dry_run_plans_and_changes_nothing() {
+    let Some(m) = Mesh::start(&MeshOptions::new(2, "1.16.19")) else {
+        return;
+    };
+    code(&m, &m.apply(bin(), &["--phase", "base"]), 0);
+    let before: Vec<usize> = m
+        .lab
+        .clusters
+        .iter()
+        .map(|c| c.writes(ADMIN).len())
+        .collect();
+    let r = m.apply(bin(), &["--phase", "mesh", "--dry-run"]);
+    code(&m, &r, 0);
+    assert!(
+        r.stdout.contains("k8s01 (phase mesh):")
+            && r.stdout.contains("helm:    upgrade the current release")
+            && r.stdout.contains("+ clustermesh.config.clusters")
+            && r.stdout.contains("restart: yes"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.ends_with("dry run: nothing was changed\n"));
+    assert!(
+        !r.stdout.contains("PRIVATE KEY") && !r.stdout.contains("LS0t"),
+        "values leaked: {}",
+        r.stdout
+    );
+    let after: Vec<usize> = m
+        .lab
+        .clusters
+        .iter()
+        .map(|c| c.writes(ADMIN).len())
+        .collect();
+    assert_eq!(
+        before,
+        after,
+        "a dry run wrote: {:?}",
+        m.lab.clusters[0].writes(ADMIN)
+    );
+}
+
+#[test]
+fn drift_names_the_keys_that_differ() {
+    let Some(m) = Mesh::start(&MeshOptions::new(2, "1.20.0")) else {
+        return;
+    };
+    code(&m, &m.apply(bin(), &[]), 0);
+    let chart = m.cilium.chart().display().to_string();
+    let out = m.helm(
+        0,
+        &[
+            "upgrade",
+            "cilium",
+            &chart,
+            "--namespace",
+            "kube-system",
+            "--reuse-values",
+            "--set",
+            "debug.enabled=true",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, v) = m.status_json(bin(), &[]);
+    let (o, why) = check(&v, "k8s01", "drift");
+    assert_eq!(o, "warn");
+    assert!(why.contains("debug.enabled (added)"), "{why}");
+    assert_eq!(check(&v, "k8s02", "drift").0, "pass");
+    // And `apply` puts it back, which is an upgrade again (not a skip).
+    let r = m.apply(bin(), &["--cluster", "k8s01"]);
+    code(&m, &r, 0);
+    assert!(
+        r.stderr.contains("mesh  helm  ok: upgraded"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn cilium_1_14_agents_answer_through_cilium_status() {
+    let Some(m) = Mesh::start(&MeshOptions::new(2, "1.14.2")) else {
+        return;
+    };
+    code(&m, &m.apply(bin(), &[]), 0);
+    let (r, v) = m.status_wait(bin(), "90s");
+    code(&m, &r, 0);
+    assert_eq!(
+        check(&v, "k8s01", "agents-clustermesh").1,
+        "2 agent(s) report 1/1 clusters ready"
+    );
+    // No KVStoreMesh by default on 1.14: the agents dial the peers themselves.
+    assert!(
+        check(&v, "k8s01", "peers")
+            .1
+            .contains(&format!("k8s02 (https://{}:32380)", m.lab.clusters[1].ip)),
+        "{v}"
+    );
 }

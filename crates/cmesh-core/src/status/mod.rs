@@ -76,6 +76,10 @@ pub struct MeshObs {
     pub pod: String,
     /// `kvstoremesh-dbg status -o json` output (or the error).
     pub status: Result<String, String>,
+    /// `kvstoremesh-dbg troubleshoot` output (or the error): a fresh dial of every peer, since
+    /// KVStoreMesh keeps calling a peer ready while connections it established live on (its
+    /// etcd endpoint status checks are disabled).
+    pub troubleshoot: Result<String, String>,
 }
 
 /// The first Cilium minor whose KVStoreMesh answers `kvstoremesh-dbg status -o json`.
@@ -622,10 +626,25 @@ fn kvstoremesh_check(spec: &MeshSpec, cluster: &Cluster, reports: &[MeshObs]) ->
                 }
             },
         };
+        let dials = rep
+            .troubleshoot
+            .as_ref()
+            .map(|t| parse::kvstoremesh_troubleshoot(t))
+            .unwrap_or_default();
         let mut problems = Vec::new();
         for p in &peers {
+            let failed_dial = dials.get(&p.name).and_then(|f| {
+                f.iter()
+                    .find(|m| !m.starts_with("Cannot verify"))
+                    .or(f.first())
+            });
             match remotes.iter().find(|r| r.name == p.name) {
                 None => problems.push(format!("{} not configured", p.name)),
+                Some(r) if r.ready && failed_dial.is_some() => problems.push(format!(
+                    "{} fails a fresh dial: {} (kvstoremesh-dbg status still says ready: its connections predate the failure)",
+                    p.name,
+                    failed_dial.map_or("", String::as_str)
+                )),
                 Some(r) if r.ready => {
                     nodes.insert(r.name.clone(), r.nodes);
                     // Ready, yet the peer's etcd speaks for another cluster ID.
@@ -638,7 +657,10 @@ fn kvstoremesh_check(spec: &MeshSpec, cluster: &Cluster, reports: &[MeshObs]) ->
                         ));
                     }
                 }
-                Some(r) => problems.push(not_ready_cause(r, p.id)),
+                Some(r) => problems.push(match failed_dial {
+                    Some(d) => format!("{} ({d})", not_ready_cause(r, p.id)),
+                    None => not_ready_cause(r, p.id),
+                }),
             }
         }
         for r in remotes

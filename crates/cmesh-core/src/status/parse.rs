@@ -4,6 +4,8 @@
 //! `kvstoremesh-dbg status -o json`, and the etcd configuration the chart writes per peer into
 //! `cilium-clustermesh`.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::yaml::{self, NodeValue};
@@ -237,6 +239,30 @@ pub fn kvstoremesh_status(output: &str) -> Result<Vec<MeshRemote>, String> {
     Ok(out)
 }
 
+/// Per remote cluster, the failures (`❌`) and warnings (`⚠️`) of
+/// `kvstoremesh-dbg troubleshoot`, which dials every remote cluster afresh (DNS, TCP, TLS,
+/// etcd) with KVStoreMesh's configuration. A cluster without either is absent.
+pub fn kvstoremesh_troubleshoot(output: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in output.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("Cluster \"") {
+            current = rest.split('"').next().map(str::to_owned);
+            continue;
+        }
+        let Some(cluster) = &current else { continue };
+        let msg = t
+            .strip_prefix("❌")
+            .or_else(|| t.strip_prefix("⚠️"))
+            .map(str::trim);
+        if let Some(m) = msg {
+            out.entry(cluster.clone()).or_default().push(m.to_owned());
+        }
+    }
+    out
+}
+
 /// The etcd client configuration the chart writes for one peer (`cilium-clustermesh` or
 /// `cilium-kvstoremesh`, key `<peer>`, base64-decoded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -419,6 +445,44 @@ Hubble:  Ok
         assert_eq!(kvstoremesh_status("null").unwrap(), vec![]);
         assert!(kvstoremesh_status("Failed to retrieve status").is_err());
         assert!(kvstoremesh_status("{}").is_err());
+    }
+
+    /// `kvstoremesh-dbg troubleshoot` (Cilium 1.20.0) while k8s02's etcd does not answer.
+    const TROUBLESHOOT: &str = r#"Found 1 cluster configurations
+
+Cluster "k8s02":
+📄 Configuration path: /var/lib/cilium/clustermesh/k8s02
+
+🔌 Endpoints:
+   - https://198.18.114.2:32380
+     ✅ TCP connection successfully established to 198.18.114.2:32380
+     ❌ Cannot establish TLS connection to 198.18.114.2:32380: context deadline exceeded
+
+🔑 Digital certificates:
+   ✅ TLS Root CA certificates:
+   ✅ TLS client certificates:
+
+⚙️ Etcd client:
+   ❌ Failed to retrieve key from etcd: context deadline exceeded
+"#;
+
+    #[test]
+    fn troubleshoot_failures_by_cluster() {
+        let t = kvstoremesh_troubleshoot(TROUBLESHOOT);
+        assert_eq!(
+            t["k8s02"],
+            vec![
+                "Cannot establish TLS connection to 198.18.114.2:32380: context deadline exceeded"
+                    .to_owned(),
+                "Failed to retrieve key from etcd: context deadline exceeded".to_owned()
+            ]
+        );
+        let healthy = TROUBLESHOOT
+            .lines()
+            .filter(|l| !l.contains('❌'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(kvstoremesh_troubleshoot(&healthy).is_empty());
     }
 
     #[test]

@@ -114,6 +114,30 @@ pub async fn range_prefix(
     prefix: &str,
     limit: i64,
 ) -> Result<RangeResponse, tonic::Status> {
+    range(
+        channel,
+        prefix.as_bytes(),
+        prefix_end(prefix.as_bytes()),
+        limit,
+    )
+    .await
+}
+
+/// One key: what Cilium's `remote` etcd role may read of `cilium/cluster-config/` (only the
+/// serving cluster's own key, not the prefix).
+///
+/// # Errors
+/// The gRPC status.
+pub async fn get(channel: Channel, key: &str) -> Result<RangeResponse, tonic::Status> {
+    range(channel, key.as_bytes(), Vec::new(), 1).await
+}
+
+async fn range(
+    channel: Channel,
+    key: &[u8],
+    range_end: Vec<u8>,
+    limit: i64,
+) -> Result<RangeResponse, tonic::Status> {
     let mut grpc = Grpc::new(channel);
     grpc.ready()
         .await
@@ -121,8 +145,8 @@ pub async fn range_prefix(
     let path = PathAndQuery::from_static("/etcdserverpb.KV/Range");
     let codec: ProstCodec<RangeRequest, RangeResponse> = ProstCodec::default();
     let req = RangeRequest {
-        key: prefix.as_bytes().to_vec(),
-        range_end: prefix_end(prefix.as_bytes()),
+        key: key.to_vec(),
+        range_end,
         limit,
     };
     Ok(grpc

@@ -460,14 +460,22 @@ pub async fn observe(t: &Target, creds: &Credentials, timeout: Duration) -> Obse
         }
     }
 
-    // What cluster this endpoint says it serves.
+    // What cluster this endpoint says it serves: the expected cluster's key (all Cilium's
+    // `remote` role may read), then, when it is not there, the whole prefix to name the cluster
+    // it serves instead (readable only without per-cluster users).
     let start = Instant::now();
-    match tokio::time::timeout(
-        timeout,
-        etcd::range_prefix(channel, "cilium/cluster-config/", 64),
-    )
-    .await
-    {
+    let key = format!("cilium/cluster-config/{}", t.cluster);
+    let read = async {
+        let own = etcd::get(channel.clone(), &key).await?;
+        if !own.kvs.is_empty() {
+            return Ok(own);
+        }
+        match etcd::range_prefix(channel, "cilium/cluster-config/", 64).await {
+            Err(s) if s.code() == tonic::Code::PermissionDenied => Ok(own),
+            other => other,
+        }
+    };
+    match tokio::time::timeout(timeout, read).await {
         Ok(Ok(r)) => {
             let entries = r
                 .kvs

@@ -38,11 +38,22 @@ use super::proc::{Proc, ProcSpec, Spawner};
 /// kwok's exec configuration for a cluster: commands exec'd into agent containers run in
 /// `pods/agent`, those into clustermesh-apiserver containers in `pods/clustermesh-apiserver`,
 /// everything else in the cluster's directory. What they find on PATH is kwok's PATH.
+///
+/// Commands exec'd into a clustermesh-apiserver container learn which one from
+/// `CMESH_CONTAINER`: the `clustermesh-apiserver` on PATH then enters that container's mount
+/// namespace, so `kvstoremesh-dbg troubleshoot` reads the files the container has.
 pub fn exec_config(cluster_dir: &Path) -> String {
     let d = cluster_dir.display();
-    format!(
-        "apiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterExec\nmetadata:\n  name: cmesh-lab\nspec:\n  execs:\n  - containers: [cilium-agent]\n    local:\n      workDir: {d}/pods/agent\n  - containers: [etcd, apiserver, kvstoremesh, clustermesh-apiserver]\n    local:\n      workDir: {d}/pods/clustermesh-apiserver\n  - local:\n      workDir: {d}\n"
-    )
+    let mut s = format!(
+        "apiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterExec\nmetadata:\n  name: cmesh-lab\nspec:\n  execs:\n  - containers: [cilium-agent]\n    local:\n      workDir: {d}/pods/agent\n"
+    );
+    for c in ["etcd", "apiserver", "kvstoremesh"] {
+        s.push_str(&format!(
+            "  - containers: [{c}]\n    local:\n      workDir: {d}/pods/clustermesh-apiserver\n      envs:\n      - name: CMESH_CONTAINER\n        value: {c}\n"
+        ));
+    }
+    s.push_str(&format!("  - local:\n      workDir: {d}\n"));
+    s
 }
 
 /// The lab binary `name` (built next to the test executables).
@@ -554,7 +565,8 @@ async fn clustermesh_pod(s: &Shared, p: &Pod, lookups: &Lookups) -> Result<(), S
         return Ok(());
     }
     // A new pod: stop the old one's containers first (one pod per node owns its ports).
-    if let Some(old) = s.state.lock().unwrap_or_else(|p| p.into_inner()).pod.take() {
+    let old = s.state.lock().unwrap_or_else(|p| p.into_inner()).pod.take();
+    if let Some(old) = old {
         s.event(format!("pod {}: replaced by {name}", old.name));
     }
     let Some(version) = release_of(p) else {
@@ -590,7 +602,11 @@ async fn clustermesh_pod(s: &Shared, p: &Pod, lookups: &Lookups) -> Result<(), S
         let _ = std::fs::remove_file(&link);
         let target = image.join("usr/bin").join(b);
         if target.is_file() {
-            std::os::unix::fs::symlink(&target, &link).map_err(|e| e.to_string())?;
+            let wrapper = format!(
+                "#!/bin/sh\n# kubectl exec into a clustermesh-apiserver container: run in its mount namespace.\nif [ -n \"$CMESH_CONTAINER\" ] && [ -f \"$PWD/enter-$CMESH_CONTAINER.sh\" ]; then\n  exec unshare --mount --propagation private -- /bin/sh \"$PWD/enter-$CMESH_CONTAINER.sh\" /usr/bin/{b} \"$@\"\nfi\nexec {} \"$@\"\n",
+                sh_quote(&target.display().to_string())
+            );
+            write_if_changed(&link, wrapper.as_bytes(), 0o755)?;
         }
     }
 

@@ -1,0 +1,336 @@
+//! Faults through the real path, on the lab: each breaks a healthy mesh the way it breaks in
+//! the field (a certificate replaced, a peer on another CA, a cluster ID changed by hand, a peer
+//! left out of one cluster's configuration, a cluster's etcd down). Cilium's own KVStoreMesh must
+//! then report the peer not ready, and `cmesh status` and `cmesh probe` must name the cause.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cmesh_core::pki::Ca;
+use cmesh_core::spec::KeyAlgorithm;
+use integration_tests::cli::Run;
+use integration_tests::etcd::issue;
+use integration_tests::mesh::{Mesh, MeshOptions, check};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_cmesh-under-test"))
+}
+
+#[track_caller]
+fn code(m: &Mesh, r: &Run, want: i32) {
+    assert_eq!(
+        r.code,
+        want,
+        "stdout:\n{}\nstderr:\n{}\n{}",
+        r.stdout,
+        r.stderr,
+        m.lab.logs(25)
+    );
+}
+
+/// A healthy, verified mesh of `n` clusters on `version`.
+fn healthy(n: usize, version: &str) -> Option<Mesh> {
+    let m = Mesh::start(&MeshOptions::new(n, version))?;
+    code(&m, &m.apply(bin(), &[]), 0);
+    let (r, _) = m.status_wait(bin(), "90s");
+    code(&m, &r, 0);
+    Some(m)
+}
+
+/// Polls `status -o json` until check `name` on `cluster` fails with a reason containing every
+/// one of `words`; returns that status.
+#[track_caller]
+fn until_fails(m: &Mesh, cluster: &str, name: &str, words: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (r, v) = m.status_json(bin(), &[]);
+        let (o, why) = check(&v, cluster, name);
+        if o == "fail" && words.iter().all(|w| why.contains(w)) {
+            assert_eq!(r.code, 1, "{}", r.stdout);
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{cluster} {name} is {o}: {why}\n(wanted a failure naming {words:?})\n{}",
+            m.lab.logs(30)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Restarts `cluster`'s clustermesh-apiserver (as a rollout or a rescheduled pod would) and
+/// waits until its KVStoreMesh itself reports `peer` not ready, naming `words`: a fresh
+/// KVStoreMesh has no connection from before the fault to lean on.
+#[track_caller]
+fn kvstoremesh_itself_fails(m: &Mesh, i: usize, peer: &str, words: &[&str]) -> Value {
+    m.restart_clustermesh_apiserver(i);
+    let cluster = integration_tests::lab::name(i);
+    let mut all = vec![peer];
+    all.extend_from_slice(words);
+    let v = until_fails(m, &cluster, "kvstoremesh", &all);
+    let (_, why) = check(&v, &cluster, "kvstoremesh");
+    assert!(!why.contains("still says ready"), "{why}");
+    v
+}
+
+/// `probe --cluster TO --from FROM -o json` (optionally with more flags).
+fn probe(m: &Mesh, to: &str, from: &str, extra: &[&str]) -> (Run, Value) {
+    let mut args = vec![
+        "probe",
+        "--cluster",
+        to,
+        "--from",
+        from,
+        "--timeout",
+        "5s",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let r = m.cmesh(bin(), &args);
+    let v: Value = serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", r.stdout, r.stderr));
+    assert!(!r.stdout.contains("PRIVATE KEY"), "a key in the output");
+    (r, v)
+}
+
+fn diagnosis(v: &Value) -> (String, String) {
+    let d = &v["probes"][0]["diagnosis"];
+    (
+        d["stage"].as_str().unwrap_or("none").to_owned(),
+        d["cause"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+fn mesh_ca(m: &Mesh) -> Ca {
+    let p = m.dir().join("pki");
+    Ca::load(
+        &std::fs::read_to_string(p.join("ca.crt")).unwrap(),
+        &std::fs::read_to_string(p.join("ca.key")).unwrap(),
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_server_certificate_without_the_dialled_address() {
+    let Some(m) = healthy(2, "1.20.0") else {
+        return;
+    };
+    // k8s02's clustermesh-apiserver gets a certificate from the mesh CA that lacks its node
+    // address (as after a hand-made certificate, or a render before the address changed).
+    let ca = mesh_ca(&m);
+    let cert = issue(
+        &ca,
+        "clustermesh-apiserver.kube-system.svc",
+        &["clustermesh-apiserver.kube-system.svc", "*.mesh.cilium.io"],
+        &["127.0.0.1".parse::<IpAddr>().unwrap()],
+        OffsetDateTime::now_utc(),
+        30,
+    );
+    m.patch_secret(
+        1,
+        "clustermesh-apiserver-server-cert",
+        &[("tls.crt", &cert.cert_pem), ("tls.key", cert.key.pem())],
+    );
+    m.restart_clustermesh_apiserver(1);
+    let ip = m.lab.clusters[1].ip.to_string();
+    // KVStoreMesh keeps its established connection and still says ready; a fresh dial does not.
+    let v = until_fails(
+        &m,
+        "k8s01",
+        "kvstoremesh",
+        &["k8s02 fails a fresh dial", "x509", &ip],
+    );
+    assert_eq!(check(&v, "k8s02", "kvstoremesh").0, "pass", "{v}");
+    kvstoremesh_itself_fails(&m, 0, "k8s02 not connected", &["x509"]);
+    let (r, v) = probe(&m, "k8s02", "k8s01", &[]);
+    assert_eq!(r.code, 1, "{v:#}");
+    let (stage, cause) = diagnosis(&v);
+    assert_eq!(stage, "certificate", "{v:#}");
+    assert!(cause.contains(&ip), "{cause}");
+}
+
+#[test]
+fn a_peer_from_another_ca() {
+    let Some(m) = healthy(2, "1.20.0") else {
+        return;
+    };
+    // k8s02 runs on a CA of its own: its cilium-ca and every clustermesh certificate.
+    let now = OffsetDateTime::now_utc();
+    let other = Ca::generate("Cilium CA", KeyAlgorithm::EcdsaP256, 10, now).unwrap();
+    let ip: IpAddr = m.lab.clusters[1].ip.into();
+    let server = issue(
+        &other,
+        "clustermesh-apiserver.kube-system.svc",
+        &["clustermesh-apiserver.kube-system.svc", "*.mesh.cilium.io"],
+        &["127.0.0.1".parse().unwrap(), ip],
+        now,
+        30,
+    );
+    let remote = issue(&other, "remote-k8s02", &[], &[], now, 30);
+    let admin = issue(&other, "admin-k8s02", &[], &[], now, 30);
+    let ca_pem = other.cert_pem().to_owned();
+    m.patch_secret(1, "cilium-ca", &[("ca.crt", &ca_pem)]);
+    for (secret, c) in [
+        ("clustermesh-apiserver-server-cert", &server),
+        ("clustermesh-apiserver-remote-cert", &remote),
+        ("clustermesh-apiserver-admin-cert", &admin),
+    ] {
+        m.patch_secret(
+            1,
+            secret,
+            &[
+                ("tls.crt", &c.cert_pem),
+                ("tls.key", c.key.pem()),
+                ("ca.crt", &ca_pem),
+            ],
+        );
+    }
+    m.restart_clustermesh_apiserver(1);
+    let v = until_fails(&m, "k8s01", "kvstoremesh", &["k8s02", "unknown authority"]);
+    let (o, why) = check(&v, "k8s02", "ca");
+    assert_eq!(o, "fail");
+    assert!(why.contains("not the mesh CA"), "{why}");
+    // k8s02's new KVStoreMesh trusts neither k8s01's server nor is trusted by it.
+    until_fails(&m, "k8s02", "kvstoremesh", &["k8s01 not connected"]);
+    kvstoremesh_itself_fails(&m, 0, "k8s02 not connected", &["unknown authority"]);
+    let (r, v) = probe(&m, "k8s02", "k8s01", &[]);
+    assert_eq!(r.code, 1, "{v:#}");
+    let (stage, cause) = diagnosis(&v);
+    assert_eq!(stage, "certificate", "{v:#}");
+    assert!(cause.contains("unknown authority"), "{cause}");
+}
+
+#[test]
+fn a_cluster_id_changed_by_hand() {
+    let Some(m) = healthy(2, "1.20.0") else {
+        return;
+    };
+    // Someone upgrades k8s02 with cluster.id 7; its clustermesh-apiserver now publishes 7.
+    let chart = m.cilium.chart();
+    let out = m.helm(
+        1,
+        &[
+            "upgrade",
+            "cilium",
+            &chart.display().to_string(),
+            "--namespace",
+            "kube-system",
+            "--reuse-values",
+            "--set",
+            "cluster.id=7",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.restart_clustermesh_apiserver(1);
+    let v = until_fails(
+        &m,
+        "k8s01",
+        "kvstoremesh",
+        &["k8s02", "cluster ID 7, mesh.yaml says 2"],
+    );
+    let (_, why) = check(&v, "k8s01", "kvstoremesh");
+    eprintln!("cluster ID fault, k8s01 kvstoremesh: {why}");
+    let (o, why) = check(&v, "k8s02", "drift");
+    assert_eq!(o, "warn");
+    assert!(why.contains("cluster.id"), "{why}");
+    let (r, v) = probe(&m, "k8s02", "k8s01", &[]);
+    assert_eq!(r.code, 1, "{v:#}");
+    let (stage, cause) = diagnosis(&v);
+    assert_eq!(stage, "cluster-config", "{v:#}");
+    assert!(cause.contains('7'), "{cause}");
+}
+
+#[test]
+fn a_peer_missing_from_one_clusters_list() {
+    let Some(m) = healthy(3, "1.16.19") else {
+        return;
+    };
+    // k8s03 is applied from an older mesh.yaml that does not know k8s01: its chart renders
+    // neither the peer nor k8s01's etcd user.
+    let text = std::fs::read_to_string(m.dir().join("mesh.yaml")).unwrap();
+    let start = text.find("  - name: k8s01\n").unwrap();
+    let end = text.find("  - name: k8s02\n").unwrap();
+    let old = format!("{}{}", &text[..start], &text[end..]);
+    std::fs::write(m.dir().join("old-mesh.yaml"), old).unwrap();
+    let chart = m.cilium.chart().display().to_string();
+    let r = m.cmesh(
+        bin(),
+        &[
+            "apply",
+            "-f",
+            "old-mesh.yaml",
+            "--cluster",
+            "k8s03",
+            "--chart",
+            &chart,
+            "--phase",
+            "mesh",
+            "--timeout",
+            "120s",
+            "--poll",
+            "200ms",
+        ],
+    );
+    code(&m, &r, 0);
+    let v = until_fails(&m, "k8s03", "kvstoremesh", &["k8s01 not configured"]);
+    let (o, why) = check(&v, "k8s03", "kvstoremesh-peers");
+    assert_eq!(o, "fail");
+    assert!(why.contains("k8s01 missing"), "{why}");
+    // k8s01 can no longer read k8s03's etcd: there is no remote-k8s01 user there.
+    let v = until_fails(&m, "k8s01", "kvstoremesh", &["k8s03"]);
+    let (_, why) = check(&v, "k8s01", "kvstoremesh");
+    eprintln!("missing peer fault, k8s01 kvstoremesh: {why}");
+    assert_eq!(check(&v, "k8s02", "kvstoremesh").0, "pass", "{v}");
+    let (r, v) = probe(&m, "k8s03", "k8s01", &[]);
+    assert_eq!(r.code, 1, "{v:#}");
+    let (stage, cause) = diagnosis(&v);
+    assert!(
+        stage == "cluster-config" || stage == "etcd",
+        "{stage}: {cause}\n{v:#}"
+    );
+    assert!(
+        cause.contains("remote-k8s01") || cause.contains("k8s01"),
+        "{cause}"
+    );
+    // Applying the current mesh.yaml repairs it.
+    code(&m, &m.apply(bin(), &["--cluster", "k8s03"]), 0);
+    let (r, _) = m.status_wait(bin(), "90s");
+    code(&m, &r, 0);
+}
+
+#[test]
+fn a_clusters_etcd_down_then_back() {
+    let Some(m) = healthy(2, "1.20.0") else {
+        return;
+    };
+    m.lab.kubelet(1).stop_container("etcd");
+    let port = integration_tests::mesh::node_port(1).to_string();
+    let v = until_fails(&m, "k8s01", "kvstoremesh", &["k8s02", "refused", &port]);
+    let (_, why) = check(&v, "k8s01", "kvstoremesh");
+    eprintln!("etcd down, k8s01 kvstoremesh: {why}");
+    let (r, v) = probe(&m, "k8s02", "k8s01", &[]);
+    assert_eq!(r.code, 1, "{v:#}");
+    let (stage, cause) = diagnosis(&v);
+    assert_eq!(stage, "tcp", "{v:#}");
+    assert!(cause.contains("refused"), "{cause}");
+    // `status --wait` waits for it to come back.
+    let kubelet = m.lab.kubelet(1);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            kubelet.start_container("etcd");
+        });
+        let (r, _) = m.status_wait(bin(), "90s");
+        code(&m, &r, 0);
+        assert!(r.stderr.contains("waiting"), "{}", r.stderr);
+    });
+}
