@@ -14,247 +14,17 @@
 //!
 //! The output follows the format of the release the pod runs.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-struct Peer {
-    name: String,
-    endpoint: String,
-    ca: String,
-    cert: String,
-    key: String,
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// The agent's mounted files: `volumes/<volume>/...` under the working directory.
-fn volume_file(name: &str) -> Option<PathBuf> {
-    let rd = std::fs::read_dir("volumes").ok()?;
-    rd.flatten()
-        .map(|e| e.path().join(name))
-        .find(|p| p.is_file())
-}
-
-fn config_value(key: &str) -> String {
-    volume_file(key)
-        .map(|p| read(&p).trim().to_owned())
-        .unwrap_or_default()
-}
-
-fn peers() -> Vec<Peer> {
-    let dir = Path::new("volumes/clustermesh-secrets");
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    let mut names: Vec<String> = rd
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| !n.contains('.'))
-        .collect();
-    names.sort();
-    let local = config_value("cluster-name");
-    for n in names {
-        if n == local {
-            continue;
-        }
-        let text = read(&dir.join(&n));
-        let mut p = Peer {
-            name: n,
-            endpoint: String::new(),
-            ca: String::new(),
-            cert: String::new(),
-            key: String::new(),
-        };
-        let mut in_endpoints = false;
-        for line in text.lines() {
-            let l = line.trim_end();
-            if let Some(v) = l.strip_prefix("trusted-ca-file:") {
-                p.ca = v.trim().to_owned();
-            } else if let Some(v) = l.strip_prefix("cert-file:") {
-                p.cert = v.trim().to_owned();
-            } else if let Some(v) = l.strip_prefix("key-file:") {
-                p.key = v.trim().to_owned();
-            }
-            if l.starts_with("endpoints:") {
-                in_endpoints = true;
-                continue;
-            }
-            if in_endpoints {
-                match l.trim_start().strip_prefix("- ") {
-                    Some(e) if p.endpoint.is_empty() => p.endpoint = e.trim().to_owned(),
-                    Some(_) => {}
-                    None => in_endpoints = false,
-                }
-            }
-        }
-        out.push(p);
-    }
-    out
-}
-
-/// `etcdctl ARGS` as the agent's container would run it: its mount namespace, its files.
-fn etcdctl(p: &Peer, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "/bin/sh",
-            "enter.sh",
-        ])
-        .args(["etcdctl", "--endpoints", &p.endpoint])
-        .args(["--cacert", &p.ca, "--cert", &p.cert, "--key", &p.key])
-        .args(["--dial-timeout=2s", "--command-timeout=3s"])
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .output()
-        .map_err(|e| format!("etcdctl: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let line = err
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("Error:"))
-            .or_else(|| err.lines().last())
-            .unwrap_or("etcdctl failed")
-            .trim_start_matches("Error: ")
-            .to_owned();
-        Err(line)
-    }
-}
-
-struct Remote {
-    name: String,
-    endpoint: String,
-    connected: bool,
-    error: Option<String>,
-    config: Option<serde_json::Value>,
-    synced: BTreeMap<&'static str, bool>,
-    nodes: Vec<serde_json::Value>,
-    services: usize,
-}
-
-impl Remote {
-    fn ready(&self) -> bool {
-        self.connected
-            && self.config.is_some()
-            && self.error.is_none()
-            && self.synced.values().all(|v| *v)
-    }
-}
-
-fn observe(p: &Peer, local_id: &str) -> Remote {
-    let mut r = Remote {
-        name: p.name.clone(),
-        endpoint: p.endpoint.clone(),
-        connected: false,
-        error: None,
-        config: None,
-        synced: BTreeMap::new(),
-        nodes: Vec::new(),
-        services: 0,
-    };
-    let cfg = match etcdctl(
-        p,
-        &[
-            "get",
-            "--print-value-only",
-            &format!("cilium/cluster-config/{}", p.name),
-        ],
-    ) {
-        Ok(v) => v,
-        Err(e) => {
-            r.error = Some(e);
-            return r;
-        }
-    };
-    r.connected = true;
-    r.config = serde_json::from_str::<serde_json::Value>(cfg.trim()).ok();
-    let cached = r
-        .config
-        .as_ref()
-        .and_then(|c| c.pointer("/capabilities/cached"))
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    if let Some(id) = r
-        .config
-        .as_ref()
-        .and_then(|c| c.get("id"))
-        .and_then(serde_json::Value::as_u64)
-        && id.to_string() == local_id
-    {
-        r.error = Some(format!("clusterID {id} is assigned to the local cluster"));
-    }
-    let base = if cached {
-        "cilium/cache"
-    } else {
-        "cilium/state"
-    };
-    let canaries = etcdctl(
-        p,
-        &[
-            "get",
-            "--prefix",
-            "--keys-only",
-            &format!("cilium/synced/{}/", p.name),
-        ],
-    )
-    .unwrap_or_default();
-    for (what, prefix) in [
-        ("nodes", "nodes/v1"),
-        ("endpoints", "ip/v1"),
-        ("identities", "identities/v1"),
-        ("services", "services/v1"),
-    ] {
-        let key = format!("cilium/synced/{}/{base}/{prefix}", p.name);
-        r.synced
-            .insert(what, canaries.lines().any(|l| l.trim() == key));
-    }
-    if let Ok(text) = etcdctl(
-        p,
-        &[
-            "get",
-            "--prefix",
-            "--print-value-only",
-            &format!("{base}/nodes/v1/{}/", p.name),
-        ],
-    ) {
-        r.nodes = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l.trim()).ok())
-            .collect();
-    }
-    if let Ok(text) = etcdctl(
-        p,
-        &[
-            "get",
-            "--prefix",
-            "--keys-only",
-            &format!("{base}/services/v1/{}/", p.name),
-        ],
-    ) {
-        r.services = text.lines().filter(|l| !l.trim().is_empty()).count();
-    }
-    r
-}
-
-fn release() -> (u32, u32) {
-    let v = read(Path::new("release"));
-    let mut it = v.trim().split('.').map(|x| x.parse::<u32>().unwrap_or(0));
-    (it.next().unwrap_or(1), it.next().unwrap_or(20))
-}
+use integration_tests::lab::agentview::{Remote, config_value, observe, peers, read, release};
 
 fn status(verbose: bool) -> String {
-    let (_, minor) = release();
-    let local_id = config_value("cluster-id");
-    let remotes: Vec<Remote> = peers().iter().map(|p| observe(p, &local_id)).collect();
+    let (_, minor) = release(Path::new("."));
+    let local_id = config_value(Path::new("."), "cluster-id");
+    let remotes: Vec<Remote> = peers(Path::new("."))
+        .iter()
+        .map(|p| observe(Path::new("."), p, &local_id))
+        .collect();
     let ready = remotes.iter().filter(|r| r.ready()).count();
     let services: usize = remotes.iter().map(|r| r.services).sum();
     let mut s = String::new();
@@ -304,7 +74,7 @@ fn status(verbose: bool) -> String {
 }
 
 fn node_list() -> String {
-    let local = config_value("cluster-name");
+    let local = config_value(Path::new("."), "cluster-name");
     let mut rows = vec![(
         "Name".to_owned(),
         "IPv4 Address".to_owned(),
@@ -322,9 +92,9 @@ fn node_list() -> String {
             ));
         }
     }
-    let local_id = config_value("cluster-id");
-    for p in peers() {
-        let r = observe(&p, &local_id);
+    let local_id = config_value(Path::new("."), "cluster-id");
+    for p in peers(Path::new(".")) {
+        let r = observe(Path::new("."), &p, &local_id);
         for n in &r.nodes {
             let name = n.get("Name").and_then(|v| v.as_str()).unwrap_or("?");
             let ip = n
@@ -358,7 +128,7 @@ fn main() -> std::process::ExitCode {
         .and_then(|n| n.to_str())
         .unwrap_or("cilium-dbg")
         .to_owned();
-    let (_, minor) = release();
+    let (_, minor) = release(Path::new("."));
     // Before 1.15 the agent image has `cilium`, not `cilium-dbg`.
     if invoked == "cilium-dbg" && minor < 15 {
         eprintln!("exec: \"cilium-dbg\": executable file not found in $PATH");

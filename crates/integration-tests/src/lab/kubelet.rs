@@ -130,10 +130,15 @@ pub fn start(rt: &tokio::runtime::Runtime, cluster: Arc<Cluster>, spawner: Arc<S
     }
     // What `kubectl exec` into an agent finds: the agent CLI stand-in under both its names.
     let standin = lab_bin("cilium-dbg-standin");
-    for n in ["cilium-dbg", "cilium"] {
+    let curl = lab_bin("lab-curl");
+    for (n, target) in [
+        ("cilium-dbg", &standin),
+        ("cilium", &standin),
+        ("curl", &curl),
+    ] {
         let link = cluster.dir.join("bin").join(n);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&standin, &link).expect("stand-in link");
+        std::os::unix::fs::symlink(target, &link).expect("stand-in link");
     }
     // Services whose only backend is a pod the lab runs on this node resolve to the node's
     // loopback, as the agent's service-aware dialer and its load balancer would get there.
@@ -302,10 +307,36 @@ fn newest<'a>(pods: &'a [Pod], key: &str, app: &str) -> Option<&'a Pod> {
 /// The Cilium release of a pod, from its first container's image tag
 /// (`quay.io/cilium/clustermesh-apiserver:v1.20.0@sha256:…` → `1.20.0`).
 fn release_of(p: &Pod) -> Option<String> {
-    let image = p.spec.as_ref()?.containers.first()?.image.clone()?;
-    let no_digest = image.split('@').next()?;
-    let tag = no_digest.rsplit_once(':')?.1;
+    // The Cilium image of the pod (1.14's clustermesh-apiserver pod also runs etcd's own).
+    let spec = p.spec.as_ref()?;
+    let images: Vec<&str> = spec
+        .containers
+        .iter()
+        .filter_map(|c| c.image.as_deref())
+        .collect();
+    let image = images
+        .iter()
+        .find(|i| i.contains("/cilium/"))
+        .or(images.first())?;
+    let (_, tag) = repo_tag(image)?;
     Some(tag.trim_start_matches('v').to_owned())
+}
+
+/// `quay.io/cilium/clustermesh-apiserver:v1.20.0@sha256:…` → (`quay.io/cilium/clustermesh-apiserver`, `v1.20.0`).
+fn repo_tag(image: &str) -> Option<(&str, &str)> {
+    image.split('@').next()?.rsplit_once(':')
+}
+
+/// The files of container image `image` the lab has: a Cilium release's clustermesh-apiserver
+/// (or kvstoremesh) image, or the etcd image Cilium 1.14 runs next to it (Debian's etcd and
+/// etcdctl under usr/local/bin, as in quay.io/coreos/etcd).
+fn image_root(image: &str) -> Option<PathBuf> {
+    let (repo, tag) = repo_tag(image)?;
+    if repo.ends_with("/etcd") {
+        let d = components::tools_dir().join("images/etcd");
+        return d.is_dir().then_some(d);
+    }
+    components::cilium(tag.trim_start_matches('v')).map(|r| r.image())
 }
 
 async fn reconcile(s: &Shared) -> Result<(), String> {
@@ -611,7 +642,7 @@ async fn clustermesh_pod(s: &Shared, p: &Pod, lookups: &Lookups) -> Result<(), S
     }
 
     for init in spec.init_containers.clone().unwrap_or_default() {
-        let proc_spec = container_spec(s, p, &init, &volumes, &dir, &image, lookups)?;
+        let proc_spec = container_spec(s, p, &init, &volumes, &dir, lookups)?;
         let mut proc = Proc::start(&s.spawner, proc_spec);
         let deadline = Instant::now() + Duration::from_secs(120);
         let status = loop {
@@ -645,7 +676,7 @@ async fn clustermesh_pod(s: &Shared, p: &Pod, lookups: &Lookups) -> Result<(), S
         .clone();
     let mut containers = Vec::new();
     for k in &spec.containers {
-        let proc_spec = container_spec(s, p, k, &volumes, &dir, &image, lookups)?;
+        let proc_spec = container_spec(s, p, k, &volumes, &dir, lookups)?;
         let enabled = !disabled.contains(&k.name);
         let proc = enabled.then(|| Proc::start(&s.spawner, proc_spec.clone()));
         containers.push(ContainerRun {
@@ -909,10 +940,10 @@ fn container_spec(
     k: &Container,
     volumes: &[Volume],
     dir: &Path,
-    image: &Path,
     l: &Lookups,
 ) -> Result<ProcSpec, String> {
     let c = &s.cluster;
+    let image = k.image.as_deref().and_then(image_root);
     let env = container_env(p, c, k, l);
     let mut argv: Vec<String> = k
         .command
@@ -931,14 +962,20 @@ fn container_spec(
     let script = dir.join(format!("enter-{}.sh", k.name));
     write_if_changed(
         &script,
-        entry_script(k, volumes, dir, Some(image)).as_bytes(),
+        entry_script(k, volumes, dir, image.as_deref()).as_bytes(),
         0o755,
     )?;
+    // A PID namespace too, as a container has: when its main process exits, whatever it left
+    // running in the background goes with it (Cilium 1.14's etcd-init starts an etcd with `&`).
     let mut full = vec![
         "unshare".into(),
         "--mount".into(),
         "--propagation".into(),
         "private".into(),
+        "--pid".into(),
+        "--fork".into(),
+        "--kill-child".into(),
+        "--mount-proc".into(),
         "--".into(),
         "/bin/sh".into(),
         script.display().to_string(),
@@ -969,11 +1006,14 @@ fn entry_script(k: &Container, volumes: &[Volume], pod_dir: &Path, image: Option
     }
     s.push_str("mount -t tmpfs -o mode=755 tmpfs /var/lib\nmount -t tmpfs -o mode=755 tmpfs /run\nmount -t tmpfs -o mode=1777 tmpfs /tmp\n");
     if let Some(img) = image {
-        let bin = img.join("usr/bin");
-        s.push_str(&format!(
-            "mount -t overlay overlay -o lowerdir={}:/usr/bin /usr/bin\n",
-            bin.display()
-        ));
+        for d in ["usr/bin", "usr/local/bin"] {
+            if img.join(d).is_dir() {
+                s.push_str(&format!(
+                    "mkdir -p /{d}\nmount -t overlay overlay -o lowerdir={}:/{d} /{d}\n",
+                    img.join(d).display()
+                ));
+            }
+        }
         let lib = img.join("var/lib");
         if lib.is_dir() {
             s.push_str(&format!(

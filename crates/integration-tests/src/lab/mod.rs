@@ -10,6 +10,7 @@
 //! agent pods their mounted files for the `cilium-dbg` stand-in. The clusters start in parallel
 //! and everything is torn down on drop, panics included.
 
+pub mod agentview;
 pub mod components;
 pub mod kubelet;
 pub mod net;
@@ -369,6 +370,22 @@ impl Lab {
                 ca_pem: ca.pair.cert.clone(),
             }));
         }
+        // What the lab's stand-ins need to find every cluster.
+        let index: Vec<serde_json::Value> = clusters
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "dir": c.dir,
+                    "kubeconfig": c.dir.join("kubeconfig-system"),
+                })
+            })
+            .collect();
+        write(
+            &dir.path().join("lab.json"),
+            &serde_json::to_string_pretty(&index).expect("lab.json"),
+            0o644,
+        );
         for c in &clusters {
             rt.block_on(register_nodes(c))
                 .unwrap_or_else(|e| panic!("{}: nodes: {e}\n{}", c.name, c.logs(30)));
@@ -390,6 +407,18 @@ impl Lab {
             net,
             kube,
         })
+    }
+
+    /// Drops pod traffic from cluster `from` to cluster `to` (0-based), as a firewall between
+    /// them would (read by the lab's curl; see docs/testing.md).
+    pub fn block(&self, from: usize, to: usize) {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("blocked"))
+            .expect("blocked");
+        writeln!(f, "{} {}", self.clusters[from].name, self.clusters[to].name).expect("blocked");
     }
 
     /// Cuts cluster `i` (0-based) off the network, or plugs it back in.

@@ -94,6 +94,20 @@ fn sweep(slot: u8) {
             }
         }
     }
+    // Host ends of veth pairs outlive their namespace while a killed process still holds it.
+    if let Ok(out) = Command::new("ip").args(["-o", "link", "show"]).output() {
+        let host = format!("cm{slot}h");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line
+                .split(':')
+                .nth(1)
+                .map(|n| n.trim().split('@').next().unwrap_or_default().to_owned())
+                .unwrap_or_default();
+            if name.starts_with(&host) && name[host.len()..].bytes().all(|b| b.is_ascii_digit()) {
+                ip_quiet(&["link", "del", &name]);
+            }
+        }
+    }
     ip_quiet(&["link", "del", &bridge_name(slot)]);
 }
 
@@ -189,6 +203,7 @@ impl Net {
         let host = format!("cm{}h{i}", self.slot);
         let peer = format!("cm{}p{i}", self.slot);
         let addr = Ipv4Addr::new(198, 18, self.slot, i);
+        ip_quiet(&["link", "del", &host]);
         ip(&["netns", "add", &ns]);
         self.namespaces.push(ns.clone());
         ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer]);
@@ -237,7 +252,7 @@ impl Drop for Net {
             kill_all_in(ns);
             ip_quiet(&["netns", "del", ns]);
         }
-        ip_quiet(&["link", "del", &bridge_name(self.slot)]);
+        sweep(self.slot);
         let _ = std::fs::remove_file(&self.lock);
     }
 }
