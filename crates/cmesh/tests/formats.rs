@@ -139,7 +139,7 @@ fn status_table() {
             c(
                 "drift",
                 Outcome::Warn,
-                "1 value(s) differ from what cmesh renders: debug.enabled (removed) (run `cmesh apply`)",
+                "1 value(s) differ from what cmesh renders: debug.enabled (set on the cluster only) (run `cmesh apply`)",
             ),
         ],
     }];

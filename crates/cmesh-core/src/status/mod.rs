@@ -510,7 +510,15 @@ pub fn evaluate(
                 let keys: Vec<String> = changes
                     .iter()
                     .take(8)
-                    .map(|(k, c)| format!("{k} ({c:?})").to_lowercase())
+                    // Said from the cluster's side: the user changed the cluster, not cmesh.
+                    .map(|(k, c)| {
+                        let how = match c {
+                            value::Change::Removed => "set on the cluster only",
+                            value::Change::Added => "missing on the cluster",
+                            value::Change::Changed => "changed on the cluster",
+                        };
+                        format!("{k} ({how})")
+                    })
                     .collect();
                 let more = if changes.len() > 8 {
                     format!(" and {} more", changes.len() - 8)
