@@ -226,3 +226,193 @@ pub fn check<'a>(status: &'a serde_json::Value, cluster: &str, name: &str) -> (&
         k["reason"].as_str().unwrap_or(""),
     )
 }
+
+impl Mesh {
+    /// Starts `n` clusters and applies Cilium with Cluster Mesh (both phases), waiting until
+    /// `status` is green.
+    pub fn meshed(bin: &Path, n: usize, version: &str) -> Option<Mesh> {
+        let m = Mesh::start(&MeshOptions::new(n, version))?;
+        let r = m.apply(bin, &[]);
+        assert_eq!(r.code, 0, "apply:\n{}\n{}", r.stdout, r.stderr);
+        let (r, _) = m.status_wait(bin, "120s");
+        assert_eq!(
+            r.code,
+            0,
+            "status:\n{}\n{}\n{}",
+            r.stdout,
+            r.stderr,
+            m.lab.logs(25)
+        );
+        Some(m)
+    }
+
+    /// `cmesh test` with fast polling and short retries, plus `extra`.
+    pub fn test(&self, bin: &Path, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "test",
+            "--poll",
+            "200ms",
+            "--retry-for",
+            "5s",
+            "--timeout",
+            "60s",
+            "--http-timeout",
+            "2s",
+        ];
+        args.extend_from_slice(extra);
+        self.cmesh(bin, &args)
+    }
+
+    /// Namespaces of cluster `i` whose name starts with `cmesh-test-`.
+    pub fn test_namespaces(&self, i: usize) -> Vec<String> {
+        self.kube(i, async |c| {
+            let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(c);
+            Ok(api
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|n| n.metadata.name)
+                .filter(|n| n.starts_with("cmesh-test-"))
+                .collect())
+        })
+    }
+
+    /// Server-side applies `objects` (JSON) in cluster `i`, as the test's field manager.
+    pub fn apply_objects(&self, i: usize, objects: &[serde_json::Value]) {
+        self.kube(i, async |c| {
+            for o in objects {
+                let api_version = o["apiVersion"].as_str().unwrap_or_default();
+                let kind = o["kind"].as_str().unwrap_or_default();
+                let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+                let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                    group, version, kind,
+                ));
+                let name = o["metadata"]["name"].as_str().unwrap_or_default();
+                let api: kube::Api<kube::api::DynamicObject> =
+                    match o["metadata"]["namespace"].as_str() {
+                        Some(ns) => kube::Api::namespaced_with(c.clone(), ns, &ar),
+                        None => kube::Api::all_with(c.clone(), &ar),
+                    };
+                api.patch(
+                    name,
+                    &kube::api::PatchParams::apply("cmesh-lab-test").force(),
+                    &kube::api::Patch::Apply(o),
+                )
+                .await?;
+            }
+            Ok(())
+        });
+    }
+
+    /// ingress-nginx in cluster `i` as its upstream manifests label it: the controller's
+    /// Deployment (kwok runs its pods) and Service, and IngressClass `class`. Its routing is the
+    /// lab's curl's (see docs/testing.md).
+    pub fn install_ingress_nginx(&self, i: usize, class: &str) {
+        let labels = serde_json::json!({
+            "app.kubernetes.io/name": "ingress-nginx",
+            "app.kubernetes.io/instance": "ingress-nginx",
+            "app.kubernetes.io/component": "controller",
+        });
+        self.apply_objects(
+            i,
+            &[
+                serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ingress-nginx"}}),
+                serde_json::json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx", "labels": labels},
+                    "spec": {"selector": {"matchLabels": labels}, "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {"containers": [{"name": "controller", "image": "registry.k8s.io/ingress-nginx/controller:v1.8.2",
+                            "ports": [{"name": "http", "containerPort": 80}, {"name": "https", "containerPort": 443}]}]},
+                    }},
+                }),
+                serde_json::json!({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx", "labels": labels},
+                    "spec": {"type": "LoadBalancer", "selector": labels,
+                        "ports": [{"name": "http", "port": 80, "targetPort": "http"}, {"name": "https", "port": 443, "targetPort": "https"}]},
+                }),
+                serde_json::json!({
+                    "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                    "metadata": {"name": class, "labels": labels},
+                    "spec": {"controller": "k8s.io/ingress-nginx"},
+                }),
+            ],
+        );
+    }
+
+    /// Taints every node of cluster `i` `NoSchedule` (as `kubectl taint` would): new pods stay
+    /// Pending.
+    pub fn taint_nodes(&self, i: usize) {
+        let nodes = self.lab.clusters[i].nodes.clone();
+        self.kube(i, async |c| {
+            let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(c);
+            for n in &nodes {
+                let patch = serde_json::json!({"spec": {"taints": [
+                    {"key": "cmesh.test/blocked", "value": "true", "effect": "NoSchedule"}
+                ]}});
+                api.patch(
+                    n,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A controller in one cluster that deletes every Service named `name` in namespaces starting
+/// with `prefix` as soon as it appears (a GitOps prune of objects it does not know), until
+/// dropped.
+pub struct Pruner {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Mesh {
+    /// Starts a [`Pruner`] in cluster `i`.
+    pub fn prune_services(&self, i: usize, prefix: &str, name: &str) -> Pruner {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = self.lab.clusters[i].client.clone();
+        let handle = self.lab.rt.handle().clone();
+        let (prefix, name, s) = (
+            prefix.to_owned(),
+            name.to_owned(),
+            std::sync::Arc::clone(&stop),
+        );
+        let thread = std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = handle.block_on(async {
+                    let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+                        kube::Api::all(client.clone());
+                    for svc in api.list(&Default::default()).await?.items {
+                        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+                        if ns.starts_with(&prefix) && svc.metadata.name.as_deref() == Some(&name) {
+                            let ns_api: kube::Api<k8s_openapi::api::core::v1::Service> =
+                                kube::Api::namespaced(client.clone(), &ns);
+                            let _ = ns_api.delete(&name, &Default::default()).await;
+                        }
+                    }
+                    Ok::<_, kube::Error>(())
+                });
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        Pruner {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Pruner {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

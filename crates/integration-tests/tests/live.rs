@@ -395,7 +395,10 @@ fn drift_names_the_keys_that_differ() {
     let (_, v) = m.status_json(bin(), &[]);
     let (o, why) = check(&v, "k8s01", "drift");
     assert_eq!(o, "warn");
-    assert!(why.contains("debug.enabled (set on the cluster only)"), "{why}");
+    assert!(
+        why.contains("debug.enabled (set on the cluster only)"),
+        "{why}"
+    );
     assert_eq!(check(&v, "k8s02", "drift").0, "pass");
     // And `apply` puts it back, which is an upgrade again (not a skip).
     let r = m.apply(bin(), &["--cluster", "k8s01"]);

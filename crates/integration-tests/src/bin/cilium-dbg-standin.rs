@@ -104,10 +104,9 @@ fn node_list() -> String {
                 .and_then(|a| a.get("IP"))
                 .and_then(|v| v.as_str())
                 .unwrap_or("");
-            let cidr = n
-                .get("IPv4AllocCIDR")
-                .and_then(|v| v.as_str())
-                .unwrap_or("");
+            let cidr = integration_tests::lab::agentview::alloc_cidr(n)
+                .map(|(net, len)| format!("{net}/{len}"))
+                .unwrap_or_default();
             rows.push((
                 format!("{}/{name}", p.name),
                 ip.into(),

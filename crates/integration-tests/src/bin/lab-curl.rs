@@ -164,19 +164,16 @@ async fn pod_by_ip(c: &kube::Client, ip: &str) -> Option<Pod> {
         .find(|p| p.metadata.deletion_timestamp.is_none())
 }
 
-fn cidr_contains(cidr: &str, ip: &str) -> bool {
-    let Some((base, len)) = cidr.split_once('/') else {
+fn contains(net: std::net::Ipv4Addr, len: u32, ip: &str) -> bool {
+    let Ok(i) = ip.parse::<std::net::Ipv4Addr>() else {
         return false;
     };
-    let (Ok(b), Ok(i), Ok(len)) = (
-        base.parse::<std::net::Ipv4Addr>(),
-        ip.parse::<std::net::Ipv4Addr>(),
-        len.parse::<u32>(),
-    ) else {
-        return false;
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len.min(32))
     };
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    u32::from(b) & mask == u32::from(i) & mask
+    u32::from(net) & mask == u32::from(i) & mask
 }
 
 struct World {
@@ -239,9 +236,7 @@ impl World {
                 .map(|peer| agentview::observe(&self.agent_dir(), peer, &local_id))
                 .any(|r| {
                     r.nodes.iter().any(|n| {
-                        n.get("IPv4AllocCIDR")
-                            .and_then(|v| v.as_str())
-                            .is_some_and(|cidr| cidr_contains(cidr, ip))
+                        agentview::alloc_cidr(n).is_some_and(|(net, len)| contains(net, len, ip))
                     })
                 });
             if !known {

@@ -38,7 +38,9 @@ fn volume_file(dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// A key of the agent's mounted `cilium-config` (`cluster-name`, `cluster-id`, ...).
 pub fn config_value(dir: &Path, key: &str) -> String {
-    volume_file(dir, key)
+    Some(dir.join("config-map").join(key))
+        .filter(|p| p.is_file())
+        .or_else(|| volume_file(dir, key))
         .map(|p| read(&p).trim().to_owned())
         .unwrap_or_default()
 }
@@ -213,11 +215,12 @@ pub fn observe(agent: &Path, p: &Peer, local_id: &str) -> Remote {
     {
         r.error = Some(format!("clusterID {id} is assigned to the local cluster"));
     }
-    let base = if cached {
+    r.base = if cached {
         "cilium/cache"
     } else {
         "cilium/state"
     };
+    let base = r.base;
     let canaries = etcdctl(
         agent,
         p,
@@ -274,4 +277,61 @@ pub fn release(agent: &Path) -> (u32, u32) {
     let v = read(&agent.join("release"));
     let mut it = v.trim().split('.').map(|x| x.parse::<u32>().unwrap_or(0));
     (it.next().unwrap_or(1), it.next().unwrap_or(20))
+}
+
+/// A node's `IPv4AllocCIDR` as Cilium writes it (`cidr.CIDR` is a `net.IPNet`, so
+/// `{"IP": "10.2.0.0", "Mask": "<base64>"}`), or a plain `a.b.c.d/n` string, as
+/// `(network, prefix length)`.
+pub fn alloc_cidr(node: &serde_json::Value) -> Option<(std::net::Ipv4Addr, u32)> {
+    let v = node.get("IPv4AllocCIDR")?;
+    if let Some(s) = v.as_str() {
+        let (ip, len) = s.split_once('/')?;
+        return Some((ip.parse().ok()?, len.parse().ok()?));
+    }
+    let ip: std::net::Ipv4Addr = v.get("IP")?.as_str()?.parse().ok()?;
+    let mask = base64_decode(v.get("Mask")?.as_str()?)?;
+    let len = mask.iter().map(|b| b.count_ones()).sum();
+    Some((ip, len))
+}
+
+/// Standard base64 (Go's `encoding/json` for `[]byte`), enough for a netmask.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c)? as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn alloc_cidr_reads_both_forms() {
+        let go = serde_json::json!({"IPv4AllocCIDR": {"IP": "10.2.1.0", "Mask": "////AA=="}});
+        assert_eq!(
+            super::alloc_cidr(&go),
+            Some(("10.2.1.0".parse().unwrap(), 24))
+        );
+        let go = serde_json::json!({"IPv4AllocCIDR": {"IP": "10.2.0.0", "Mask": "//8AAA=="}});
+        assert_eq!(
+            super::alloc_cidr(&go),
+            Some(("10.2.0.0".parse().unwrap(), 16))
+        );
+        let s = serde_json::json!({"IPv4AllocCIDR": "10.3.0.0/20"});
+        assert_eq!(
+            super::alloc_cidr(&s),
+            Some(("10.3.0.0".parse().unwrap(), 20))
+        );
+        assert_eq!(super::alloc_cidr(&serde_json::json!({})), None);
+    }
 }

@@ -535,6 +535,13 @@ async fn agent_files(s: &Shared, a: &Pod, l: &Lookups) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(dir.join("volumes"));
     }
     let changed = materialize(c, a, &volumes, &dir.join("volumes"), l).await?;
+    // The agent's configuration as its `config` init container (`cilium-dbg build-config`,
+    // 1.15 on) builds it from the `cilium-config` ConfigMap; 1.14 mounts the ConfigMap instead.
+    for (k, v) in l.config_maps.get("cilium-config").into_iter().flatten() {
+        if !k.contains('/') {
+            write_if_changed(&dir.join("config-map").join(k), v.as_bytes(), 0o644)?;
+        }
+    }
     let nodes: String = c
         .nodes
         .iter()
