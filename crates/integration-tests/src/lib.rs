@@ -1,10 +1,9 @@
 //! Test support for cmesh's end-to-end tests: running the real binary in a scratch directory
-//! with a controlled environment, and redacting output for snapshots.
+//! with a controlled environment, real etcd servers with TLS, and the lab (real Kubernetes
+//! control planes with kwok, the real Cilium chart and Cilium's clustermesh components).
 
 pub mod cli;
 pub mod etcd;
-pub mod kube_api;
 pub mod lab;
-pub mod live;
 pub mod mesh;
 pub mod tools;

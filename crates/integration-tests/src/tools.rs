@@ -47,8 +47,3 @@ pub fn find(name: &str, env_var: &str) -> Option<PathBuf> {
 pub fn helm() -> Option<PathBuf> {
     find("helm", "CMESH_HELM")
 }
-
-/// The test chart: a small Cilium look-alike written from the chart facts.
-pub fn mini_cilium_chart() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/mini-cilium")
-}

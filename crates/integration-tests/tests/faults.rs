@@ -334,3 +334,64 @@ fn a_clusters_etcd_down_then_back() {
         assert!(r.stderr.contains("waiting"), "{}", r.stderr);
     });
 }
+
+/// `probe --certs-from-cluster`: the identity and trusted CA come from the dialling cluster's
+/// `clustermesh-apiserver-remote-cert` Secret (what its KVStoreMesh uses), read from the real
+/// API server, not from pki.dir.
+#[test]
+fn probe_with_the_certificates_from_the_cluster() {
+    let Some(m) = healthy(2, "1.16.19") else {
+        return;
+    };
+    let (r, v) = probe(&m, "k8s02", "k8s01", &["--certs-from-cluster"]);
+    code(&m, &r, 0);
+    assert!(
+        v.to_string().contains("clustermesh-apiserver-remote-cert"),
+        "{v:#}"
+    );
+    // k8s01's Secret replaced by an identity from another CA: with it the probe is refused,
+    // while pki.dir's identity still gets in (so the flag really read the Secret).
+    let now = OffsetDateTime::now_utc();
+    let other = Ca::generate("Cilium CA", KeyAlgorithm::EcdsaP256, 100, now).unwrap();
+    let client = issue(&other, "remote-k8s01", &[], &[], now, 30);
+    m.patch_secret(
+        0,
+        "clustermesh-apiserver-remote-cert",
+        &[
+            ("tls.crt", &client.cert_pem),
+            ("tls.key", client.key.pem()),
+            ("ca.crt", other.cert_pem()),
+        ],
+    );
+    let (r, v) = probe(&m, "k8s02", "k8s01", &["--certs-from-cluster"]);
+    code(&m, &r, 1);
+    assert_eq!(diagnosis(&v).0, "certificate", "{v:#}");
+    let (r, _) = probe(&m, "k8s02", "k8s01", &[]);
+    code(&m, &r, 0);
+    // Without the Secret the flag says so, naming the cluster.
+    m.kube(0, async |c| {
+        let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(c, "kube-system");
+        api.delete("clustermesh-apiserver-remote-cert", &Default::default())
+            .await
+            .map(|_| ())
+    });
+    let r = m.cmesh(
+        bin(),
+        &[
+            "probe",
+            "--cluster",
+            "k8s02",
+            "--from",
+            "k8s01",
+            "--certs-from-cluster",
+        ],
+    );
+    code(&m, &r, 7);
+    assert!(
+        r.stderr
+            .contains("k8s01: Secret kube-system/clustermesh-apiserver-remote-cert not found"),
+        "{}",
+        r.stderr
+    );
+}

@@ -1,7 +1,8 @@
 //! Rendered values through the real helm binary: helm's YAML 1.1 parser reads them exactly as
-//! cmesh meant them, and with `certificates: cmesh` two renders are byte-identical (with the
-//! article's helm method they are not). Uses the test chart in charts/mini-cilium; an ignored
-//! test does the same against real Cilium charts when CMESH_CILIUM_CHARTS points at them.
+//! cmesh meant them (a chart the test writes whose one template prints `.Values` as JSON), and
+//! through the real Cilium charts (1.14.2, 1.16.19, 1.20.0 from the `github.com/cilium/cilium`
+//! Go module, installed by scripts/install-test-deps) two renders are byte-identical with
+//! `certificates: cmesh`, while with the article's helm method they are not.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,6 +10,7 @@ use std::process::Command;
 use cmesh_core::pki::store::{self, CaPolicy, PkiFiles, ReconcileOptions};
 use cmesh_core::render::{self, Phase, RenderOptions, ScriptPaths};
 use cmesh_core::spec::{self, CertMethod, MeshSpec, example};
+use integration_tests::lab::components;
 use integration_tests::tools;
 
 fn spec_for(version: &str, method: &str) -> MeshSpec {
@@ -83,16 +85,42 @@ fn values_read_by_helm(manifest: &str) -> serde_json::Value {
     serde_json::from_str(&json).unwrap()
 }
 
+/// A chart without defaults whose one template is `.Values` as helm parsed them, as JSON.
+fn echo_chart(dir: &Path) -> std::path::PathBuf {
+    let chart = dir.join("echo-values");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: echo-values\nversion: 0.0.1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        chart.join("templates/values.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: values\ndata:\n  values.json: {{ toJson .Values | quote }}\n",
+    )
+    .unwrap();
+    chart
+}
+
+/// The real charts the lab has installed (none when it is not installed and not required).
+fn real_charts() -> Vec<(String, std::path::PathBuf)> {
+    ["1.14.2", "1.16.19", "1.20.0"]
+        .into_iter()
+        .filter_map(|v| components::cilium(v).map(|c| (v.to_owned(), c.chart())))
+        .collect()
+}
+
 #[test]
 fn helm_reads_values_exactly_as_rendered() {
     let Some(helm) = tools::helm() else { return };
     let dir = tempfile::tempdir().unwrap();
+    let chart = echo_chart(dir.path());
     for version in ["1.14.2", "1.16.0", "1.19.6", "1.20.0"] {
         for method in ["cmesh", "helm", "cronJob"] {
             for (cluster, text, expected) in values(&spec_for(version, method)) {
                 let f = dir.path().join("values.yaml");
                 std::fs::write(&f, &text).unwrap();
-                let manifest = helm_template(&helm, &tools::mini_cilium_chart(), &f);
+                let manifest = helm_template(&helm, &chart, &f);
                 assert_eq!(
                     values_read_by_helm(&manifest),
                     expected,
@@ -107,60 +135,29 @@ fn helm_reads_values_exactly_as_rendered() {
 fn cmesh_certificates_render_identically_helm_method_does_not() {
     let Some(helm) = tools::helm() else { return };
     let dir = tempfile::tempdir().unwrap();
-    for (method, stable) in [("cmesh", true), ("helm", false)] {
-        let (_, text, _) = values(&spec_for("1.14.2", method)).remove(0);
-        let f = dir.path().join("values.yaml");
-        std::fs::write(&f, &text).unwrap();
-        let a = helm_template(&helm, &tools::mini_cilium_chart(), &f);
-        let b = helm_template(&helm, &tools::mini_cilium_chart(), &f);
-        assert!(
-            a.contains("name: clustermesh-apiserver-server-cert")
-                && a.contains("name: hubble-server-certs"),
-            "{a}"
-        );
-        assert_eq!(
-            a == b,
-            stable,
-            "{method}: two renders identical = {}",
-            a == b
-        );
-    }
-}
-
-/// Against real Cilium charts (not available in CI): CMESH_CILIUM_CHARTS=DIR holding
-/// cilium-<version>.tgz files. Renders the lab for every chart found, twice, through the real
-/// chart, and requires success and byte-identical output.
-#[test]
-#[ignore = "needs packaged Cilium charts in CMESH_CILIUM_CHARTS"]
-fn real_cilium_charts_render_identically() {
-    let Some(helm) = tools::helm() else { return };
-    let charts = std::env::var("CMESH_CILIUM_CHARTS").expect("CMESH_CILIUM_CHARTS");
-    let dir = tempfile::tempdir().unwrap();
-    let mut tested = 0;
-    for entry in std::fs::read_dir(&charts).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let Some(version) = name
-            .strip_prefix("cilium-")
-            .and_then(|n| n.strip_suffix(".tgz"))
-        else {
-            continue;
-        };
-        let Ok(v) = version.parse::<cmesh_core::version::CiliumVersion>() else {
-            continue;
-        };
-        if !v.is_supported() || v.pre.is_some() {
-            continue;
+    let charts = real_charts();
+    for (version, chart) in &charts {
+        for (method, stable) in [("cmesh", true), ("helm", false)] {
+            for (cluster, text, _) in values(&spec_for(version, method)) {
+                let f = dir.path().join("values.yaml");
+                std::fs::write(&f, &text).unwrap();
+                let a = helm_template(&helm, chart, &f);
+                let b = helm_template(&helm, chart, &f);
+                assert!(
+                    a.contains("name: clustermesh-apiserver-server-cert")
+                        && a.contains("name: hubble-server-certs"),
+                    "{version} {method} {cluster}: the chart made no certificate Secrets"
+                );
+                assert_eq!(
+                    a == b,
+                    stable,
+                    "{version} {method} {cluster}: two renders identical = {}",
+                    a == b
+                );
+            }
         }
-        for (cluster, text, _) in values(&spec_for(version, "cmesh")) {
-            let f = dir.path().join("values.yaml");
-            std::fs::write(&f, &text).unwrap();
-            let a = helm_template(&helm, &path, &f);
-            let b = helm_template(&helm, &path, &f);
-            assert!(a == b, "{version} {cluster}: two renders differ");
-        }
-        eprintln!("{version}: ok");
-        tested += 1;
     }
-    assert!(tested > 0, "no cilium-<version>.tgz in {charts}");
+    if tools::required() {
+        assert_eq!(charts.len(), 3, "every lab chart rendered");
+    }
 }

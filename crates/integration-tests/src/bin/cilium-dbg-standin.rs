@@ -110,7 +110,7 @@ fn node_list() -> String {
             rows.push((
                 format!("{}/{name}", p.name),
                 ip.into(),
-                cidr.into(),
+                cidr,
                 "clustermesh".into(),
             ));
         }
