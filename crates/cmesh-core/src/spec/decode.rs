@@ -55,10 +55,12 @@ pub(crate) struct RawSpec {
     pub values: Value,
     pub mesh: MeshSettings,
     pub pki: PkiSettings,
+    pub gitops: GitopsSettings,
     pub clusters: Vec<RawCluster>,
 }
 
-const TOP: &[&str] = &["name", "cilium", "clustermesh", "pki", "clusters"];
+const TOP: &[&str] = &["name", "cilium", "clustermesh", "pki", "gitops", "clusters"];
+const GITOPS: &[&str] = &["repoURL", "revision", "path", "fluxKubeConfig"];
 const CILIUM: &[&str] = &["version", "repo", "values"];
 const MESH: &[&str] = &[
     "domain",
@@ -534,6 +536,7 @@ impl<'s> Decoder<'s> {
 
         let mesh = self.mesh(top.get("clustermesh"));
         let pki = self.pki(top.get("pki"));
+        let gitops = self.gitops(top.get("gitops"));
 
         let mut clusters = Vec::new();
         match top.get("clusters") {
@@ -565,6 +568,7 @@ impl<'s> Decoder<'s> {
             values,
             mesh,
             pki,
+            gitops,
             clusters,
         })
     }
@@ -739,6 +743,63 @@ impl<'s> Decoder<'s> {
         p
     }
 
+    fn gitops(&mut self, node: Option<&Node>) -> GitopsSettings {
+        let mut g = GitopsSettings::default();
+        let Some(node) = node else { return g };
+        let Some(f) = self.fields(node, "gitops", GITOPS) else {
+            return g;
+        };
+        if let Some(n) = f.get("repoURL") {
+            if let Some(u) = self.string(n, "gitops.repoURL") {
+                match check_git_url(&u) {
+                    Ok(()) => g.repo_url = Some(u),
+                    Err(why) => self.problem(
+                        &codes::INVALID_VALUE,
+                        "gitops.repoURL",
+                        n,
+                        format!("`gitops.repoURL` {why}"),
+                        Some("give the URL Argo CD and Flux clone, e.g. `https://github.com/acme/platform.git` or `ssh://git@github.com/acme/platform.git`".into()),
+                    ),
+                }
+            }
+        }
+        if let Some(n) = f.get("revision") {
+            if let Some(r) = self.string(n, "gitops.revision") {
+                if r.trim().is_empty() || r.contains(char::is_whitespace) {
+                    self.problem(
+                        &codes::INVALID_VALUE,
+                        "gitops.revision",
+                        n,
+                        "`gitops.revision` must be a branch, tag or commit without spaces".into(),
+                        Some("e.g. `main`, or leave it out for `HEAD`".into()),
+                    );
+                } else {
+                    g.revision = r;
+                }
+            }
+        }
+        if let Some(n) = f.get("path") {
+            if let Some(p) = self.string(n, "gitops.path") {
+                match normalize_git_path(&p) {
+                    Ok(p) => g.path = p,
+                    Err(why) => self.problem(
+                        &codes::INVALID_VALUE,
+                        "gitops.path",
+                        n,
+                        format!("`gitops.path` {why}"),
+                        Some("the tree's directory relative to the repository root, e.g. `clusters/mesh`".into()),
+                    ),
+                }
+            }
+        }
+        if let Some(n) = f.get("fluxKubeConfig") {
+            if let Some(b) = self.boolean(n, "gitops.fluxKubeConfig") {
+                g.flux_kubeconfig = b;
+            }
+        }
+        g
+    }
+
     fn cluster(&mut self, node: &Node, path: &str) -> RawCluster {
         let mut c = RawCluster {
             values: Value::map(),
@@ -907,6 +968,47 @@ impl<'s> Decoder<'s> {
 }
 
 /// Renders a path for messages (identical to the index path).
+/// Whether `u` looks like a URL git can clone (https, http, ssh or scp-like `git@host:path`).
+///
+/// # Errors
+/// What is wrong with it, to follow "`gitops.repoURL` ".
+pub fn check_git_url(u: &str) -> Result<(), String> {
+    if u.contains(char::is_whitespace) {
+        return Err("contains spaces".into());
+    }
+    let scp = u
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split_once(':'))
+        .is_some_and(|(host, path)| !host.is_empty() && !path.is_empty() && !host.contains('/'));
+    let url = ["https://", "http://", "ssh://", "git://", "file://"]
+        .iter()
+        .any(|p| u.strip_prefix(p).is_some_and(|r| r.len() > 1));
+    if scp || url {
+        Ok(())
+    } else {
+        Err(format!("`{u}` is not a git URL (https://, ssh:// or git@host:path)"))
+    }
+}
+
+/// `p` as a repository-relative directory: no leading or trailing `/`, no `..`, `.` for the
+/// root.
+///
+/// # Errors
+/// What is wrong with it, to follow "`gitops.path` ".
+pub fn normalize_git_path(p: &str) -> Result<String, String> {
+    let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    if p.starts_with('/') {
+        return Err(format!("`{p}` is absolute; it is relative to the repository root"));
+    }
+    if parts.contains(&"..") {
+        return Err(format!("`{p}` leaves the repository (`..`)"));
+    }
+    if parts.is_empty() {
+        return Ok(".".into());
+    }
+    Ok(parts.join("/"))
+}
+
 pub(crate) fn display_path(path: &str) -> String {
     path.to_owned()
 }

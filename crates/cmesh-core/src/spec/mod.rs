@@ -192,6 +192,7 @@ fn finish(raw: decode::RawSpec, src: &Arc<SpecSource>) -> Option<MeshSpec> {
         },
         clustermesh: raw.mesh,
         pki: raw.pki,
+        gitops: raw.gitops,
         clusters,
         source: Arc::clone(src),
     })

@@ -29,6 +29,8 @@ pub struct MeshSpec {
     pub clustermesh: MeshSettings,
     /// Where and how the shared CA and certificates are kept.
     pub pki: PkiSettings,
+    /// Where the rendered tree lives in git, for the Argo CD and Flux objects.
+    pub gitops: GitopsSettings,
     /// The clusters, in file order.
     pub clusters: Vec<Cluster>,
     /// The text this was read from, for pointing at fields in later diagnostics.
@@ -197,6 +199,34 @@ pub struct PkiSettings {
     /// Leaf validity in days.
     #[serde(rename = "certValidityDays")]
     pub cert_validity_days: u32,
+}
+
+/// The git repository the rendered tree is committed to, which the Argo CD and Flux objects
+/// read values and manifests from. `render --git-repo/--git-revision/--git-path` override it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitopsSettings {
+    /// Repository URL (`https://…` or `ssh://…`/`git@…`); `None` renders a placeholder and warns.
+    #[serde(rename = "repoURL")]
+    pub repo_url: Option<String>,
+    /// Branch, tag or commit to follow.
+    pub revision: String,
+    /// The rendered tree's directory inside the repository (no leading or trailing `/`).
+    pub path: String,
+    /// Flux runs in a management cluster: each HelmRelease and Kustomization reaches its cluster
+    /// through `spec.kubeConfig.secretRef` (Secret `<cluster>-kubeconfig`, key `value`).
+    #[serde(rename = "fluxKubeConfig")]
+    pub flux_kubeconfig: bool,
+}
+
+impl Default for GitopsSettings {
+    fn default() -> Self {
+        GitopsSettings {
+            repo_url: None,
+            revision: "HEAD".to_owned(),
+            path: "cmesh-out".to_owned(),
+            flux_kubeconfig: false,
+        }
+    }
 }
 
 /// A host: DNS name or IP address.
