@@ -385,9 +385,13 @@ fn other_methods_wire_the_chart() {
         assert!(v.contains(&format!("method: {word}")), "{method}: {v}");
         let app = file(&tree, "argocd/k8s01.yaml");
         if method == "helm" {
-            // The CA key is in the values (the chart signs), and Argo CD must ignore the
-            // regenerated Secrets.
-            assert!(v.contains("    key: "), "{v}");
+            // The CA key goes to the chart (which signs) in secret-values.yaml, never in
+            // values.yaml, and Argo CD must ignore the regenerated Secrets.
+            assert!(!v.contains("    key: "), "{v}");
+            let sv = redact(
+                std::str::from_utf8(&tree.secret_files["k8s01/secret-values.yaml"].bytes).unwrap(),
+            );
+            assert!(sv.contains("ca:\n    key: <private key>"), "{sv}");
             assert!(app.contains("ignoreDifferences"), "{app}");
             assert!(app.contains("RespectIgnoreDifferences=true"));
             assert!(!tree.secret_files.contains_key("k8s01/secrets.yaml"));
@@ -472,51 +476,211 @@ fn schema_rejects_a_string_cluster_id() {
     assert!(!validator.is_valid(&v.to_json()));
 }
 
-/// Argo CD, Flux and the ApplicationSet embed exactly the cluster's values.
+fn parse_yaml(text: &str) -> cmesh_core::value::Value {
+    to_value(
+        yaml::parse(text, yaml::Limits::default())
+            .unwrap()
+            .root
+            .as_ref()
+            .unwrap(),
+    )
+}
+
+fn docs(text: &str) -> Vec<cmesh_core::value::Value> {
+    text.split("\n---\n").map(parse_yaml).collect()
+}
+
+/// Helm's `-f a -f b`: maps merge key by key, anything else from `b` wins.
+fn helm_merge(a: &mut cmesh_core::value::Value, b: &cmesh_core::value::Value) {
+    use cmesh_core::value::Value;
+    match (a, b) {
+        (Value::Map(x), Value::Map(y)) => {
+            for (k, v) in y {
+                match x.get_mut(k) {
+                    Some(old) => helm_merge(old, v),
+                    None => {
+                        x.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (a, b) => *a = b.clone(),
+    }
+}
+
+/// values.yaml (+ secret-values.yaml where the version needs it) is exactly the cluster's
+/// values; Flux's ConfigMap holds values.yaml's text and the Secret the rest; Argo CD reads both
+/// files from git by path.
 #[test]
-fn gitops_files_embed_the_values_exactly() {
+fn gitops_objects_carry_exactly_the_cluster_values() {
     for version in ["1.14.2", "1.20.0"] {
         let spec = lab(version);
         let pki = pki_for(&spec, &mut PkiFiles::new());
         let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
-        let parse = |text: &str| {
-            to_value(
-                yaml::parse(text, yaml::Limits::default())
+        for c in &spec.clusters {
+            let want = render::cluster_values(&spec, c, Phase::Mesh, &pki);
+            let mut got = parse_yaml(file(&tree, &format!("{}/values.yaml", c.name)));
+            let secret = tree
+                .secret_files
+                .get(&format!("{}/secret-values.yaml", c.name));
+            assert_eq!(secret.is_some(), version == "1.14.2", "{version}");
+            if let Some(f) = secret {
+                helm_merge(
+                    &mut got,
+                    &parse_yaml(std::str::from_utf8(&f.bytes).unwrap()),
+                );
+            }
+            assert_eq!(got, want, "{version} {}: values files", c.name);
+
+            let app = parse_yaml(file(&tree, &format!("argocd/{}.yaml", c.name)));
+            let cmesh_core::value::Value::Seq(sources) = app.get(&["spec", "sources"]).unwrap()
+            else {
+                panic!("sources")
+            };
+            let files = sources[0].get(&["helm", "valueFiles"]).unwrap();
+            let mut expect = vec![format!("$values/cmesh-out/{}/values.yaml", c.name)];
+            if secret.is_some() {
+                expect.push(format!("$values/cmesh-out/{}/secret-values.yaml", c.name));
+            }
+            assert_eq!(files, &cmesh_core::value::Value::from(expect), "{version}");
+            assert_eq!(sources[1].get(&["ref"]).unwrap().as_str(), Some("values"));
+
+            let release = docs(file(
+                &tree,
+                &format!("flux/{}/release/release.yaml", c.name),
+            ));
+            let cm = release
+                .iter()
+                .find(|d| d.get(&["kind"]).and_then(|k| k.as_str()) == Some("ConfigMap"))
+                .unwrap();
+            let text = cm.get(&["data", "values.yaml"]).unwrap().as_str().unwrap();
+            let mut got = parse_yaml(text);
+            if secret.is_some() {
+                let f = &tree.secret_files[&format!("{}/flux-secret-values.yaml", c.name)];
+                let s = parse_yaml(std::str::from_utf8(&f.bytes).unwrap());
+                let inner = s
+                    .get(&["stringData", "values.yaml"])
                     .unwrap()
-                    .root
-                    .as_ref()
-                    .unwrap(),
-            )
-        };
-        for (i, c) in spec.clusters.iter().enumerate() {
-            let want = parse(file(&tree, &format!("{}/values.yaml", c.name)));
-            let app = parse(file(&tree, &format!("argocd/{}.yaml", c.name)));
-            assert_eq!(
-                app.get(&["spec", "source", "helm", "valuesObject"]),
-                Some(&want),
-                "{version} argocd"
-            );
-            let flux_text = file(&tree, &format!("flux/{}.yaml", c.name));
-            let release = parse(flux_text.split("\n---\n").nth(1).unwrap());
-            assert_eq!(
-                release.get(&["spec", "values"]),
-                Some(&want),
-                "{version} flux"
-            );
-            let set = parse(file(&tree, "argocd/applicationset.yaml"));
-            let cmesh_core::value::Value::Seq(gens) = set.get(&["spec", "generators"]).unwrap()
-            else {
-                panic!()
-            };
-            let cmesh_core::value::Value::Seq(elements) =
-                gens[0].get(&["list", "elements"]).unwrap()
-            else {
-                panic!()
-            };
-            let text = elements[i].get(&["values"]).unwrap().as_str().unwrap();
-            assert_eq!(parse(text), want, "{version} applicationset");
+                    .as_str()
+                    .unwrap();
+                helm_merge(&mut got, &parse_yaml(inner));
+            }
+            assert_eq!(got, want, "{version} {}: flux values", c.name);
         }
     }
+}
+
+/// Decodes every base64-looking token of `text` too, so a key cannot hide in a values string.
+fn has_private_key(text: &str) -> bool {
+    text.contains("PRIVATE KEY")
+        || text
+            .split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .filter(|t| t.len() > 40)
+            .filter_map(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+            .any(|b| String::from_utf8_lossy(&b).contains("PRIVATE KEY"))
+}
+
+/// No private key (plain or base64) in any file outside the secrets outputs, for every
+/// version, method and phase; the secrets outputs do hold them where the method needs them.
+#[test]
+fn no_private_key_outside_the_secrets_outputs() {
+    for version in ["1.14.2", "1.15.19", "1.16.0", "1.16.19", "1.19.6", "1.20.0"] {
+        for method in ["cmesh", "helm", "cronJob"] {
+            let text = lab(version)
+                .source
+                .text()
+                .text()
+                .replace("certificates: cmesh", &format!("certificates: {method}"));
+            let spec = spec::load("m", &text).unwrap().0;
+            let pki = pki_for(&spec, &mut PkiFiles::new());
+            for phase in [Phase::Base, Phase::Mesh] {
+                let tree = render::render_tree(&spec, &pki, &opts(phase)).unwrap();
+                for (path, f) in &tree.files {
+                    let text = String::from_utf8_lossy(&f.bytes);
+                    assert!(
+                        !has_private_key(&text),
+                        "{version} {method} {phase:?}: a private key in {path}"
+                    );
+                }
+                for (path, f) in &tree.secret_files {
+                    assert_eq!(f.kind, render::FileKind::Sensitive, "{path}");
+                }
+                assert!(
+                    tree.secret_files
+                        .values()
+                        .any(|f| has_private_key(&String::from_utf8_lossy(&f.bytes))),
+                    "{version} {method} {phase:?}: the keys went nowhere"
+                );
+            }
+        }
+    }
+}
+
+/// 511 clusters: every object of the Argo CD and Flux trees stays under the 256 KiB
+/// client-side-apply limit (the ApplicationSet grows with N, not N²).
+#[test]
+fn five_hundred_eleven_clusters_fit_the_api_server() {
+    // (511 clusters need maxConnectedClusters, from 1.15.)
+    for version in ["1.15.19", "1.20.0"] {
+        let o = example::ExampleOptions {
+            clusters: 511,
+            version: version.parse().unwrap(),
+            ..Default::default()
+        };
+        let spec = spec::load("m", &example::generate(&o).unwrap()).unwrap().0;
+        let pki = pki_for(&spec, &mut PkiFiles::new());
+        let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+        assert_eq!(tree.large_objects, Vec::new(), "{version}");
+        let largest = |prefix: &str| {
+            tree.files
+                .iter()
+                .filter(|(p, _)| p.starts_with(prefix))
+                .flat_map(|(_, f)| {
+                    String::from_utf8_lossy(&f.bytes)
+                        .split("\n---\n")
+                        .map(str::len)
+                        .collect::<Vec<_>>()
+                })
+                .max()
+                .unwrap()
+        };
+        let (argo, flux) = (largest("argocd/"), largest("flux/"));
+        eprintln!("{version}: largest Argo CD object {argo} bytes, Flux {flux} bytes");
+        assert!(argo < render::WARN_OBJECT_BYTES && flux < render::WARN_OBJECT_BYTES);
+        let set = file(&tree, "argocd/applicationset.yaml");
+        assert!(set.len() < 64 * 1024, "ApplicationSet {} bytes", set.len());
+    }
+}
+
+/// Objects above 256 KiB are reported; above 1.5 MiB rendering fails naming the object.
+#[test]
+fn oversized_objects_are_reported() {
+    let mut spec = lab("1.20.0");
+    let big: String = "x".repeat(300 * 1024);
+    spec.clusters[0]
+        .values
+        .set(&["extraConfig", "padding"], big.as_str());
+    let pki = pki_for(&spec, &mut PkiFiles::new());
+    let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+    let objects: Vec<String> = tree
+        .large_objects
+        .iter()
+        .map(|o| format!("{} {}", o.path, o.object))
+        .collect();
+    assert_eq!(
+        objects,
+        ["flux/k8s01/release/release.yaml ConfigMap/cilium-values-k8s01"]
+    );
+    spec.clusters[0].values.set(
+        &["extraConfig", "padding"],
+        "x".repeat(1600 * 1024).as_str(),
+    );
+    let err = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("ConfigMap/cilium-values-k8s01 in flux/k8s01/release/release.yaml"),
+        "{err}"
+    );
 }
 
 /// certManager: the chart gets the method and the issuer (Hubble inherits it), no CA from

@@ -17,9 +17,13 @@ fn is_cmesh_path(rel: &str) -> bool {
     let parts: Vec<&str> = rel.split('/').collect();
     match parts.as_slice() {
         ["README.md" | ".gitignore"] => true,
-        ["argocd" | "flux", f] => f.ends_with(".yaml"),
+        ["argocd", f] => f.ends_with(".yaml"),
+        ["flux", _, "sync.yaml"] | ["flux", _, "release", "release.yaml"] => true,
         ["helm", f] => f.ends_with(".sh"),
-        [_, "values.yaml" | "secrets.yaml"] => true,
+        [
+            _,
+            "values.yaml" | "secrets.yaml" | "secret-values.yaml" | "flux-secret-values.yaml",
+        ] => true,
         _ => false,
     }
 }

@@ -47,16 +47,79 @@ fn helm_method_secrets(spec: &MeshSpec, cluster: &Cluster) -> Vec<&'static str> 
     names
 }
 
+/// The repository URL rendered when mesh.yaml and the flags give none (`render` warns).
+pub const PLACEHOLDER_REPO: &str = "https://git.example.com/REPLACE-ME/platform.git";
+
+/// Where the tree lives in git, as the GitOps objects reference it.
+#[derive(Debug, Clone)]
+pub struct GitSource {
+    /// Repository URL.
+    pub repo: String,
+    /// Revision.
+    pub revision: String,
+    /// The tree's directory in the repository (`.` for the root).
+    pub path: String,
+    /// The directory of the sealed Secrets, `<cluster>/` each.
+    pub sealed: String,
+}
+
+impl GitSource {
+    /// From mesh.yaml's `gitops:` block.
+    pub fn of(spec: &MeshSpec) -> GitSource {
+        GitSource {
+            repo: spec
+                .gitops
+                .repo_url
+                .clone()
+                .unwrap_or_else(|| PLACEHOLDER_REPO.to_owned()),
+            revision: spec.gitops.revision.clone(),
+            path: spec.gitops.path.clone(),
+            sealed: spec.gitops.sealed_path.clone().unwrap_or_else(|| {
+                if spec.gitops.path == "." {
+                    "sealed".to_owned()
+                } else {
+                    format!("{}-sealed", spec.gitops.path)
+                }
+            }),
+        }
+    }
+
+    /// `rel` inside the tree, relative to the repository root.
+    pub fn join(&self, rel: &str) -> String {
+        if self.path == "." {
+            rel.to_owned()
+        } else {
+            format!("{}/{rel}", self.path)
+        }
+    }
+}
+
+/// The AppProject every Application of the mesh belongs to.
+pub fn argocd_project_name(spec: &MeshSpec) -> String {
+    format!("cilium-{}", spec.name)
+}
+
 fn sync_policy(ignore: bool) -> Value {
     let mut p = Value::map();
     // A CNI must never be pruned by accident: deleting its resources cuts every pod off.
     p.set(&["automated", "prune"], false);
     p.set(&["automated", "selfHeal"], true);
-    let mut opts = vec!["PruneLast=true", "ApplyOutOfSyncOnly=true"];
+    // Server-side apply: the chart's CRDs and large ConfigMaps exceed the 256 KiB
+    // last-applied annotation of client-side apply, and it merges with Cilium's own fields.
+    let mut opts = vec![
+        "ServerSideApply=true",
+        "PruneLast=true",
+        "ApplyOutOfSyncOnly=true",
+    ];
     if ignore {
         opts.push("RespectIgnoreDifferences=true");
     }
     p.set(&["syncOptions"], opts);
+    // A CNI rollout waits on every node; retry with backoff rather than fail the sync.
+    p.set(&["retry", "limit"], 5i64);
+    p.set(&["retry", "backoff", "duration"], "30s");
+    p.set(&["retry", "backoff", "factor"], 2i64);
+    p.set(&["retry", "backoff", "maxDuration"], "10m");
     p
 }
 
@@ -77,26 +140,65 @@ fn ignore_differences(names: &[&str]) -> Value {
     )
 }
 
-/// One Argo CD Application for `cluster`, values inline.
-pub fn argocd_application(spec: &MeshSpec, cluster: &Cluster, values: &Value) -> Value {
+/// The three sources of a cluster's Application: the chart at the pinned version with the
+/// cluster's values files from git (`$values/...`), the git repository as `ref: values`, and the
+/// cluster's sealed Secrets (synced in wave -1 before the chart). `dir` and `sealed` are the
+/// cluster's directories (Go templates in the ApplicationSet).
+fn argocd_sources(
+    spec: &MeshSpec,
+    git: &GitSource,
+    dir: &str,
+    sealed: &str,
+    secret_values: bool,
+) -> Value {
+    let mut chart = Value::map();
+    chart.set(&["repoURL"], spec.cilium.repo.as_str());
+    chart.set(&["chart"], "cilium");
+    chart.set(&["targetRevision"], spec.cilium.version.to_string());
+    chart.set(&["helm", "releaseName"], RELEASE);
+    let mut files = vec![format!("$values/{dir}/values.yaml")];
+    if secret_values {
+        files.push(format!("$values/{dir}/secret-values.yaml"));
+    }
+    chart.set(&["helm", "valueFiles"], files);
+    let mut values = Value::map();
+    values.set(&["repoURL"], git.repo.as_str());
+    values.set(&["targetRevision"], git.revision.as_str());
+    values.set(&["ref"], "values");
+    let mut manifests = Value::map();
+    manifests.set(&["repoURL"], git.repo.as_str());
+    manifests.set(&["targetRevision"], git.revision.as_str());
+    manifests.set(&["path"], sealed);
+    Value::Seq(vec![chart, values, manifests])
+}
+
+/// One Argo CD Application for `cluster`: multi-source, values from git.
+pub fn argocd_application(
+    spec: &MeshSpec,
+    cluster: &Cluster,
+    git: &GitSource,
+    secret_values: bool,
+) -> Value {
     let mut a = Value::map();
     a.set(&["apiVersion"], "argoproj.io/v1alpha1");
     a.set(&["kind"], "Application");
     a.set(&["metadata", "name"], format!("cilium-{}", cluster.name));
     a.set(&["metadata", "namespace"], ARGOCD_NAMESPACE);
     a.set(&["metadata", "labels"], labels(spec, Some(cluster)));
-    a.set(&["spec", "project"], "default");
+    a.set(&["spec", "project"], argocd_project_name(spec));
     // The Argo CD cluster registered as `argocd cluster add <context> --name <cluster>`.
     a.set(&["spec", "destination", "name"], cluster.name.as_str());
     a.set(&["spec", "destination", "namespace"], CILIUM_NAMESPACE);
-    a.set(&["spec", "source", "repoURL"], spec.cilium.repo.as_str());
-    a.set(&["spec", "source", "chart"], "cilium");
     a.set(
-        &["spec", "source", "targetRevision"],
-        spec.cilium.version.to_string(),
+        &["spec", "sources"],
+        argocd_sources(
+            spec,
+            git,
+            &git.join(&cluster.name),
+            &format!("{}/{}", git.sealed, cluster.name),
+            secret_values,
+        ),
     );
-    a.set(&["spec", "source", "helm", "releaseName"], RELEASE);
-    a.set(&["spec", "source", "helm", "valuesObject"], values.clone());
     let ignore = helm_method_secrets(spec, cluster);
     a.set(&["spec", "syncPolicy"], sync_policy(!ignore.is_empty()));
     if !ignore.is_empty() {
@@ -105,9 +207,9 @@ pub fn argocd_application(spec: &MeshSpec, cluster: &Cluster, values: &Value) ->
     a
 }
 
-/// The ApplicationSet alternative: a list generator with one element per cluster carrying its
-/// values as text (`values_text`: cluster name and the text, or a marker to splice it in).
-pub fn argocd_application_set(spec: &MeshSpec, values_text: &[(String, String)]) -> Value {
+/// The ApplicationSet alternative: a list generator whose elements are only a cluster's name
+/// and directory, so its size grows with N (each cluster's values stay in its own file).
+pub fn argocd_application_set(spec: &MeshSpec, git: &GitSource, secret_values: bool) -> Value {
     let mut s = Value::map();
     s.set(&["apiVersion"], "argoproj.io/v1alpha1");
     s.set(&["kind"], "ApplicationSet");
@@ -116,12 +218,14 @@ pub fn argocd_application_set(spec: &MeshSpec, values_text: &[(String, String)])
     s.set(&["metadata", "labels"], labels(spec, None));
     s.set(&["spec", "goTemplate"], true);
     s.set(&["spec", "goTemplateOptions"], vec!["missingkey=error"]);
-    let elements: Vec<Value> = values_text
+    let elements: Vec<Value> = spec
+        .clusters
         .iter()
-        .map(|(cluster, text)| {
+        .map(|c| {
             let mut e = Value::map();
-            e.set(&["cluster"], cluster.as_str());
-            e.set(&["values"], text.as_str());
+            e.set(&["cluster"], c.name.as_str());
+            e.set(&["path"], git.join(&c.name));
+            e.set(&["sealed"], format!("{}/{}", git.sealed, c.name));
             e
         })
         .collect();
@@ -139,20 +243,13 @@ pub fn argocd_application_set(spec: &MeshSpec, values_text: &[(String, String)])
     let mut l = labels(spec, None);
     l.set(&[CLUSTER_LABEL], "{{ .cluster }}");
     s.set(&at(&["metadata", "labels"]), l);
-    s.set(&at(&["spec", "project"]), "default");
+    s.set(&at(&["spec", "project"]), argocd_project_name(spec));
     s.set(&at(&["spec", "destination", "name"]), "{{ .cluster }}");
     s.set(&at(&["spec", "destination", "namespace"]), CILIUM_NAMESPACE);
     s.set(
-        &at(&["spec", "source", "repoURL"]),
-        spec.cilium.repo.as_str(),
+        &at(&["spec", "sources"]),
+        argocd_sources(spec, git, "{{ .path }}", "{{ .sealed }}", secret_values),
     );
-    s.set(&at(&["spec", "source", "chart"]), "cilium");
-    s.set(
-        &at(&["spec", "source", "targetRevision"]),
-        spec.cilium.version.to_string(),
-    );
-    s.set(&at(&["spec", "source", "helm", "releaseName"]), RELEASE);
-    s.set(&at(&["spec", "source", "helm", "values"]), "{{ .values }}");
     let ignore = spec
         .clusters
         .first()
@@ -171,8 +268,90 @@ pub fn argocd_application_set(spec: &MeshSpec, values_text: &[(String, String)])
     s
 }
 
-/// Flux HelmRepository and HelmRelease for `cluster`.
-pub fn flux(spec: &MeshSpec, cluster: &Cluster, values: &Value) -> Vec<Value> {
+/// The mesh's AppProject: only the chart repository and the tree's repository as sources,
+/// only the mesh's clusters and kube-system as destinations, and the cluster-scoped kinds a CNI
+/// installs.
+pub fn argocd_project(spec: &MeshSpec, git: &GitSource) -> Value {
+    let mut p = Value::map();
+    p.set(&["apiVersion"], "argoproj.io/v1alpha1");
+    p.set(&["kind"], "AppProject");
+    p.set(&["metadata", "name"], argocd_project_name(spec));
+    p.set(&["metadata", "namespace"], ARGOCD_NAMESPACE);
+    p.set(&["metadata", "labels"], labels(spec, None));
+    p.set(
+        &["spec", "description"],
+        format!("Cilium Cluster Mesh {} (rendered by cmesh)", spec.name),
+    );
+    p.set(
+        &["spec", "sourceRepos"],
+        vec![spec.cilium.repo.clone(), git.repo.clone()],
+    );
+    let dest: Vec<Value> = spec
+        .clusters
+        .iter()
+        .map(|c| {
+            let mut d = Value::map();
+            d.set(&["name"], c.name.as_str());
+            d.set(&["namespace"], CILIUM_NAMESPACE);
+            d
+        })
+        .collect();
+    p.set(&["spec", "destinations"], Value::Seq(dest));
+    let cluster_kinds: Vec<Value> = [
+        ("apiextensions.k8s.io", "CustomResourceDefinition"),
+        ("rbac.authorization.k8s.io", "ClusterRole"),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+        ("cilium.io", "*"),
+        ("admissionregistration.k8s.io", "*"),
+        ("", "Namespace"),
+    ]
+    .iter()
+    .map(|(g, k)| {
+        let mut m = Value::map();
+        m.set(&["group"], *g);
+        m.set(&["kind"], *k);
+        m
+    })
+    .collect();
+    p.set(
+        &["spec", "clusterResourceWhitelist"],
+        Value::Seq(cluster_kinds),
+    );
+    p
+}
+
+/// A patch for Argo CD's `argocd-cm`: Cilium's docs ask Argo CD not to track CiliumIdentity
+/// (the agents create them; tracking makes every Application OutOfSync and may prune them).
+pub fn argocd_cm_patch() -> Value {
+    let mut cm = Value::map();
+    cm.set(&["apiVersion"], "v1");
+    cm.set(&["kind"], "ConfigMap");
+    cm.set(&["metadata", "name"], "argocd-cm");
+    cm.set(&["metadata", "namespace"], ARGOCD_NAMESPACE);
+    cm.set(
+        &["data", "resource.exclusions"],
+        "- apiGroups:\n  - cilium.io\n  kinds:\n  - CiliumIdentity\n  clusters:\n  - \"*\"\n",
+    );
+    cm
+}
+
+/// The name of `cluster`'s values ConfigMap and, for sensitive values, Secret (Flux).
+pub fn flux_values_names(cluster: &Cluster) -> (String, String) {
+    (
+        format!("cilium-values-{}", cluster.name),
+        format!("cilium-secret-values-{}", cluster.name),
+    )
+}
+
+/// Flux HelmRepository, the values ConfigMap (text spliced in for `values_marker`) and the
+/// HelmRelease for `cluster`. `secret_values`: the release also reads the Secret with the
+/// sensitive values (delivered with the cluster's Secrets, not in git).
+pub fn flux(
+    spec: &MeshSpec,
+    cluster: &Cluster,
+    values_marker: &str,
+    secret_values: bool,
+) -> Vec<Value> {
     let mut repo = Value::map();
     repo.set(&["apiVersion"], "source.toolkit.fluxcd.io/v1");
     repo.set(&["kind"], "HelmRepository");
@@ -181,6 +360,15 @@ pub fn flux(spec: &MeshSpec, cluster: &Cluster, values: &Value) -> Vec<Value> {
     repo.set(&["metadata", "labels"], labels(spec, None));
     repo.set(&["spec", "interval"], "1h");
     repo.set(&["spec", "url"], spec.cilium.repo.as_str());
+
+    let (cm_name, secret_name) = flux_values_names(cluster);
+    let mut cm = Value::map();
+    cm.set(&["apiVersion"], "v1");
+    cm.set(&["kind"], "ConfigMap");
+    cm.set(&["metadata", "name"], cm_name.as_str());
+    cm.set(&["metadata", "namespace"], FLUX_NAMESPACE);
+    cm.set(&["metadata", "labels"], labels(spec, Some(cluster)));
+    cm.set(&["data", "values.yaml"], values_marker);
 
     let mut rel = Value::map();
     rel.set(&["apiVersion"], "helm.toolkit.fluxcd.io/v2");
@@ -202,13 +390,127 @@ pub fn flux(spec: &MeshSpec, cluster: &Cluster, values: &Value) -> Vec<Value> {
         "HelmRepository",
     );
     rel.set(&["spec", "chart", "spec", "sourceRef", "name"], "cilium");
-    rel.set(&["spec", "install", "remediation", "retries"], 3i64);
+    // A CNI rollout restarts an agent per node: give it time before calling the release failed.
+    rel.set(&["spec", "timeout"], "15m");
+    // Flux's default install remediation uninstalls a failed release and retries: for a CNI
+    // that removes networking from every pod in the cluster, so a failed install stays as it
+    // is (for a human or the next reconcile), and a failed upgrade rolls back instead.
+    rel.set(&["spec", "install", "crds"], "CreateReplace");
+    rel.set(&["spec", "install", "remediation", "retries"], 0i64);
+    rel.set(&["spec", "upgrade", "crds"], "CreateReplace");
     rel.set(&["spec", "upgrade", "remediation", "retries"], 3i64);
+    rel.set(&["spec", "upgrade", "remediation", "strategy"], "rollback");
+    rel.set(
+        &["spec", "upgrade", "remediation", "remediateLastFailure"],
+        true,
+    );
+    rel.set(&["spec", "driftDetection", "mode"], "enabled");
     // Keep the CNI in place if the HelmRelease is deleted.
     rel.set(&["spec", "uninstall", "keepHistory"], true);
     rel.set(&["spec", "suspend"], false);
-    rel.set(&["spec", "values"], values.clone());
-    vec![repo, rel]
+    let mut from = vec![{
+        let mut v = Value::map();
+        v.set(&["kind"], "ConfigMap");
+        v.set(&["name"], cm_name.as_str());
+        v.set(&["valuesKey"], "values.yaml");
+        v
+    }];
+    if secret_values {
+        let mut v = Value::map();
+        v.set(&["kind"], "Secret");
+        v.set(&["name"], secret_name.as_str());
+        v.set(&["valuesKey"], "values.yaml");
+        from.push(v);
+    }
+    rel.set(&["spec", "valuesFrom"], Value::Seq(from));
+    if spec.gitops.flux_kubeconfig {
+        rel.set(
+            &["spec", "kubeConfig", "secretRef", "name"],
+            format!("{}-kubeconfig", cluster.name),
+        );
+        rel.set(&["spec", "kubeConfig", "secretRef", "key"], "value");
+    }
+    vec![repo, cm, rel]
+}
+
+/// What bootstraps one cluster in Flux: the tree's GitRepository, a Kustomization for the
+/// cluster's Secrets (sealed or encrypted, in the sealed path), and one for the release
+/// that depends on it, so the Secrets exist before the chart.
+pub fn flux_sync(spec: &MeshSpec, cluster: &Cluster, git: &GitSource) -> Vec<Value> {
+    let mut repo = Value::map();
+    repo.set(&["apiVersion"], "source.toolkit.fluxcd.io/v1");
+    repo.set(&["kind"], "GitRepository");
+    repo.set(&["metadata", "name"], format!("cilium-{}", spec.name));
+    repo.set(&["metadata", "namespace"], FLUX_NAMESPACE);
+    repo.set(&["metadata", "labels"], labels(spec, None));
+    repo.set(&["spec", "interval"], "5m");
+    repo.set(&["spec", "url"], git.repo.as_str());
+    let r = git.revision.as_str();
+    let kind = if r == "HEAD" || r.starts_with("refs/") {
+        "name"
+    } else if r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
+        "commit"
+    } else {
+        "branch"
+    };
+    repo.set(&["spec", "ref", kind], r);
+    // `remote`: the Kustomization applies into the mesh cluster itself (its Secrets); the
+    // release's objects stay with Flux, whose HelmRelease reaches the cluster on its own.
+    let ks = |name: String, path: String, depends: Option<String>, remote: bool| {
+        let mut k = Value::map();
+        k.set(&["apiVersion"], "kustomize.toolkit.fluxcd.io/v1");
+        k.set(&["kind"], "Kustomization");
+        k.set(&["metadata", "name"], name);
+        k.set(&["metadata", "namespace"], FLUX_NAMESPACE);
+        k.set(&["metadata", "labels"], labels(spec, Some(cluster)));
+        k.set(&["spec", "interval"], "10m");
+        k.set(&["spec", "path"], format!("./{path}"));
+        k.set(&["spec", "prune"], false);
+        k.set(&["spec", "sourceRef", "kind"], "GitRepository");
+        k.set(
+            &["spec", "sourceRef", "name"],
+            format!("cilium-{}", spec.name),
+        );
+        k.set(&["spec", "timeout"], "15m");
+        if let Some(d) = depends {
+            k.set(
+                &["spec", "dependsOn"],
+                Value::Seq(vec![{
+                    let mut m = Value::map();
+                    m.set(&["name"], d);
+                    m
+                }]),
+            );
+            k.set(&["spec", "wait"], true);
+        }
+        if remote {
+            k.set(&["spec", "decryption", "provider"], "sops");
+        }
+        if remote && spec.gitops.flux_kubeconfig {
+            k.set(
+                &["spec", "kubeConfig", "secretRef", "name"],
+                format!("{}-kubeconfig", cluster.name),
+            );
+            k.set(&["spec", "kubeConfig", "secretRef", "key"], "value");
+        }
+        k
+    };
+    let secrets_name = format!("cilium-{}-secrets", cluster.name);
+    vec![
+        repo,
+        ks(
+            secrets_name.clone(),
+            format!("{}/{}", git.sealed, cluster.name),
+            None,
+            true,
+        ),
+        ks(
+            format!("cilium-{}", cluster.name),
+            git.join(&format!("flux/{}/release", cluster.name)),
+            Some(secrets_name),
+            false,
+        ),
+    ]
 }
 
 /// Shell-quotes `s` for POSIX sh.
@@ -239,6 +541,7 @@ pub fn helm_script(
     cluster: &Cluster,
     phase: Phase,
     has_secrets: bool,
+    has_secret_values: bool,
     paths: &ScriptPaths,
 ) -> String {
     let mut s = String::new();
@@ -290,9 +593,17 @@ pub fn helm_script(
         "\n# {}. The chart with this cluster's values.",
         if has_secrets { 2 } else { 1 }
     );
+    let secret_values = if has_secret_values {
+        format!(
+            " \\\n  --values \"$tree/{}/{n}/secret-values.yaml\"",
+            paths.secrets_dir
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "helm upgrade --install {RELEASE} cilium --repo {} --version {} --namespace {CILIUM_NAMESPACE}{helm_kube} \\\n  --values \"$tree/{n}/values.yaml\"",
+        "helm upgrade --install {RELEASE} cilium --repo {} --version {} --namespace {CILIUM_NAMESPACE}{helm_kube} \\\n  --values \"$tree/{n}/values.yaml\"{secret_values}",
         sh_quote(&spec.cilium.repo),
         spec.cilium.version
     );
@@ -321,15 +632,16 @@ pub fn helm_script(
 pub fn gitignore(keys_in_values: bool) -> String {
     let mut s = String::from(
         "# Generated by cmesh.\n\
-         # secrets.yaml files hold private keys. Never commit them in plain text: seal them\n\
-         # (kubeseal), encrypt them (sops) or deliver them from a vault, and commit that instead.\n\
+         # These files hold private keys. Never commit them in plain text: seal them (kubeseal),\n\
+         # encrypt them (sops, helm-secrets) or deliver them from a vault, and commit that instead\n\
+         # (into gitops.sealedPath/<cluster>/, outside this tree, for Argo CD and Flux to apply).\n\
          */secrets.yaml\n",
     );
     if keys_in_values {
         s.push_str(
-            "# With this Cilium version the chart accepts some certificates only as values, so\n\
-             # values.yaml and the argocd/ and flux/ files carry private keys too: encrypt them\n\
-             # (sops, helm-secrets, argocd-vault-plugin) before committing.\n",
+            "# This Cilium version takes some private keys only as Helm values: they are in these.\n\
+             */secret-values.yaml\n\
+             */flux-secret-values.yaml\n",
         );
     }
     s
@@ -398,17 +710,40 @@ pub fn readme(
             "| `<cluster>/secrets.yaml` | Secrets that must exist before the chart{where_}. **Sensitive** |"
         );
     }
+    if clusters.iter().any(|c| c.keys_in_values) {
+        let _ = writeln!(
+            s,
+            "| `<cluster>/secret-values.yaml` | the private keys this chart version takes only as values: the second values file. **Sensitive** |"
+        );
+        let _ = writeln!(
+            s,
+            "| `<cluster>/flux-secret-values.yaml` | the same as the Secret Flux's HelmRelease reads (`valuesFrom`). **Sensitive** |"
+        );
+    }
+    let sealed = GitSource::of(spec).sealed;
     let _ = writeln!(
         s,
-        "| `argocd/<cluster>.yaml` | one Argo CD Application per cluster, values inline |"
+        "| `argocd/<cluster>.yaml` | one Argo CD Application per cluster: the chart, its values files from git, the sealed Secrets |"
     );
     let _ = writeln!(
         s,
-        "| `argocd/applicationset.yaml` | the same as one ApplicationSet with a list generator |"
+        "| `argocd/applicationset.yaml` | the same as one ApplicationSet (list generator: name and path per cluster) |"
     );
     let _ = writeln!(
         s,
-        "| `flux/<cluster>.yaml` | Flux HelmRepository and HelmRelease for that cluster |"
+        "| `argocd/project.yaml` | the AppProject the Applications belong to (these repositories, these clusters) |"
+    );
+    let _ = writeln!(
+        s,
+        "| `argocd/argocd-cm-patch.yaml` | merge into `argocd-cm`: Argo CD must not track CiliumIdentity |"
+    );
+    let _ = writeln!(
+        s,
+        "| `flux/<cluster>/sync.yaml` | the GitRepository and the cluster's two Kustomizations (Secrets, then the release) |"
+    );
+    let _ = writeln!(
+        s,
+        "| `flux/<cluster>/release/release.yaml` | HelmRepository, the values ConfigMap and the HelmRelease |"
     );
     let _ = writeln!(
         s,
@@ -445,28 +780,34 @@ pub fn readme(
     let _ = writeln!(s, "2. Install the chart, in one of three ways:");
     let _ = writeln!(
         s,
-        "   - Argo CD: register every cluster under its name (`argocd cluster add <context> --name <cluster>`),"
+        "   - Argo CD: commit this tree, and each cluster's Secrets sealed or encrypted into `{sealed}/<cluster>/`"
     );
     let _ = writeln!(
         s,
-        "     then apply `argocd/<cluster>.yaml` (or `argocd/applicationset.yaml`). Automated sync never"
+        "     in the same repository (outside this tree, which `cmesh render` replaces); register every"
     );
     let _ = writeln!(
         s,
-        "     prunes: deleting a CNI's resources cuts every pod off. Also exclude `CiliumIdentity` from"
+        "     cluster under its name (`argocd cluster add <context> --name <cluster>`), merge"
     );
     let _ = writeln!(
         s,
-        "     Argo CD's resource tracking (`resource.exclusions` in argocd-cm), as Cilium's docs advise."
+        "     `argocd/argocd-cm-patch.yaml` into argocd-cm, then apply `argocd/project.yaml` and"
     );
     let _ = writeln!(
         s,
-        "   - Flux: point each cluster's Flux at `flux/<cluster>.yaml` (Flux running in a management"
+        "     `argocd/<cluster>.yaml` (or `argocd/applicationset.yaml`). Automated sync never prunes:"
+    );
+    let _ = writeln!(s, "     deleting a CNI's resources cuts every pod off.");
+    let _ = writeln!(
+        s,
+        "   - Flux: commit the tree likewise and apply `flux/<cluster>/sync.yaml` where Flux runs (with"
     );
     let _ = writeln!(
         s,
-        "     cluster instead needs `spec.kubeConfig.secretRef` in the HelmRelease)."
+        "     `gitops.fluxKubeConfig: true` a management cluster reaches each cluster through Secret"
     );
+    let _ = writeln!(s, "     `<cluster>-kubeconfig`).");
     let _ = writeln!(s, "   - helm: run `helm/<cluster>.sh`.");
     if phase == Phase::Base {
         let _ = writeln!(
@@ -543,11 +884,11 @@ pub fn readme(
     if clusters.iter().any(|c| c.keys_in_values) {
         let _ = writeln!(
             s,
-            "\n**Cilium {v} takes some of these certificates only as Helm values**, so `values.yaml`, `argocd/`"
+            "\n**Cilium {v} takes some of these certificates only as Helm values**: their private keys are in"
         );
         let _ = writeln!(
             s,
-            "and `flux/` carry private keys and are written with mode 0600: encrypt them before committing."
+            "`<cluster>/secret-values.yaml` (mode 0600, git-ignored), never in `values.yaml` or the GitOps objects."
         );
     }
     s

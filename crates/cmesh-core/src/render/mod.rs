@@ -45,9 +45,30 @@ pub struct RenderedFile {
 pub struct RenderedTree {
     /// Everything but Secrets.
     pub files: BTreeMap<String, RenderedFile>,
-    /// `<cluster>/secrets.yaml` files, written into the tree or to `--secrets-out`.
+    /// Sensitive files (`<cluster>/secrets.yaml`, `secret-values.yaml`,
+    /// `flux-secret-values.yaml`), written into the tree or to `--secrets-out`.
     pub secret_files: BTreeMap<String, RenderedFile>,
+    /// Objects larger than Kubernetes' client-side-apply annotation limit (256 KiB): path,
+    /// object and size. `render` warns about them.
+    pub large_objects: Vec<LargeObject>,
 }
+
+/// An object of the tree larger than [`WARN_OBJECT_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LargeObject {
+    /// The file.
+    pub path: String,
+    /// `Kind/name`.
+    pub object: String,
+    /// Its size as YAML, in bytes.
+    pub bytes: usize,
+}
+
+/// Above this an object no longer fits `kubectl.kubernetes.io/last-applied-configuration`
+/// (client-side apply, Argo CD without ServerSideApply): 256 KiB.
+pub const WARN_OBJECT_BYTES: usize = 256 * 1024;
+/// Above this the API server refuses the request (etcd's default request limit): 1.5 MiB.
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
 
 /// How to render.
 #[derive(Debug, Clone)]
@@ -74,6 +95,129 @@ pub enum RenderError {
     /// YAML output failed.
     #[error(transparent)]
     Emit(#[from] EmitError),
+    /// An object is too large for any Kubernetes API server to store.
+    #[error(
+        "{object} in {path} is {bytes} bytes, more than the 1.5 MiB a Kubernetes API server accepts in one request"
+    )]
+    ObjectTooLarge {
+        /// The file.
+        path: String,
+        /// `Kind/name`.
+        object: String,
+        /// Its size.
+        bytes: usize,
+    },
+}
+
+/// True if `s` is, or base64-encodes, PEM private key material.
+fn holds_private_key(s: &str) -> bool {
+    use base64::Engine as _;
+    if s.contains("PRIVATE KEY") {
+        return true;
+    }
+    let compact: String = s.split_whitespace().collect();
+    compact.len() > 40
+        && base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .ok()
+            .is_some_and(|b| String::from_utf8_lossy(&b).contains("PRIVATE KEY"))
+}
+
+/// Splits Helm values into what may be committed and what holds private keys (same paths).
+/// Helm deep-merges `-f public -f sensitive` back into the original.
+pub fn split_secret_values(v: &Value) -> (Value, Value) {
+    match v {
+        Value::Map(m) => {
+            let mut public = crate::value::Map::new();
+            let mut secret = crate::value::Map::new();
+            for (k, x) in m {
+                match x {
+                    Value::Map(_) => {
+                        let (p, s) = split_secret_values(x);
+                        let p_empty = p.as_map().is_some_and(|m| m.is_empty());
+                        let s_empty = s.as_map().is_some_and(|m| m.is_empty());
+                        // Keep empty maps the user wrote; drop those the split emptied.
+                        if !p_empty || s_empty {
+                            public.insert(k.clone(), p);
+                        }
+                        if !s_empty {
+                            secret.insert(k.clone(), s);
+                        }
+                    }
+                    Value::Str(t) if holds_private_key(t) => {
+                        secret.insert(k.clone(), x.clone());
+                    }
+                    _ => {
+                        public.insert(k.clone(), x.clone());
+                    }
+                }
+            }
+            (Value::Map(public), Value::Map(secret))
+        }
+        other => (other.clone(), Value::map()),
+    }
+}
+
+/// Each top-level document of `text` (separated by `---` lines) as `Kind/name` and size.
+fn documents(text: &str) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let flush = |cur: &mut String, out: &mut Vec<(String, usize)>| {
+        if cur.trim().is_empty() {
+            cur.clear();
+            return;
+        }
+        let find = |key: &str, indent: &str| {
+            cur.lines()
+                .find_map(|l| l.strip_prefix(indent)?.strip_prefix(key))
+                .map(|v| v.trim().trim_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let kind = find("kind:", "");
+        let name = find("name:", "  ");
+        out.push((format!("{kind}/{name}"), cur.len()));
+        cur.clear();
+    };
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "---" {
+            flush(&mut cur, &mut out);
+        } else {
+            cur.push_str(line);
+        }
+    }
+    flush(&mut cur, &mut out);
+    out
+}
+
+/// Checks every object of the tree's manifests against the API server's limits.
+fn check_sizes(tree: &mut RenderedTree) -> Result<(), RenderError> {
+    for (path, f) in tree.files.iter().chain(tree.secret_files.iter()) {
+        if !(path.ends_with(".yaml")
+            && (path.starts_with("argocd/")
+                || path.starts_with("flux/")
+                || path.ends_with("secrets.yaml")))
+        {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&f.bytes);
+        for (object, bytes) in documents(&text) {
+            if bytes > MAX_OBJECT_BYTES {
+                return Err(RenderError::ObjectTooLarge {
+                    path: path.clone(),
+                    object,
+                    bytes,
+                });
+            }
+            if bytes > WARN_OBJECT_BYTES {
+                tree.large_objects.push(LargeObject {
+                    path: path.clone(),
+                    object,
+                    bytes,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Builds the view rendering needs from a reconciled PKI (`None` for certManager, which uses
@@ -201,7 +345,7 @@ pub fn cluster_artifacts(
 struct ClusterOutput {
     files: Vec<(String, RenderedFile)>,
     secret_files: Vec<(String, RenderedFile)>,
-    values_text: String,
+    secret_values: bool,
     readme: gitops::ReadmeCluster,
 }
 
@@ -214,12 +358,10 @@ fn render_cluster(
     let phase = opts.phase;
     let values = cluster_values(spec, cluster, phase, pki);
     let keys_in_values = keys_in_values(spec, cluster, phase, pki);
-    let sensitive = if keys_in_values {
-        FileKind::Sensitive
-    } else {
-        FileKind::Public
-    };
-    let body = to_yaml(&values)?;
+    // Private keys never go into a file meant for git: they move to secret-values.yaml.
+    let (public, secret) = split_secret_values(&values);
+    let has_secret_values = secret.as_map().is_some_and(|m| !m.is_empty());
+    let body = to_yaml(&public)?;
     let mut files = Vec::new();
     let mut secret_files = Vec::new();
     let mut text = format!(
@@ -229,18 +371,17 @@ fn render_cluster(
         phase.as_str(),
         spec.cilium.version
     );
-    if keys_in_values {
-        text.push_str("# Holds private keys (this chart version takes them only as values): keep it encrypted.\n");
+    if has_secret_values {
+        text.push_str("# The private keys this chart version takes only as values are in secret-values.yaml\n# (with the Secrets: never commit it unencrypted); pass both files to helm.\n");
     }
     text.push_str(&body);
     files.push((
         format!("{}/values.yaml", cluster.name),
         RenderedFile {
             bytes: text.into_bytes(),
-            kind: sensitive,
+            kind: FileKind::Public,
         },
     ));
-
     let secrets = secrets::secrets(spec, cluster, phase, pki);
     if !secrets.is_empty() {
         let mut text = format!(
@@ -256,46 +397,90 @@ fn render_cluster(
             },
         ));
     }
+    if has_secret_values {
+        let secret_text = to_yaml(&secret)?;
+        secret_files.push((
+            format!("{}/secret-values.yaml", cluster.name),
+            RenderedFile {
+                bytes: format!(
+                    "# Private keys Cilium {} takes only as Helm values, for cluster {}: the second values file\n# after values.yaml. Sensitive: encrypt it (sops, helm-secrets) before it goes near git.\n{secret_text}",
+                    spec.cilium.version, cluster.name
+                )
+                .into_bytes(),
+                kind: FileKind::Sensitive,
+            },
+        ));
+        let (_, secret_name) = gitops::flux_values_names(cluster);
+        let mut sec = Value::map();
+        sec.set(&["apiVersion"], "v1");
+        sec.set(&["kind"], "Secret");
+        sec.set(&["metadata", "name"], secret_name);
+        sec.set(&["metadata", "namespace"], gitops::FLUX_NAMESPACE);
+        sec.set(&["type"], "Opaque");
+        sec.set(&["stringData", "values.yaml"], SPLICE);
+        let doc = splice(&to_yaml(&sec)?, SPLICE, &secret_text, true);
+        secret_files.push((
+            format!("{}/flux-secret-values.yaml", cluster.name),
+            RenderedFile {
+                bytes: format!("# The HelmRelease's sensitive values (Flux `valuesFrom`), for cluster {}. Seal or encrypt it.\n{doc}", cluster.name).into_bytes(),
+                kind: FileKind::Sensitive,
+            },
+        ));
+    }
 
-    let marker = Value::Str(SPLICE.to_owned());
-    let app = splice(
-        &to_yaml(&gitops::argocd_application(spec, cluster, &marker))?,
-        SPLICE,
-        &body,
-        false,
-    );
+    let git = gitops::GitSource::of(spec);
     files.push((
         format!("argocd/{}.yaml", cluster.name),
         RenderedFile {
-            bytes: app.into_bytes(),
-            kind: sensitive,
+            bytes: to_yaml(&gitops::argocd_application(
+                spec,
+                cluster,
+                &git,
+                has_secret_values,
+            ))?
+            .into_bytes(),
+            kind: FileKind::Public,
         },
     ));
-    let flux = splice(
-        &yaml_docs(&gitops::flux(spec, cluster, &marker))?,
+    let release = splice(
+        &yaml_docs(&gitops::flux(spec, cluster, SPLICE, has_secret_values))?,
         SPLICE,
         &body,
-        false,
+        true,
     );
     files.push((
-        format!("flux/{}.yaml", cluster.name),
+        format!("flux/{}/release/release.yaml", cluster.name),
         RenderedFile {
-            bytes: flux.into_bytes(),
-            kind: sensitive,
+            bytes: release.into_bytes(),
+            kind: FileKind::Public,
+        },
+    ));
+    files.push((
+        format!("flux/{}/sync.yaml", cluster.name),
+        RenderedFile {
+            bytes: yaml_docs(&gitops::flux_sync(spec, cluster, &git))?.into_bytes(),
+            kind: FileKind::Public,
         },
     ));
     files.push((
         format!("helm/{}.sh", cluster.name),
         RenderedFile {
-            bytes: gitops::helm_script(spec, cluster, phase, !secrets.is_empty(), &opts.paths)
-                .into_bytes(),
+            bytes: gitops::helm_script(
+                spec,
+                cluster,
+                phase,
+                !secrets.is_empty(),
+                has_secret_values,
+                &opts.paths,
+            )
+            .into_bytes(),
             kind: FileKind::Executable,
         },
     ));
     Ok(ClusterOutput {
         files,
         secret_files,
-        values_text: body,
+        secret_values: has_secret_values,
         readme: gitops::ReadmeCluster {
             name: cluster.name.clone(),
             endpoint: cluster.endpoint_url(&spec.clustermesh.domain),
@@ -330,43 +515,38 @@ pub fn render_tree(
     // Clusters are independent: render them on every core, assembled in cluster order.
     let outputs = crate::par::try_map(&spec.clusters, |c| render_cluster(spec, c, pki, opts))?;
     let mut tree = RenderedTree::default();
-    let mut appset = Vec::new();
     let mut readme = Vec::new();
     let mut any_keys_in_values = false;
+    let mut any_secret_values = false;
     for out in outputs {
         any_keys_in_values |= out.readme.keys_in_values;
+        any_secret_values |= out.secret_values;
         tree.files.extend(out.files);
         tree.secret_files.extend(out.secret_files);
-        appset.push(out.values_text);
         readme.push(out.readme);
     }
-    // The ApplicationSet embeds each cluster's values text as a literal block.
-    let markers: Vec<(String, String)> = spec
-        .clusters
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name.clone(), format!("{SPLICE}{i}")))
-        .collect();
-    let texts: std::collections::HashMap<&str, &str> = markers
-        .iter()
-        .map(|(_, m)| m.as_str())
-        .zip(appset.iter().map(String::as_str))
-        .collect();
-    let appset_text = splice_all(
-        &to_yaml(&gitops::argocd_application_set(spec, &markers))?,
-        &texts,
-        true,
-    );
+    let git = gitops::GitSource::of(spec);
+    let public = |v: &Value| -> Result<RenderedFile, RenderError> {
+        Ok(RenderedFile {
+            bytes: to_yaml(v)?.into_bytes(),
+            kind: FileKind::Public,
+        })
+    };
     tree.files.insert(
         "argocd/applicationset.yaml".into(),
-        RenderedFile {
-            bytes: appset_text.into_bytes(),
-            kind: if any_keys_in_values {
-                FileKind::Sensitive
-            } else {
-                FileKind::Public
-            },
-        },
+        public(&gitops::argocd_application_set(
+            spec,
+            &git,
+            any_secret_values,
+        ))?,
+    );
+    tree.files.insert(
+        "argocd/project.yaml".into(),
+        public(&gitops::argocd_project(spec, &git))?,
+    );
+    tree.files.insert(
+        "argocd/argocd-cm-patch.yaml".into(),
+        public(&gitops::argocd_cm_patch())?,
     );
     tree.files.insert(
         "README.md".into(),
@@ -382,5 +562,6 @@ pub fn render_tree(
             kind: FileKind::Public,
         },
     );
+    check_sizes(&mut tree)?;
     Ok(tree)
 }

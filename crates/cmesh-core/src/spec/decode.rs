@@ -11,8 +11,8 @@ use ipnet::IpNet;
 
 use super::codes;
 use super::model::{
-    AuthMode, CertMethod, DEFAULT_REPO, Host, HostPort, KeyAlgorithm, MeshSettings, PkiSettings,
-    ServiceType,
+    AuthMode, CertMethod, DEFAULT_REPO, GitopsSettings, Host, HostPort, KeyAlgorithm, MeshSettings,
+    PkiSettings, ServiceType,
 };
 use super::source::{SpecSource, child, item};
 use crate::diag::{Diagnostic, Rule};
@@ -60,7 +60,13 @@ pub(crate) struct RawSpec {
 }
 
 const TOP: &[&str] = &["name", "cilium", "clustermesh", "pki", "gitops", "clusters"];
-const GITOPS: &[&str] = &["repoURL", "revision", "path", "fluxKubeConfig"];
+const GITOPS: &[&str] = &[
+    "repoURL",
+    "revision",
+    "path",
+    "sealedPath",
+    "fluxKubeConfig",
+];
 const CILIUM: &[&str] = &["version", "repo", "values"];
 const MESH: &[&str] = &[
     "domain",
@@ -792,6 +798,20 @@ impl<'s> Decoder<'s> {
                 }
             }
         }
+        if let Some(n) = f.get("sealedPath") {
+            if let Some(p) = self.string(n, "gitops.sealedPath") {
+                match normalize_git_path(&p) {
+                    Ok(p) => g.sealed_path = Some(p),
+                    Err(why) => self.problem(
+                        &codes::INVALID_VALUE,
+                        "gitops.sealedPath",
+                        n,
+                        format!("`gitops.sealedPath` {why}"),
+                        Some("a directory relative to the repository root, outside `gitops.path`, e.g. `clusters/mesh-sealed`".into()),
+                    ),
+                }
+            }
+        }
         if let Some(n) = f.get("fluxKubeConfig") {
             if let Some(b) = self.boolean(n, "gitops.fluxKubeConfig") {
                 g.flux_kubeconfig = b;
@@ -986,7 +1006,9 @@ pub fn check_git_url(u: &str) -> Result<(), String> {
     if scp || url {
         Ok(())
     } else {
-        Err(format!("`{u}` is not a git URL (https://, ssh:// or git@host:path)"))
+        Err(format!(
+            "`{u}` is not a git URL (https://, ssh:// or git@host:path)"
+        ))
     }
 }
 
@@ -996,9 +1018,14 @@ pub fn check_git_url(u: &str) -> Result<(), String> {
 /// # Errors
 /// What is wrong with it, to follow "`gitops.path` ".
 pub fn normalize_git_path(p: &str) -> Result<String, String> {
-    let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     if p.starts_with('/') {
-        return Err(format!("`{p}` is absolute; it is relative to the repository root"));
+        return Err(format!(
+            "`{p}` is absolute; it is relative to the repository root"
+        ));
     }
     if parts.contains(&"..") {
         return Err(format!("`{p}` leaves the repository (`..`)"));

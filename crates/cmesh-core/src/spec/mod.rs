@@ -13,7 +13,9 @@ pub mod source;
 
 use std::sync::Arc;
 
-pub use decode::{DEFAULT_DOMAIN, is_dns_name, is_dns1123_label};
+pub use decode::{
+    DEFAULT_DOMAIN, check_git_url, is_dns_name, is_dns1123_label, normalize_git_path,
+};
 pub use model::*;
 pub use source::SpecSource;
 

@@ -212,6 +212,11 @@ pub struct GitopsSettings {
     pub revision: String,
     /// The rendered tree's directory inside the repository (no leading or trailing `/`).
     pub path: String,
+    /// The directory (repository-relative) holding `<cluster>/` with the sealed or encrypted
+    /// Secrets, outside the rendered tree (which `render` replaces as a whole); `None` for
+    /// `<path>-sealed`.
+    #[serde(rename = "sealedPath")]
+    pub sealed_path: Option<String>,
     /// Flux runs in a management cluster: each HelmRelease and Kustomization reaches its cluster
     /// through `spec.kubeConfig.secretRef` (Secret `<cluster>-kubeconfig`, key `value`).
     #[serde(rename = "fluxKubeConfig")]
@@ -224,6 +229,7 @@ impl Default for GitopsSettings {
             repo_url: None,
             revision: "HEAD".to_owned(),
             path: "cmesh-out".to_owned(),
+            sealed_path: None,
             flux_kubeconfig: false,
         }
     }

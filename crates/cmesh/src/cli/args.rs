@@ -341,6 +341,15 @@ pub struct RenderArgs {
     /// Replace the output directory even if it holds files cmesh did not write.
     #[arg(long)]
     pub force: bool,
+    /// The git repository Argo CD and Flux read the tree from (default: mesh.yaml `gitops.repoURL`).
+    #[arg(long, value_name = "URL")]
+    pub git_repo: Option<String>,
+    /// The branch, tag or commit they follow (default: `gitops.revision`, else `HEAD`).
+    #[arg(long, value_name = "REV")]
+    pub git_revision: Option<String>,
+    /// The tree's directory in that repository (default: `gitops.path`, else `cmesh-out`).
+    #[arg(long, value_name = "PATH")]
+    pub git_path: Option<String>,
 }
 
 /// `cmesh pki`.

@@ -15,6 +15,52 @@ use crate::errors::{ExpectedError, exit};
 use crate::input::Loaded;
 use crate::{pki_io, tree_io, ui};
 
+/// `--git-repo`, `--git-revision`, `--git-path`: override mesh.yaml's `gitops:` block.
+#[derive(Debug, Clone, Default)]
+pub struct GitFlags {
+    /// Repository URL.
+    pub repo: Option<String>,
+    /// Revision.
+    pub revision: Option<String>,
+    /// Path in the repository.
+    pub path: Option<String>,
+}
+
+impl GitFlags {
+    fn apply(&self, g: &mut cmesh_core::spec::GitopsSettings) -> Result<(), ExpectedError> {
+        let usage = |flag: &str, why: String, hint: &str| ExpectedError::Usage {
+            message: format!("{flag} {why}"),
+            hint: Some(hint.into()),
+        };
+        if let Some(u) = &self.repo {
+            cmesh_core::spec::check_git_url(u).map_err(|w| {
+                usage(
+                    "--git-repo",
+                    w,
+                    "e.g. --git-repo https://github.com/acme/platform.git",
+                )
+            })?;
+            g.repo_url = Some(u.clone());
+        }
+        if let Some(r) = &self.revision {
+            if r.trim().is_empty() || r.contains(char::is_whitespace) {
+                return Err(usage(
+                    "--git-revision",
+                    format!("`{r}` is not a branch, tag or commit"),
+                    "e.g. --git-revision main",
+                ));
+            }
+            g.revision = r.clone();
+        }
+        if let Some(p) = &self.path {
+            g.path = cmesh_core::spec::normalize_git_path(p).map_err(|w| {
+                usage("--git-path", w, "the tree's directory relative to the repository root, e.g. --git-path clusters/mesh")
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Everything a render produced, before anything is written.
 pub struct Prepared {
     /// The loaded spec.
@@ -37,8 +83,10 @@ pub fn prepare(
     out_dir: &Path,
     secrets_dir: Option<&Path>,
     check: bool,
+    git: &GitFlags,
 ) -> Result<Prepared, ExpectedError> {
-    let loaded = load_spec(global)?;
+    let mut loaded = load_spec(global)?;
+    git.apply(&mut loaded.spec.gitops)?;
     let spec = &loaded.spec;
     let pki_dir = pki_io::pki_dir(&loaded.input.base_dir, &spec.pki.dir);
     let pki = reconcile(
@@ -64,8 +112,15 @@ pub fn prepare(
         },
         secrets_elsewhere: secrets_dir.is_some(),
     };
-    let tree = render::render_tree(spec, &view, &opts)
-        .map_err(|e| ExpectedError::Internal(e.to_string()))?;
+    let tree = render::render_tree(spec, &view, &opts).map_err(|e| match e {
+        render::RenderError::ObjectTooLarge { .. } => ExpectedError::Usage {
+            message: e.to_string(),
+            hint: Some(
+                "split the values that make it large (cilium.values or the cluster's values) or fewer clusters per mesh".into(),
+            ),
+        },
+        e => ExpectedError::Internal(e.to_string()),
+    })?;
     Ok(Prepared {
         loaded,
         pki_dir,
@@ -116,13 +171,37 @@ pub fn run(
 ) -> Result<u8, ExpectedError> {
     let out_dir = args.out.clone();
     let secrets_dir = args.secrets_out.clone().filter(|s| s != &out_dir);
+    let git = GitFlags {
+        repo: args.git_repo.clone(),
+        revision: args.git_revision.clone(),
+        path: args.git_path.clone(),
+    };
     let prepared = prepare(
         global,
         args.phase.into(),
         &out_dir,
         secrets_dir.as_deref(),
         args.check,
+        &git,
     )?;
+    let mut warnings = String::new();
+    if prepared.loaded.spec.gitops.repo_url.is_none() {
+        warnings.push_str(&format!(
+            "warning: no git repository for Argo CD and Flux (mesh.yaml `gitops.repoURL` or --git-repo): the Applications and Flux sources point at {}\n",
+            render::gitops::PLACEHOLDER_REPO
+        ));
+    }
+    for o in &prepared.tree.large_objects {
+        warnings.push_str(&format!(
+            "warning: {} in {} is {} KiB, over the 256 KiB client-side apply keeps in its annotation: apply it server-side (Argo CD `ServerSideApply=true`, Flux does)\n",
+            o.object,
+            o.path,
+            o.bytes / 1024
+        ));
+    }
+    if !warnings.is_empty() {
+        let _ = std::io::stderr().write_all(warnings.as_bytes());
+    }
     let Prepared {
         pki_dir,
         pki,

@@ -42,7 +42,12 @@ fn render_example_writes_the_tree_with_safe_modes() {
         "k8s01/secrets.yaml",
         "argocd/k8s01.yaml",
         "argocd/applicationset.yaml",
-        "flux/k8s01.yaml",
+        "argocd/project.yaml",
+        "argocd/argocd-cm-patch.yaml",
+        "flux/k8s01/sync.yaml",
+        "flux/k8s01/release/release.yaml",
+        "k8s01/secret-values.yaml",
+        "k8s01/flux-secret-values.yaml",
         "helm/k8s01.sh",
         "README.md",
         ".gitignore",
@@ -58,8 +63,22 @@ fn render_example_writes_the_tree_with_safe_modes() {
         0o600
     );
     assert_eq!(mode(&out.join("k8s01/secrets.yaml")), 0o600);
-    // 1.14 takes Cluster Mesh certificates only as values: those files hold keys, so 0600.
-    assert_eq!(mode(&out.join("k8s01/values.yaml")), 0o600);
+    // 1.14 takes Cluster Mesh certificates only as values: their keys are in secret-values.yaml
+    // (0600, git-ignored), and values.yaml and every GitOps object carry none.
+    assert_eq!(mode(&out.join("k8s01/secret-values.yaml")), 0o600);
+    assert_eq!(mode(&out.join("k8s01/flux-secret-values.yaml")), 0o600);
+    assert_eq!(mode(&out.join("k8s01/values.yaml")), 0o644);
+    for f in [
+        "k8s01/values.yaml",
+        "argocd/k8s01.yaml",
+        "flux/k8s01/release/release.yaml",
+    ] {
+        let text = std::fs::read_to_string(out.join(f)).unwrap();
+        assert!(!text.contains("key: "), "{f}: {text}");
+    }
+    // The helm script passes both values files.
+    let sh = std::fs::read_to_string(out.join("helm/k8s01.sh")).unwrap();
+    assert!(sh.contains("k8s01/secret-values.yaml"), "{sh}");
     assert_eq!(mode(&out.join("helm/k8s01.sh")), 0o755);
     assert_eq!(mode(&out.join("README.md")), 0o644);
     // Nothing printed is a key.
