@@ -400,10 +400,10 @@ mod tests {
         b.set(&["n"], true);
         b.set(&["m", "deep", "leaf"], 1i64);
         b.set(&["l"], vec!["a", "b"]);
-        if let Value::Map(m) = &mut b {
-            if let Some(Value::Map(x)) = m.get_mut("x") {
-                x.remove("z");
-            }
+        if let Value::Map(m) = &mut b
+            && let Some(Value::Map(x)) = m.get_mut("x")
+        {
+            x.remove("z");
         }
         assert_eq!(
             diff(&a, &b),

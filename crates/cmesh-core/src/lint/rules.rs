@@ -77,9 +77,10 @@ pub(super) fn annotations(inv: &Inventory, out: &mut Vec<Finding>) {
             _ => &[],
         };
         for k in bool_keys {
-            if let Some(v) = m.annotation(k) {
-                if a::cilium_bool(v).is_none() {
-                    out.push(Finding {
+            if let Some(v) = m.annotation(k)
+                && a::cilium_bool(v).is_none()
+            {
+                out.push(Finding {
                         code: "L302",
                         severity: Severity::Error,
                         object: object(kind, m),
@@ -91,13 +92,13 @@ pub(super) fn annotations(inv: &Inventory, out: &mut Vec<Finding>) {
                         ),
                         fix: format!("set `{k}: \"true\"` or `\"false\"`"),
                     });
-                }
             }
         }
-        if kind == "Ingress" {
-            if let Some(v) = m.annotation(a::SERVICE_UPSTREAM) {
-                if a::go_bool(v).is_none() {
-                    out.push(Finding {
+        if kind == "Ingress"
+            && let Some(v) = m.annotation(a::SERVICE_UPSTREAM)
+            && a::go_bool(v).is_none()
+        {
+            out.push(Finding {
                         code: "L302",
                         severity: Severity::Error,
                         object: object(kind, m),
@@ -109,18 +110,16 @@ pub(super) fn annotations(inv: &Inventory, out: &mut Vec<Finding>) {
                         ),
                         fix: format!("set `{}: \"true\"`", a::SERVICE_UPSTREAM),
                     });
-                }
-            }
         }
     }
     for s in &inv.services {
         let m = &s.meta;
-        if let Some(v) = m.annotation(a::AFFINITY) {
-            if !["local", "remote", "none"]
+        if let Some(v) = m.annotation(a::AFFINITY)
+            && !["local", "remote", "none"]
                 .iter()
                 .any(|x| v.eq_ignore_ascii_case(x))
-            {
-                out.push(Finding {
+        {
+            out.push(Finding {
                     code: "L301",
                     severity: Severity::Error,
                     object: object("Service", m),
@@ -135,7 +134,6 @@ pub(super) fn annotations(inv: &Inventory, out: &mut Vec<Finding>) {
                         a::AFFINITY
                     ),
                 });
-            }
         }
         if !s.is_global() {
             for k in [
@@ -282,10 +280,10 @@ pub(super) fn ingress_upstream(inv: &Inventory, ctx: &Context, out: &mut Vec<Fin
                         note,
                     )
                 });
-                if let Some(c) = &cluster {
-                    if !e.0.contains(c) {
-                        e.0.push(c.clone());
-                    }
+                if let Some(c) = &cluster
+                    && !e.0.contains(c)
+                {
+                    e.0.push(c.clone());
                 }
             }
         }

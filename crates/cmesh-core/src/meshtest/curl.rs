@@ -101,10 +101,10 @@ pub fn parse(stdout: &str) -> Vec<Attempt> {
             let mut it = rest.split_whitespace();
             cur.cluster = it.next().map(str::to_owned);
             cur.pod = it.find_map(|w| w.strip_prefix("pod=")).map(str::to_owned);
-        } else if let (Some(a), Some(b)) = (line.find("<title>"), line.find("</title>")) {
-            if a + 7 <= b {
-                cur.title = Some(line[a + 7..b].to_owned());
-            }
+        } else if let (Some(a), Some(b)) = (line.find("<title>"), line.find("</title>"))
+            && a + 7 <= b
+        {
+            cur.title = Some(line[a + 7..b].to_owned());
         }
     }
     out

@@ -100,26 +100,26 @@ pub fn ca_diagnostics(
             "plan a CA rotation now: every cluster must trust the new CA before the old one expires",
         );
     }
-    if let Some(k) = &key {
-        if k.public_key_spki() != info.spki {
-            push(
-                &codes::CA_KEY_MISMATCH,
-                format!(
-                    "{dir}/{CA_KEY} does not belong to {dir}/{CA_CERT} (`{}`)",
-                    info.subject
-                ),
-                "restore the matching key, or import the CA pair with `cmesh pki import`",
-            );
-        }
+    if let Some(k) = &key
+        && k.public_key_spki() != info.spki
+    {
+        push(
+            &codes::CA_KEY_MISMATCH,
+            format!(
+                "{dir}/{CA_KEY} does not belong to {dir}/{CA_CERT} (`{}`)",
+                info.subject
+            ),
+            "restore the matching key, or import the CA pair with `cmesh pki import`",
+        );
     }
-    if let Some(m) = key_mode {
-        if m & 0o077 != 0 {
-            push(
-                &codes::KEY_PERMISSIONS,
-                format!("{dir}/{CA_KEY} has mode {m:04o}; the CA key is readable by others"),
-                &format!("chmod 600 {dir}/{CA_KEY}"),
-            );
-        }
+    if let Some(m) = key_mode
+        && m & 0o077 != 0
+    {
+        push(
+            &codes::KEY_PERMISSIONS,
+            format!("{dir}/{CA_KEY} has mode {m:04o}; the CA key is readable by others"),
+            &format!("chmod 600 {dir}/{CA_KEY}"),
+        );
     }
     out
 }

@@ -274,25 +274,25 @@ fn reconcile_cluster(
         };
         if !selected {
             // Outside the selection: keep what is there, even if stale, and say so.
-            if let (Some(c), Some(k)) = (text(files, &crt_path)?, text(files, &key_path)?) {
-                if let Ok(info) = CertInfo::from_pem(&c) {
-                    out.events.push(PkiEvent {
-                        cluster: Some(cluster.name.clone()),
-                        kind: Some(kind),
-                        action: Action::Reused,
-                        reason: format!("not selected; would re-issue: {reason}"),
-                        not_after: info.not_after,
-                    });
-                    out.leaves.push((
-                        (cluster.name.clone(), kind),
-                        LeafMaterial {
-                            cert_pem: c,
-                            key_pem: k,
-                            info,
-                        },
-                    ));
-                    continue;
-                }
+            if let (Some(c), Some(k)) = (text(files, &crt_path)?, text(files, &key_path)?)
+                && let Ok(info) = CertInfo::from_pem(&c)
+            {
+                out.events.push(PkiEvent {
+                    cluster: Some(cluster.name.clone()),
+                    kind: Some(kind),
+                    action: Action::Reused,
+                    reason: format!("not selected; would re-issue: {reason}"),
+                    not_after: info.not_after,
+                });
+                out.leaves.push((
+                    (cluster.name.clone(), kind),
+                    LeafMaterial {
+                        cert_pem: c,
+                        key_pem: k,
+                        info,
+                    },
+                ));
+                continue;
             }
         }
         let issued = ca.issue(

@@ -179,10 +179,10 @@ fn build(
     // cronJob gets it through the pre-created cilium-ca Secret, cmesh never ships it.
     if method != CertMethod::CertManager {
         out.set(&["tls", "ca", "cert"], b64(&pki.ca_cert_pem));
-        if method == CertMethod::Helm {
-            if let Some(key) = &pki.ca_key_pem {
-                out.set(&["tls", "ca", "key"], b64(key));
-            }
+        if method == CertMethod::Helm
+            && let Some(key) = &pki.ca_key_pem
+        {
+            out.set(&["tls", "ca", "key"], b64(key));
         }
     }
 
@@ -198,19 +198,18 @@ fn build(
                     && user
                         .get(&["hubble", "tls", "auto", "certManagerIssuerRef"])
                         .is_none()
-                {
-                    if let Some(issuer) = user.get(&[
+                    && let Some(issuer) = user.get(&[
                         "clustermesh",
                         "apiserver",
                         "tls",
                         "auto",
                         "certManagerIssuerRef",
-                    ]) {
-                        out.set(
-                            &["hubble", "tls", "auto", "certManagerIssuerRef"],
-                            issuer.clone(),
-                        );
-                    }
+                    ])
+                {
+                    out.set(
+                        &["hubble", "tls", "auto", "certManagerIssuerRef"],
+                        issuer.clone(),
+                    );
                 }
             }
         }

@@ -411,10 +411,10 @@ impl<'s> Decoder<'s> {
                 for e in entries {
                     let k = e.key.as_str().unwrap_or_default().to_owned();
                     let p = child(path, &k);
-                    if e.key.is_plain() {
-                        if let Some(reading) = yaml11_reading(&k) {
-                            self.ambiguous(&p, &e.key, &k, &reading);
-                        }
+                    if e.key.is_plain()
+                        && let Some(reading) = yaml11_reading(&k)
+                    {
+                        self.ambiguous(&p, &e.key, &k, &reading);
                     }
                     let v = self.value(&e.value, &p);
                     m.insert(k, v);
@@ -429,10 +429,11 @@ impl<'s> Decoder<'s> {
                     .collect(),
             ),
             NodeValue::Scalar { text, style, tag } => {
-                if *style == ScalarStyle::Plain && tag.is_none() {
-                    if let Some(reading) = yaml11_reading(text) {
-                        self.ambiguous(path, node, text, &reading);
-                    }
+                if *style == ScalarStyle::Plain
+                    && tag.is_none()
+                    && let Some(reading) = yaml11_reading(text)
+                {
+                    self.ambiguous(path, node, text, &reading);
                 }
                 match node.resolve() {
                     Some(Resolved::Null) => Value::Null,
@@ -522,10 +523,10 @@ impl<'s> Decoder<'s> {
                             "add `version: \"1.14.2\"` (quoted)",
                         ),
                     }
-                    if let Some(r) = f.get("repo") {
-                        if let Some(r) = self.string(r, "cilium.repo") {
-                            repo = r;
-                        }
+                    if let Some(r) = f.get("repo")
+                        && let Some(r) = self.string(r, "cilium.repo")
+                    {
+                        repo = r;
                     }
                     if let Some(v) = f.get("values") {
                         values = self.values(v, "cilium.values");
@@ -629,22 +630,20 @@ impl<'s> Decoder<'s> {
         let Some(f) = self.fields(node, "clustermesh", MESH) else {
             return m;
         };
-        if let Some(n) = f.get("domain") {
-            if let Some(d) = self.string(n, "clustermesh.domain") {
-                if is_dns_name(&d) {
-                    m.domain = d;
-                } else {
-                    let msg = format!("`clustermesh.domain` is `{d}`, which is not a DNS name");
-                    self.problem(
-                        &codes::DOMAIN_FORMAT,
-                        "clustermesh.domain",
-                        n,
-                        msg,
-                        Some(
-                            "use lowercase labels separated by dots, such as mesh.cilium.io".into(),
-                        ),
-                    );
-                }
+        if let Some(n) = f.get("domain")
+            && let Some(d) = self.string(n, "clustermesh.domain")
+        {
+            if is_dns_name(&d) {
+                m.domain = d;
+            } else {
+                let msg = format!("`clustermesh.domain` is `{d}`, which is not a DNS name");
+                self.problem(
+                    &codes::DOMAIN_FORMAT,
+                    "clustermesh.domain",
+                    n,
+                    msg,
+                    Some("use lowercase labels separated by dots, such as mesh.cilium.io".into()),
+                );
             }
         }
         if let Some(n) = f.get("serviceType") {
@@ -668,16 +667,16 @@ impl<'s> Decoder<'s> {
         if let Some(n) = f.get("kvstoremesh") {
             m.kvstoremesh = self.boolean(n, "clustermesh.kvstoremesh");
         }
-        if let Some(n) = f.get("maxConnectedClusters") {
-            if let Some(v) = self.integer(
+        if let Some(n) = f.get("maxConnectedClusters")
+            && let Some(v) = self.integer(
                 n,
                 "clustermesh.maxConnectedClusters",
                 0,
                 i128::from(u16::MAX),
-            ) {
-                // Range (255 | 511) is a semantic rule with its own code.
-                m.max_connected_clusters = u16::try_from(v).unwrap_or(255);
-            }
+            )
+        {
+            // Range (255 | 511) is a semantic rule with its own code.
+            m.max_connected_clusters = u16::try_from(v).unwrap_or(255);
         }
         if let Some(n) = f.get("endpointSliceSync") {
             m.endpoint_slice_sync = self
@@ -710,19 +709,19 @@ impl<'s> Decoder<'s> {
         let Some(f) = self.fields(node, "pki", PKI) else {
             return p;
         };
-        if let Some(n) = f.get("dir") {
-            if let Some(d) = self.string(n, "pki.dir") {
-                if d.trim().is_empty() {
-                    self.problem(
-                        &codes::INVALID_VALUE,
-                        "pki.dir",
-                        n,
-                        "`pki.dir` is empty".into(),
-                        Some("leave it out for the default `pki`".into()),
-                    );
-                } else {
-                    p.dir = d;
-                }
+        if let Some(n) = f.get("dir")
+            && let Some(d) = self.string(n, "pki.dir")
+        {
+            if d.trim().is_empty() {
+                self.problem(
+                    &codes::INVALID_VALUE,
+                    "pki.dir",
+                    n,
+                    "`pki.dir` is empty".into(),
+                    Some("leave it out for the default `pki`".into()),
+                );
+            } else {
+                p.dir = d;
             }
         }
         if let Some(n) = f.get("keyAlgorithm") {
@@ -736,15 +735,15 @@ impl<'s> Decoder<'s> {
                 _ => KeyAlgorithm::EcdsaP256,
             };
         }
-        if let Some(n) = f.get("caValidityDays") {
-            if let Some(v) = self.integer(n, "pki.caValidityDays", 1, 36500) {
-                p.ca_validity_days = v as u32;
-            }
+        if let Some(n) = f.get("caValidityDays")
+            && let Some(v) = self.integer(n, "pki.caValidityDays", 1, 36500)
+        {
+            p.ca_validity_days = v as u32;
         }
-        if let Some(n) = f.get("certValidityDays") {
-            if let Some(v) = self.integer(n, "pki.certValidityDays", 1, 36500) {
-                p.cert_validity_days = v as u32;
-            }
+        if let Some(n) = f.get("certValidityDays")
+            && let Some(v) = self.integer(n, "pki.certValidityDays", 1, 36500)
+        {
+            p.cert_validity_days = v as u32;
         }
         p
     }
@@ -755,9 +754,10 @@ impl<'s> Decoder<'s> {
         let Some(f) = self.fields(node, "gitops", GITOPS) else {
             return g;
         };
-        if let Some(n) = f.get("repoURL") {
-            if let Some(u) = self.string(n, "gitops.repoURL") {
-                match check_git_url(&u) {
+        if let Some(n) = f.get("repoURL")
+            && let Some(u) = self.string(n, "gitops.repoURL")
+        {
+            match check_git_url(&u) {
                     Ok(()) => g.repo_url = Some(u),
                     Err(why) => self.problem(
                         &codes::INVALID_VALUE,
@@ -767,26 +767,26 @@ impl<'s> Decoder<'s> {
                         Some("give the URL Argo CD and Flux clone, e.g. `https://github.com/acme/platform.git` or `ssh://git@github.com/acme/platform.git`".into()),
                     ),
                 }
+        }
+        if let Some(n) = f.get("revision")
+            && let Some(r) = self.string(n, "gitops.revision")
+        {
+            if r.trim().is_empty() || r.contains(char::is_whitespace) {
+                self.problem(
+                    &codes::INVALID_VALUE,
+                    "gitops.revision",
+                    n,
+                    "`gitops.revision` must be a branch, tag or commit without spaces".into(),
+                    Some("e.g. `main`, or leave it out for `HEAD`".into()),
+                );
+            } else {
+                g.revision = r;
             }
         }
-        if let Some(n) = f.get("revision") {
-            if let Some(r) = self.string(n, "gitops.revision") {
-                if r.trim().is_empty() || r.contains(char::is_whitespace) {
-                    self.problem(
-                        &codes::INVALID_VALUE,
-                        "gitops.revision",
-                        n,
-                        "`gitops.revision` must be a branch, tag or commit without spaces".into(),
-                        Some("e.g. `main`, or leave it out for `HEAD`".into()),
-                    );
-                } else {
-                    g.revision = r;
-                }
-            }
-        }
-        if let Some(n) = f.get("path") {
-            if let Some(p) = self.string(n, "gitops.path") {
-                match normalize_git_path(&p) {
+        if let Some(n) = f.get("path")
+            && let Some(p) = self.string(n, "gitops.path")
+        {
+            match normalize_git_path(&p) {
                     Ok(p) => g.path = p,
                     Err(why) => self.problem(
                         &codes::INVALID_VALUE,
@@ -796,11 +796,11 @@ impl<'s> Decoder<'s> {
                         Some("the tree's directory relative to the repository root, e.g. `clusters/mesh`".into()),
                     ),
                 }
-            }
         }
-        if let Some(n) = f.get("sealedPath") {
-            if let Some(p) = self.string(n, "gitops.sealedPath") {
-                match normalize_git_path(&p) {
+        if let Some(n) = f.get("sealedPath")
+            && let Some(p) = self.string(n, "gitops.sealedPath")
+        {
+            match normalize_git_path(&p) {
                     Ok(p) => g.sealed_path = Some(p),
                     Err(why) => self.problem(
                         &codes::INVALID_VALUE,
@@ -810,12 +810,11 @@ impl<'s> Decoder<'s> {
                         Some("a directory relative to the repository root, outside `gitops.path`, e.g. `clusters/mesh-sealed`".into()),
                     ),
                 }
-            }
         }
-        if let Some(n) = f.get("fluxKubeConfig") {
-            if let Some(b) = self.boolean(n, "gitops.fluxKubeConfig") {
-                g.flux_kubeconfig = b;
-            }
+        if let Some(n) = f.get("fluxKubeConfig")
+            && let Some(b) = self.boolean(n, "gitops.fluxKubeConfig")
+        {
+            g.flux_kubeconfig = b;
         }
         g
     }
@@ -843,10 +842,10 @@ impl<'s> Decoder<'s> {
                     .integer(n, &child(path, "id"), i128::MIN, i128::MAX)
                     .map(|i| u16::try_from(i).unwrap_or(u16::MAX));
                 // Out-of-u16 values are still out of range: keep them visible to the range rule.
-                if let (Some(Resolved::Int(i)), Some(_)) = (n.resolve(), c.id) {
-                    if i < 0 {
-                        c.id = Some(u16::MAX);
-                    }
+                if let (Some(Resolved::Int(i)), Some(_)) = (n.resolve(), c.id)
+                    && i < 0
+                {
+                    c.id = Some(u16::MAX);
                 }
             }
             None => self.missing(

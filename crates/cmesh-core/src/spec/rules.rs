@@ -63,13 +63,13 @@ impl<'a> Rules<'a> {
     }
 
     fn mesh_name(&mut self) {
-        if let Some(name) = &self.spec.name {
-            if !is_dns1123_label(name) {
-                let d = self
+        if let Some(name) = &self.spec.name
+            && !is_dns1123_label(name)
+        {
+            let d = self
                     .at(&codes::MESH_NAME, "name", format!("mesh name `{name}` is not a DNS-1123 label"))
                     .help("use lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters");
-                self.push(d);
-            }
+            self.push(d);
         }
     }
 
@@ -558,33 +558,33 @@ impl<'a> Rules<'a> {
         let mut reported = Vec::new();
         for i in 0..self.spec.clusters.len() {
             // kubeProxyReplacement: the chart takes true/false; 1.14/1.15 also the deprecated words.
-            if let Some((path, value)) = self.effective_site(i, &["kubeProxyReplacement"]) {
-                if !reported.contains(&path) {
-                    reported.push(path.clone());
-                    let word = match value {
-                        Value::Bool(_) => None,
-                        Value::Str(s) if s == "true" || s == "false" => None,
-                        Value::Str(s) => Some(s.clone()),
-                        other => Some(format!("{other:?}")),
+            if let Some((path, value)) = self.effective_site(i, &["kubeProxyReplacement"])
+                && !reported.contains(&path)
+            {
+                reported.push(path.clone());
+                let word = match value {
+                    Value::Bool(_) => None,
+                    Value::Str(s) if s == "true" || s == "false" => None,
+                    Value::Str(s) => Some(s.clone()),
+                    other => Some(format!("{other:?}")),
+                };
+                if let Some(word) = word {
+                    let legacy = ["strict", "partial", "disabled"].contains(&word.as_str());
+                    let fix = match word.as_str() {
+                        "strict" => "true",
+                        _ => "false",
                     };
-                    if let Some(word) = word {
-                        let legacy = ["strict", "partial", "disabled"].contains(&word.as_str());
-                        let fix = match word.as_str() {
-                            "strict" => "true",
-                            _ => "false",
-                        };
-                        let mut d = self
+                    let mut d = self
                             .at(&codes::KPR_VALUE, &path, if legacy && v.kube_proxy_replacement_legacy_words() {
                                 format!("kubeProxyReplacement `{word}` is deprecated in Cilium {v} and rejected from 1.16")
                             } else {
                                 format!("kubeProxyReplacement `{word}` is rejected by the Cilium {v} chart, which accepts only true or false")
                             })
                             .help(format!("write `kubeProxyReplacement: {fix}`"));
-                        if legacy && v.kube_proxy_replacement_legacy_words() {
-                            d.severity = Severity::Warning;
-                        }
-                        self.push(d);
+                    if legacy && v.kube_proxy_replacement_legacy_words() {
+                        d.severity = Severity::Warning;
                     }
+                    self.push(d);
                 }
             }
             // ENI and AWS VPC CNI chaining cannot use IDs 128-255 / 384-511 (cilium#21330).
@@ -597,18 +597,18 @@ impl<'a> Rules<'a> {
             let awscni = self
                 .effective_site(i, &["cni", "chainingMode"])
                 .filter(|(_, v)| v.as_str() == Some("aws-cni"));
-            if let Some((site, _)) = eni.or(awscni) {
-                if (128..=255).contains(&id) || (384..=511).contains(&id) {
-                    let d = self.at(
+            if let Some((site, _)) = eni.or(awscni)
+                && ((128..=255).contains(&id) || (384..=511).contains(&id))
+            {
+                let d = self.at(
                         &codes::ENI_ID,
                         &child(&item("clusters", i), "id"),
                         format!("cluster ID {id} cannot be used in ENI or AWS VPC CNI chaining mode: network policies would drop traffic (cilium/cilium#21330)"),
                     );
-                    let d = self.related(d, &site, "ENI / aws-cni enabled here");
-                    self.push(
-                        d.help("use an ID in 1..127 (or 256..383 with maxConnectedClusters 511)"),
-                    );
-                }
+                let d = self.related(d, &site, "ENI / aws-cni enabled here");
+                self.push(
+                    d.help("use an ID in 1..127 (or 256..383 with maxConnectedClusters 511)"),
+                );
             }
         }
     }

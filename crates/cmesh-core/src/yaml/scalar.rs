@@ -33,18 +33,20 @@ pub fn resolve_plain(text: &str) -> Resolved {
         _ => {}
     }
     if let Some(oct) = text.strip_prefix("0o") {
-        if !oct.is_empty() && oct.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-            if let Ok(v) = i128::from_str_radix(oct, 8) {
-                return Resolved::Int(v);
-            }
+        if !oct.is_empty()
+            && oct.bytes().all(|b| (b'0'..=b'7').contains(&b))
+            && let Ok(v) = i128::from_str_radix(oct, 8)
+        {
+            return Resolved::Int(v);
         }
         return Resolved::Str;
     }
     if let Some(hex) = text.strip_prefix("0x") {
-        if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            if let Ok(v) = i128::from_str_radix(hex, 16) {
-                return Resolved::Int(v);
-            }
+        if !hex.is_empty()
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            && let Ok(v) = i128::from_str_radix(hex, 16)
+        {
+            return Resolved::Int(v);
         }
         return Resolved::Str;
     }
@@ -59,10 +61,10 @@ pub fn resolve_plain(text: &str) -> Resolved {
                 .unwrap_or(Resolved::Str),
         };
     }
-    if is_core_float(text) {
-        if let Ok(v) = text.parse::<f64>() {
-            return Resolved::Float(v);
-        }
+    if is_core_float(text)
+        && let Ok(v) = text.parse::<f64>()
+    {
+        return Resolved::Float(v);
     }
     Resolved::Str
 }

@@ -64,10 +64,10 @@ pub fn run(
         CaPolicy::CreateIfMissing
     };
     let pki = reconcile(spec, &pki_dir, policy, None, false)?;
-    if !args.dry_run {
-        if let Some(r) = &pki {
-            pki_io::write(&pki_dir, &r.writes)?;
-        }
+    if !args.dry_run
+        && let Some(r) = &pki
+    {
+        pki_io::write(&pki_dir, &r.writes)?;
     }
     let view = match &pki {
         Some(r) => render::pki_view(spec, Some(&r.ca), &r.leaves),

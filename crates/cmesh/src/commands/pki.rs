@@ -272,10 +272,10 @@ fn files_carrying(out_dir: &Path, files: &store::PkiFiles) -> Vec<String> {
             let p = e.path();
             if p.is_dir() {
                 walk(&p, needle, found);
-            } else if let Ok(text) = std::fs::read_to_string(&p) {
-                if text.contains(needle) {
-                    found.push(p.display().to_string());
-                }
+            } else if let Ok(text) = std::fs::read_to_string(&p)
+                && text.contains(needle)
+            {
+                found.push(p.display().to_string());
             }
         }
     }

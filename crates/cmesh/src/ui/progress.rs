@@ -47,10 +47,10 @@ impl Reporter {
 
 impl Progress for Reporter {
     fn working(&self, cluster: &str, what: &str) {
-        if let Some((_, bars)) = &self.bars {
-            if let Some(b) = bars.lock().unwrap_or_else(|p| p.into_inner()).get(cluster) {
-                b.set_message(what.to_owned());
-            }
+        if let Some((_, bars)) = &self.bars
+            && let Some(b) = bars.lock().unwrap_or_else(|p| p.into_inner()).get(cluster)
+        {
+            b.set_message(what.to_owned());
         }
     }
 
