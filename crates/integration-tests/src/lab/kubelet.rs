@@ -1004,11 +1004,18 @@ fn sh_quote(s: &str) -> String {
 /// each volume at its mountPath, and finally `exec "$@"`.
 fn entry_script(k: &Container, volumes: &[Volume], pod_dir: &Path, image: Option<&Path>) -> String {
     let mut s = String::from("#!/bin/sh\n# Written by the lab's kubelet stand-in.\nset -e\n");
+    // The container gets fresh /tmp, /run and /var/lib, which would hide the lab's own files
+    // when the workspace lives under one of them (a clone in /tmp): every host path is read
+    // through a view of the host's tree taken before those mounts.
+    s.push_str(
+        "mount -t tmpfs -o mode=755 tmpfs /mnt\nmkdir /mnt/host\nmount --rbind / /mnt/host\n",
+    );
+    let host = |p: &Path| format!("/mnt/host{}", p.display());
     // pods/<role>/ is two levels below the cluster's directory, which holds `hosts`.
     if let Some(cluster_dir) = pod_dir.parent().and_then(Path::parent) {
         s.push_str(&format!(
             "mount --bind {} /etc/hosts\n",
-            sh_quote(&cluster_dir.join("hosts").display().to_string())
+            sh_quote(&host(&cluster_dir.join("hosts")))
         ));
     }
     s.push_str("mount -t tmpfs -o mode=755 tmpfs /var/lib\nmount -t tmpfs -o mode=755 tmpfs /run\nmount -t tmpfs -o mode=1777 tmpfs /tmp\n");
@@ -1017,16 +1024,13 @@ fn entry_script(k: &Container, volumes: &[Volume], pod_dir: &Path, image: Option
             if img.join(d).is_dir() {
                 s.push_str(&format!(
                     "mkdir -p /{d}\nmount -t overlay overlay -o lowerdir={}:/{d} /{d}\n",
-                    img.join(d).display()
+                    host(&img.join(d))
                 ));
             }
         }
         let lib = img.join("var/lib");
         if lib.is_dir() {
-            s.push_str(&format!(
-                "cp -a {}/. /var/lib/\n",
-                sh_quote(&lib.display().to_string())
-            ));
+            s.push_str(&format!("cp -a {}/. /var/lib/\n", sh_quote(&host(&lib))));
         }
     }
     let known: BTreeSet<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
@@ -1053,7 +1057,7 @@ fn entry_script(k: &Container, volumes: &[Volume], pod_dir: &Path, image: Option
         if !sub.is_empty() {
             src = src.join(&sub);
         }
-        let (src, target) = (sh_quote(&src.display().to_string()), sh_quote(target));
+        let (src, target) = (sh_quote(&host(&src)), sh_quote(target));
         if sub.is_empty() {
             s.push_str(&format!("mkdir -p {target}\nmount --bind {src} {target}\n"));
         } else {
