@@ -24,7 +24,9 @@ fn spec_for(version: &str, method: &str) -> MeshSpec {
     spec::load("m", &text).unwrap().0
 }
 
-fn values(spec: &MeshSpec) -> Vec<(String, String, serde_json::Value)> {
+/// Per cluster: its name, the values files of the tree (values.yaml, and secret-values.yaml
+/// where the version takes keys only as values) and the values cmesh meant.
+fn values(spec: &MeshSpec) -> Vec<(String, Vec<String>, serde_json::Value)> {
     let opts = ReconcileOptions {
         now: time::OffsetDateTime::now_utc(),
         renew_before: time::Duration::days(30),
@@ -47,26 +49,34 @@ fn values(spec: &MeshSpec) -> Vec<(String, String, serde_json::Value)> {
     spec.clusters
         .iter()
         .map(|c| {
-            let text =
-                String::from_utf8(tree.files[&format!("{}/values.yaml", c.name)].bytes.clone())
-                    .unwrap();
+            let text = |f: &render::RenderedFile| String::from_utf8(f.bytes.clone()).unwrap();
+            let mut files = vec![text(&tree.files[&format!("{}/values.yaml", c.name)])];
+            files.extend(
+                tree.secret_files
+                    .get(&format!("{}/secret-values.yaml", c.name))
+                    .map(text),
+            );
             (
                 c.name.clone(),
-                text,
+                files,
                 render::cluster_values(spec, c, Phase::Mesh, &view).to_json(),
             )
         })
         .collect()
 }
 
-fn helm_template(helm: &Path, chart: &Path, values_file: &Path) -> String {
-    let out = Command::new(helm)
-        .args(["template", "cilium"])
+/// `helm template` of `chart` with `values` written as files in `dir`, in order (`-f a -f b`).
+fn helm_template(helm: &Path, chart: &Path, dir: &Path, values: &[String]) -> String {
+    let mut cmd = Command::new(helm);
+    cmd.args(["template", "cilium"])
         .arg(chart)
-        .args(["--namespace", "kube-system", "-f"])
-        .arg(values_file)
-        .output()
-        .unwrap();
+        .args(["--namespace", "kube-system"]);
+    for (i, text) in values.iter().enumerate() {
+        let f = dir.join(format!("values-{i}.yaml"));
+        std::fs::write(&f, text).unwrap();
+        cmd.arg("-f").arg(f);
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "helm template failed: {}",
@@ -117,10 +127,9 @@ fn helm_reads_values_exactly_as_rendered() {
     let chart = echo_chart(dir.path());
     for version in ["1.14.2", "1.16.0", "1.19.6", "1.20.0"] {
         for method in ["cmesh", "helm", "cronJob"] {
-            for (cluster, text, expected) in values(&spec_for(version, method)) {
-                let f = dir.path().join("values.yaml");
-                std::fs::write(&f, &text).unwrap();
-                let manifest = helm_template(&helm, &chart, &f);
+            // values.yaml then secret-values.yaml, merged by helm, are what cmesh meant.
+            for (cluster, files, expected) in values(&spec_for(version, method)) {
+                let manifest = helm_template(&helm, &chart, dir.path(), &files);
                 assert_eq!(
                     values_read_by_helm(&manifest),
                     expected,
@@ -138,11 +147,9 @@ fn cmesh_certificates_render_identically_helm_method_does_not() {
     let charts = real_charts();
     for (version, chart) in &charts {
         for (method, stable) in [("cmesh", true), ("helm", false)] {
-            for (cluster, text, _) in values(&spec_for(version, method)) {
-                let f = dir.path().join("values.yaml");
-                std::fs::write(&f, &text).unwrap();
-                let a = helm_template(&helm, chart, &f);
-                let b = helm_template(&helm, chart, &f);
+            for (cluster, files, _) in values(&spec_for(version, method)) {
+                let a = helm_template(&helm, chart, dir.path(), &files);
+                let b = helm_template(&helm, chart, dir.path(), &files);
                 assert!(
                     a.contains("name: clustermesh-apiserver-server-cert")
                         && a.contains("name: hubble-server-certs"),
