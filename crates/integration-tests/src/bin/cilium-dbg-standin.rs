@@ -16,15 +16,12 @@
 
 use std::path::Path;
 
-use integration_tests::lab::agentview::{Remote, config_value, observe, peers, read, release};
+use integration_tests::lab::agentview::{Remote, config_value, observe_all, peers, read, release};
 
 fn status(verbose: bool) -> String {
     let (_, minor) = release(Path::new("."));
     let local_id = config_value(Path::new("."), "cluster-id");
-    let remotes: Vec<Remote> = peers(Path::new("."))
-        .iter()
-        .map(|p| observe(Path::new("."), p, &local_id))
-        .collect();
+    let remotes: Vec<Remote> = observe_all(Path::new("."), &peers(Path::new(".")), &local_id);
     let ready = remotes.iter().filter(|r| r.ready()).count();
     let services: usize = remotes.iter().map(|r| r.services).sum();
     let mut s = String::new();
@@ -93,8 +90,7 @@ fn node_list() -> String {
         }
     }
     let local_id = config_value(Path::new("."), "cluster-id");
-    for p in peers(Path::new(".")) {
-        let r = observe(Path::new("."), &p, &local_id);
+    for r in observe_all(Path::new("."), &peers(Path::new(".")), &local_id) {
         for n in &r.nodes {
             let name = n.get("Name").and_then(|v| v.as_str()).unwrap_or("?");
             let ip = n
@@ -108,7 +104,7 @@ fn node_list() -> String {
                 .map(|(net, len)| format!("{net}/{len}"))
                 .unwrap_or_default();
             rows.push((
-                format!("{}/{name}", p.name),
+                format!("{}/{name}", r.name),
                 ip.into(),
                 cidr,
                 "clustermesh".into(),

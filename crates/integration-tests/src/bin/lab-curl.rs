@@ -288,13 +288,14 @@ impl World {
         let agent = self.agent_dir();
         let local_id = agentview::config_value(&agent, "cluster-id");
         let mut out = Vec::new();
-        for peer in agentview::peers(&agent) {
-            let r = agentview::observe(&agent, &peer, &local_id);
+        let peers = agentview::peers(&agent);
+        let remotes = agentview::observe_all(&agent, &peers, &local_id);
+        for (peer, r) in peers.iter().zip(remotes) {
             if !r.connected {
                 continue;
             }
             let key = format!("{}/services/v1/{}/{ns}/{name}", r.base, peer.name);
-            let Ok(text) = agentview::etcdctl(&agent, &peer, &["get", "--print-value-only", &key])
+            let Ok(text) = agentview::etcdctl(&agent, peer, &["get", "--print-value-only", &key])
             else {
                 continue;
             };
