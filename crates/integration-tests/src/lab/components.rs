@@ -127,3 +127,51 @@ pub fn cilium(version: &str) -> Option<Cilium> {
     eprintln!("SKIPPED: {why}");
     None
 }
+
+/// The GitOps tests' components: the Argo CD and Flux CRDs (links into the Go module cache) and
+/// `appset-expand` (tests/components/main/cmd/appset-expand).
+#[derive(Debug, Clone)]
+pub struct GitOps {
+    /// `.tools/crds`: one file per CRD.
+    pub crds: PathBuf,
+    /// The ApplicationSet expander.
+    pub expand: PathBuf,
+}
+
+/// The CRD files install-test-deps links into `.tools/crds`.
+pub const GITOPS_CRDS: [&str; 7] = [
+    "application-crd.yaml",
+    "applicationset-crd.yaml",
+    "appproject-crd.yaml",
+    "helm.toolkit.fluxcd.io_helmreleases.yaml",
+    "source.toolkit.fluxcd.io_gitrepositories.yaml",
+    "source.toolkit.fluxcd.io_helmrepositories.yaml",
+    "kustomize.toolkit.fluxcd.io_kustomizations.yaml",
+];
+
+/// The GitOps components, as [`kube`] does for the lab's.
+pub fn gitops() -> Option<GitOps> {
+    let g = GitOps {
+        crds: tools_dir().join("crds"),
+        expand: tools_dir().join("k8s/appset-expand"),
+    };
+    let mut missing: Vec<PathBuf> = GITOPS_CRDS.iter().map(|f| g.crds.join(f)).collect();
+    missing.push(g.expand.clone());
+    missing.retain(|p| !p.is_file());
+    if missing.is_empty() {
+        return Some(g);
+    }
+    let p = format!(
+        "{} missing (run scripts/install-test-deps)",
+        missing
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if tools::required() {
+        panic!("the GitOps components are required (CMESH_REQUIRE_EXTERNAL=1): {p}");
+    }
+    eprintln!("SKIPPED: {p}");
+    None
+}
