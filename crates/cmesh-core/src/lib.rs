@@ -6,6 +6,7 @@
 //! bytes and a clock, and return values and plans that the `cmesh` binary carries out.
 
 pub mod diag;
+pub mod lab;
 pub mod lint;
 pub mod meshtest;
 mod par;

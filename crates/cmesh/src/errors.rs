@@ -140,6 +140,16 @@ pub enum ExpectedError {
         /// How to proceed.
         hint: String,
     },
+    /// A program the command drives is not installed.
+    #[error("{tool} is not installed (or not on PATH): {why}")]
+    ToolMissing {
+        /// The program.
+        tool: String,
+        /// Why it is needed.
+        why: String,
+        /// How to install it.
+        install: String,
+    },
     /// An option combination or argument that cannot work.
     #[error("{message}")]
     Usage {
@@ -164,7 +174,7 @@ impl ExpectedError {
             | ExpectedError::WouldOverwrite { .. }
             | ExpectedError::DirNotOurs { .. } => exit::IO,
             ExpectedError::Usage { .. } => exit::USAGE,
-            ExpectedError::Cluster { .. } => exit::CLUSTER,
+            ExpectedError::Cluster { .. } | ExpectedError::ToolMissing { .. } => exit::CLUSTER,
             ExpectedError::Pki { .. } | ExpectedError::PkiRefused { .. } => exit::PKI,
             ExpectedError::Drift { .. } => exit::DRIFT,
             ExpectedError::Internal(_) => exit::CHECKS_FAILED,
@@ -198,6 +208,7 @@ impl ExpectedError {
                 "move them elsewhere, choose another --out, or pass --force to replace the directory anyway".into(),
             ],
             ExpectedError::Pki { source, .. } => pki_hints(source),
+            ExpectedError::ToolMissing { install, .. } => vec![install.clone()],
             ExpectedError::PkiRefused { hint, .. } | ExpectedError::Cluster { hint, .. } => {
                 vec![hint.clone()]
             }

@@ -11,6 +11,7 @@ pub mod errors;
 pub mod fsx;
 pub mod helm;
 pub mod input;
+pub mod lab;
 pub mod meshtest;
 pub mod pki_io;
 pub mod probe;

@@ -7,6 +7,7 @@ package tools
 import (
 	_ "github.com/cilium/cilium/clustermesh-apiserver"
 	_ "go.etcd.io/etcd/server/v3"
+	_ "k8s.io/kubernetes/cmd/kubeadm"
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"

@@ -16,7 +16,7 @@ Exit codes:
   4    a file could not be read or written
   5    PKI problem (missing, invalid or mismatched CA)
   6    render --check: the tree on disk is out of date
-  7    a cluster operation or helm failed
+  7    a cluster operation, helm or a lab tool failed (or the tool is missing)
   130  interrupted";
 
 /// Turn one mesh.yaml into a working Cilium Cluster Mesh across N Kubernetes clusters.
@@ -88,6 +88,112 @@ pub enum Command {
     /// service-upstream, global Services that differ between clusters, bad annotations), live
     /// or in a directory of manifests (-f DIR).
     Lint(LintArgs),
+    /// Create the mesh's clusters for a lab (kind, or libvirt VMs with kubeadm as the reference
+    /// article does) and point mesh.yaml at them.
+    Lab(LabArgs),
+}
+
+/// `cmesh lab`.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: LabAction,
+}
+
+/// `cmesh lab up|down|status`.
+#[derive(Debug, Subcommand)]
+pub enum LabAction {
+    /// Create the clusters that do not exist yet (no CNI, mesh.yaml's pod and service ranges,
+    /// no kube-proxy when Cilium replaces it), write their kubeconfigs next to mesh.yaml and
+    /// update mesh.yaml's kubeconfig, context, apiServer and clustermesh.address.
+    Up(LabUpArgs),
+    /// Remove what `lab up` created (and only that).
+    Down(LabCommonArgs),
+    /// Show each lab cluster: whether it exists, its addresses, its kubeconfig.
+    Status(LabCommonArgs),
+}
+
+/// `--provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ProviderArg {
+    /// kind clusters in Docker or Podman.
+    #[default]
+    Kind,
+    /// libvirt/KVM virtual machines with kubeadm (the reference article's lab).
+    Libvirt,
+}
+
+/// `--engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// Docker.
+    Docker,
+    /// Podman.
+    Podman,
+}
+
+/// Options of every `lab` action.
+#[derive(Debug, Args)]
+pub struct LabCommonArgs {
+    /// Where the clusters run.
+    #[arg(long, value_enum, default_value_t = ProviderArg::Kind)]
+    pub provider: ProviderArg,
+    /// Only these clusters (repeatable).
+    #[arg(long)]
+    pub cluster: Vec<String>,
+    /// kind: the container engine (default: docker if installed, else podman).
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
+    /// libvirt: the connection URI.
+    #[arg(long, default_value = "qemu:///system", value_name = "URI")]
+    pub connect: String,
+    /// Where lab state and generated configs go (default: .cmesh-lab next to mesh.yaml).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `cmesh lab up`.
+#[derive(Debug, Args)]
+pub struct LabUpArgs {
+    /// Options of every `lab` action.
+    #[command(flatten)]
+    pub common: LabCommonArgs,
+    /// kind: worker nodes per cluster (besides the control-plane node).
+    #[arg(long, default_value_t = 1)]
+    pub workers: u8,
+    /// libvirt: the cloud image (qcow2) each VM's disk is based on.
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+    /// libvirt: download the cloud image from this URL into the state directory first.
+    #[arg(long, value_name = "URL", conflicts_with = "image")]
+    pub image_url: Option<String>,
+    /// libvirt: memory per VM, MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub memory: u32,
+    /// libvirt: vCPUs per VM.
+    #[arg(long, default_value_t = 2)]
+    pub vcpus: u32,
+    /// libvirt: the lab network (NAT; the host is .1, cluster i is .10+i).
+    #[arg(long, default_value = "192.168.150.0/24", value_name = "CIDR")]
+    pub network: String,
+    /// libvirt: the public SSH key cloud-init authorizes for `lab up` to fetch the admin
+    /// kubeconfig (default: ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub).
+    #[arg(long, value_name = "PATH")]
+    pub ssh_key: Option<PathBuf>,
+    /// libvirt: the Kubernetes version kubeadm installs.
+    #[arg(long, default_value = "v1.36.3")]
+    pub kubernetes_version: String,
+    /// libvirt: how long to wait for each VM's kubeadm init.
+    #[arg(long, default_value = "15m", value_parser = parse_timeout)]
+    pub timeout: TimeoutArg,
+    /// libvirt: add the VMs' host names to /etc/hosts (otherwise they are printed, and
+    /// mesh.yaml uses the VMs' addresses).
+    #[arg(long)]
+    pub write_hosts: bool,
+    /// Write the updated mesh.yaml here instead of in place.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
 }
 
 /// `--only`.

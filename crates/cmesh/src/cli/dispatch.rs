@@ -53,5 +53,6 @@ pub fn run(cli: Cli, style: Style, out: &mut dyn Write) -> Result<u8, ExpectedEr
         Command::Status(args) => commands::status::run(&cli.global, &args, style, out),
         Command::Test(args) => commands::test::run(&cli.global, &args, style, out),
         Command::Lint(args) => commands::lint::run(&cli.global, &args, style, out),
+        Command::Lab(args) => commands::lab::run(&cli.global, &args, out),
     }
 }

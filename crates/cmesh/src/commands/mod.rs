@@ -4,6 +4,7 @@ pub mod apply;
 pub mod check;
 pub mod common;
 pub mod init;
+pub mod lab;
 pub mod lint;
 pub mod pki;
 pub mod probe;

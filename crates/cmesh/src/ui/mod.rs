@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod diagnostics;
+pub mod lab;
 pub mod lint;
 pub mod meshtest;
 pub mod pki;

@@ -1,0 +1,222 @@
+//! In-place edits of mesh.yaml that keep everything else byte for byte: comments, order,
+//! quoting and blank lines. `lab up` uses them to point each cluster at what it created
+//! (`kubeconfig`, `context`, `apiServer`, `clustermesh.address`).
+//!
+//! A value that is written is replaced where it stands (its span); a key that is missing is
+//! inserted as a new line under its mapping, at the indentation of a sibling. The result is
+//! read back and must hold the new values, or nothing is returned.
+
+use crate::spec::{self, MeshSpec, source};
+use crate::yaml::to_yaml;
+
+/// One field of one cluster to set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    /// Index into `clusters`.
+    pub cluster: usize,
+    /// The key under the cluster: `["kubeconfig"]`, `["clustermesh", "address"]`.
+    pub key: Vec<&'static str>,
+    /// The new value (written as a YAML string, quoted where YAML would read it otherwise).
+    pub value: String,
+}
+
+/// Why mesh.yaml could not be edited.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EditError {
+    /// No line to anchor an inserted key to.
+    #[error("{file}: cannot add `{path}`: write `{parent}` as a block mapping (one key per line)")]
+    NoAnchor {
+        /// mesh.yaml's name.
+        file: String,
+        /// The field.
+        path: String,
+        /// The mapping it belongs in.
+        parent: String,
+    },
+    /// The edited text does not read back with the new values (a bug, reported rather than
+    /// written).
+    #[error("{file}: the edited file does not read back as written ({why}); it was left unchanged")]
+    ReadBack {
+        /// mesh.yaml's name.
+        file: String,
+        /// What differed.
+        why: String,
+    },
+}
+
+fn scalar(v: &str) -> String {
+    to_yaml(&v)
+        .map(|s| s.trim_end().to_owned())
+        .unwrap_or_else(|_| format!("{v:?}"))
+}
+
+fn path_of(cluster: usize, key: &[&str]) -> String {
+    key.iter().fold(source::item("clusters", cluster), |p, k| {
+        source::child(&p, k)
+    })
+}
+
+/// Applies `edits` to the text `spec` was read from; returns the new text.
+///
+/// # Errors
+/// [`EditError`] when a key cannot be placed or the result does not read back.
+pub fn apply(spec: &MeshSpec, file: &str, edits: &[Edit]) -> Result<String, EditError> {
+    let src = &spec.source;
+    let text = src.text().text();
+    // (offset, bytes to replace, new text), applied from the end.
+    let mut changes: Vec<(usize, usize, String)> = Vec::new();
+    for e in edits {
+        let path = path_of(e.cluster, &e.key);
+        let value = scalar(&e.value);
+        if let Some(span) = src.span(&path) {
+            changes.push((span.offset, span.len, value));
+            continue;
+        }
+        let parent_key = &e.key[..e.key.len() - 1];
+        let parent = path_of(e.cluster, parent_key);
+        // A sibling key on its own line: `name` for a cluster, any written key otherwise.
+        let sibling = ["name", "port", "address", "ips", "id"]
+            .iter()
+            .map(|k| source::child(&parent, k))
+            .find_map(|p| src.key_span(&p).filter(|_| src.span(&p).is_some()));
+        let no_anchor = || EditError::NoAnchor {
+            file: file.to_owned(),
+            path: path.clone(),
+            parent: parent.clone(),
+        };
+        let Some(anchor) = sibling else {
+            return Err(no_anchor());
+        };
+        let line_start = text[..anchor.offset].rfind('\n').map_or(0, |i| i + 1);
+        let prefix = &text[line_start..anchor.offset];
+        // `- name:` opens a list item: the keys under it are indented to `name`.
+        if !prefix.chars().all(|c| c == ' ' || c == '-') {
+            return Err(no_anchor());
+        }
+        let indent = " ".repeat(prefix.chars().count());
+        let line_end = text[anchor.offset..]
+            .find('\n')
+            .map_or(text.len(), |i| anchor.offset + i + 1);
+        let newline = if line_end == text.len() && !text.ends_with('\n') {
+            "\n"
+        } else {
+            ""
+        };
+        let key = e.key[e.key.len() - 1];
+        changes.push((line_end, 0, format!("{newline}{indent}{key}: {value}\n")));
+    }
+    changes.sort_by_key(|(o, _, _)| *o);
+    let mut out = text.to_owned();
+    for (offset, len, new) in changes.iter().rev() {
+        out.replace_range(*offset..*offset + *len, new);
+    }
+    // Read back: every edited field holds its new value.
+    let (edited, _) = spec::load(file, &out).map_err(|e| EditError::ReadBack {
+        file: file.to_owned(),
+        why: e.to_string(),
+    })?;
+    for e in edits {
+        let c = &edited.clusters[e.cluster];
+        let got = match e.key.as_slice() {
+            ["kubeconfig"] => c.kubeconfig.clone(),
+            ["context"] => c.context.clone(),
+            ["apiServer"] => c
+                .api_server
+                .as_ref()
+                .map(|a| format!("{}:{}", a.host, a.port)),
+            ["clustermesh", "address"] => c.clustermesh.address.as_ref().map(ToString::to_string),
+            _ => Some(e.value.clone()),
+        };
+        if got.as_deref() != Some(e.value.as_str()) {
+            return Err(EditError::ReadBack {
+                file: file.to_owned(),
+                why: format!("{} is {got:?}", path_of(e.cluster, &e.key)),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> MeshSpec {
+        spec::load("mesh.yaml", text).unwrap().0
+    }
+
+    #[test]
+    fn replaces_in_place_and_inserts_missing_keys_keeping_comments() {
+        let text = spec::example::builtin();
+        let spec = load(&text);
+        let edits = vec![
+            Edit {
+                cluster: 0,
+                key: vec!["kubeconfig"],
+                value: "lab/k8s01.kubeconfig".into(),
+            },
+            Edit {
+                cluster: 0,
+                key: vec!["context"],
+                value: "kind-k8s01".into(),
+            },
+            Edit {
+                cluster: 1,
+                key: vec!["apiServer"],
+                value: "172.18.0.3:6443".into(),
+            },
+            Edit {
+                cluster: 1,
+                key: vec!["clustermesh", "address"],
+                value: "172.18.0.3".into(),
+            },
+        ];
+        let out = apply(&spec, "mesh.yaml", &edits).unwrap();
+        // Every comment line survives, in order.
+        let comments = |t: &str| {
+            t.lines()
+                .filter(|l| l.trim_start().starts_with('#'))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(comments(&text), comments(&out));
+        assert!(
+            out.contains("    kubeconfig: lab/k8s01.kubeconfig\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  - name: k8s01\n    context: kind-k8s01\n"),
+            "{out}"
+        );
+        assert!(out.contains("    apiServer: 172.18.0.3:6443\n"), "{out}");
+        // The emitter quotes what a YAML 1.1 reader might take for a number.
+        assert!(out.contains("      address: \"172.18.0.3\"\n"), "{out}");
+        // Nothing else changed: the diff is exactly the four lines.
+        let before: Vec<&str> = text.lines().collect();
+        let after: Vec<&str> = out.lines().collect();
+        assert_eq!(after.len(), before.len() + 1);
+        // Twice is the same as once.
+        let again = apply(&load(&out), "mesh.yaml", &edits).unwrap();
+        assert_eq!(again, out);
+    }
+
+    #[test]
+    fn values_yaml_would_misread_are_quoted() {
+        let text = spec::example::builtin();
+        let spec = load(&text);
+        let out = apply(
+            &spec,
+            "mesh.yaml",
+            &[Edit {
+                cluster: 0,
+                key: vec!["context"],
+                value: "yes".into(),
+            }],
+        )
+        .unwrap();
+        assert!(
+            out.contains("context: \"yes\"") || out.contains("context: 'yes'"),
+            "{out}"
+        );
+    }
+}
