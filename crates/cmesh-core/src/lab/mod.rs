@@ -350,9 +350,13 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// The host names that must resolve to `cluster`'s VM: its API server host and its
-/// clustermesh address, where they are names.
+/// clustermesh address, where they are names (not IPs).
 pub fn vm_host_names(spec: &MeshSpec, cluster: &Cluster) -> Vec<String> {
-    let mut names = vec![api_host(spec, cluster)];
+    // Once `lab up` has pointed mesh.yaml at the VMs' addresses, the hosts are IPs: no names.
+    let mut names: Vec<String> = Some(api_host(spec, cluster))
+        .filter(|h| h.parse::<std::net::IpAddr>().is_err())
+        .into_iter()
+        .collect();
     if let Some(crate::spec::Host::Dns(d)) = &cluster.clustermesh.address
         && !names.contains(d)
     {

@@ -315,7 +315,17 @@ fn up(global: &GlobalArgs, a: &LabUpArgs, out: &mut dyn Write) -> Result<u8, Exp
             path: key.clone(),
             source,
         })?;
-        let private = key.with_extension("");
+        let private = abs(&key.with_extension(""));
+        if !private.is_file() {
+            return Err(ExpectedError::Usage {
+                message: format!(
+                    "--ssh-key {}: its private key {} is missing (lab up logs in with it)",
+                    key.display(),
+                    private.display()
+                ),
+                hint: Some("pass the .pub file of a key pair you have".into()),
+            });
+        }
         (Some(image), vec![text.trim().to_owned()], Some(private))
     } else {
         (None, Vec::new(), None)
