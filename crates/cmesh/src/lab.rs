@@ -187,14 +187,17 @@ pub fn kind_clusters(env: &[(String, String)]) -> Result<Vec<String>, ExpectedEr
         argv: vec!["kind".into(), "get".into(), "clusters".into()],
         env: env.to_vec(),
     };
-    let out = run_step(&step)?;
-    Ok(out
-        .stdout
+    Ok(names(&run_step(&step)?.stdout))
+}
+
+/// One name per non-empty line, as `kind get clusters` and `virsh list --name` print them.
+fn names(stdout: &str) -> Vec<String> {
+    stdout
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
-        .collect())
+        .collect()
 }
 
 /// Whether a command that only looks something up succeeds (`docker network inspect NAME`,
@@ -217,14 +220,7 @@ pub fn libvirt_domains(uri: &str) -> Result<Vec<String>, ExpectedError> {
             .to_vec(),
         env: Vec::new(),
     };
-    let out = run_step(&step)?;
-    Ok(out
-        .stdout
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect())
+    Ok(names(&run_step(&step)?.stdout))
 }
 
 /// The address of kind node container `node` on network `net`

@@ -193,33 +193,28 @@ fn execute(
     steps: &[Step],
     mut done: impl FnMut(&Step) -> Result<(), ExpectedError>,
 ) -> Result<(), ExpectedError> {
-    let mut err = std::io::stderr();
     for step in steps {
         let started = Instant::now();
-        let _ = err.write_all(
-            ui::step_line(step.cluster.as_deref(), step.phase, &StepEvent::Started).as_bytes(),
-        );
+        progress(step, &StepEvent::Started);
         match drive::run_step(step) {
             Ok(_) => {
-                let ev = StepEvent::Done(started.elapsed());
-                let _ = err
-                    .write_all(ui::step_line(step.cluster.as_deref(), step.phase, &ev).as_bytes());
+                progress(step, &StepEvent::Done(started.elapsed()));
                 done(step)?;
             }
-            Err(_) if lab::may_fail(step) => {
-                let ev = StepEvent::Skipped("not running");
-                let _ = err
-                    .write_all(ui::step_line(step.cluster.as_deref(), step.phase, &ev).as_bytes());
-            }
+            Err(_) if lab::may_fail(step) => progress(step, &StepEvent::Skipped("not running")),
             Err(e) => {
-                let ev = StepEvent::Failed(started.elapsed());
-                let _ = err
-                    .write_all(ui::step_line(step.cluster.as_deref(), step.phase, &ev).as_bytes());
+                progress(step, &StepEvent::Failed(started.elapsed()));
                 return Err(e);
             }
         }
     }
     Ok(())
+}
+
+/// `step`'s progress line, on stderr (stdout carries the result).
+fn progress(step: &Step, event: &StepEvent<'_>) {
+    let line = ui::step_line(step.cluster.as_deref(), step.phase, event);
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 fn default_ssh_key() -> Option<PathBuf> {
@@ -617,8 +612,7 @@ fn reach_vm(
         env: Vec::new(),
     };
     let started = Instant::now();
-    let mut err = std::io::stderr();
-    let _ = err.write_all(ui::step_line(Some(&c.name), step.phase, &StepEvent::Started).as_bytes());
+    progress(&step, &StepEvent::Started);
     let admin = loop {
         match drive::run(&step.argv, &step.env) {
             Ok(o) if o.ok && o.stdout.contains("clusters:") => break o.stdout,
@@ -628,14 +622,7 @@ fn reach_vm(
                         Ok(o) => drive::last_lines(&o),
                         Err(e) => e,
                     };
-                    let _ = err.write_all(
-                        ui::step_line(
-                            Some(&c.name),
-                            step.phase,
-                            &StepEvent::Failed(started.elapsed()),
-                        )
-                        .as_bytes(),
-                    );
+                    progress(&step, &StepEvent::Failed(started.elapsed()));
                     return Err(ExpectedError::Cluster {
                         message: format!(
                             "{}: no admin kubeconfig after {:?} ({why})",
@@ -654,14 +641,7 @@ fn reach_vm(
             }
         }
     };
-    let _ = err.write_all(
-        ui::step_line(
-            Some(&c.name),
-            step.phase,
-            &StepEvent::Done(started.elapsed()),
-        )
-        .as_bytes(),
-    );
+    progress(&step, &StepEvent::Done(started.elapsed()));
     let port = c.api_server.as_ref().map_or(6443, |s| s.port);
     let host = if a.write_hosts {
         lab::api_host(spec, c)
