@@ -485,3 +485,67 @@ fn check_rules_on_an_existing_ca() {
         assert!(d.span.is_some() && d.help.is_some());
     }
 }
+
+/// Issue 17: a CA with less time left than `certValidityDays` issues leaves that end with it,
+/// and later renders keep them (no endless "outlives the CA" re-issue), even inside the
+/// renewal window, where a new leaf could not last longer anyway.
+#[test]
+fn regression_17_leaves_end_with_a_short_lived_ca_and_stay_stable() {
+    let spec = lab();
+    // A CA made 165 days before NOW with a 365-day life: 200 days left, less than the
+    // leaves' 365.
+    let ca = Ca::generate(
+        "short CA",
+        KeyAlgorithm::EcdsaP256,
+        365,
+        NOW - Duration::days(165),
+    )
+    .unwrap();
+    let ca_end = ca.info().not_after;
+    let mut files = PkiFiles::new();
+    files.insert("ca.crt".into(), ca.cert_pem().as_bytes().to_vec());
+    files.insert("ca.key".into(), ca.key().pem().as_bytes().to_vec());
+    let first = store::reconcile(&spec, &files, &opts()).unwrap();
+    assert!(!first.leaves.is_empty());
+    for m in first.leaves.values() {
+        assert_eq!(m.info.not_after, ca_end, "leaf capped at the CA's expiry");
+        verify(
+            first.ca.info(),
+            &m.info,
+            webpki::KeyUsage::server_auth(),
+            NOW,
+            None,
+        )
+        .unwrap();
+    }
+    apply(&mut files, &first);
+    // The next day, and again 190 days on (10 days left, inside the 30-day window): nothing
+    // is re-issued, so the rendered tree stays byte-identical.
+    for later in [Duration::days(1), Duration::days(190)] {
+        let r = store::reconcile(
+            &spec,
+            &files,
+            &ReconcileOptions {
+                now: NOW + later,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert!(
+            r.writes.is_empty(),
+            "re-issued after {later}: {:?}",
+            r.events
+        );
+        assert!(
+            r.events
+                .iter()
+                .filter(|e| e.kind.is_some())
+                .all(|e| e.reason.ends_with("until the CA expires")),
+            "{:?}",
+            r.events
+        );
+        for (k, m) in &r.leaves {
+            assert_eq!(m.cert_pem, first.leaves[k].cert_pem);
+        }
+    }
+}

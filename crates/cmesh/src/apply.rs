@@ -80,6 +80,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Poll interval while waiting for rollouts.
     pub poll: Duration,
+    /// Bound on one request (and on a `helm get values`, which reads one Secret).
+    pub request_timeout: Duration,
 }
 
 /// What to install per cluster and phase.
@@ -106,9 +108,10 @@ pub async fn run(
 ) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut alive: Vec<Conn> = Vec::new();
-    for (name, c) in conns {
+    // Every cluster's API server at once: a slow one costs its own timeout, not everyone's.
+    let versions = futures_util::future::join_all(conns.iter().map(|(_, c)| async move {
         let t = Instant::now();
-        let (outcome, detail, millis) = match &c {
+        match c {
             Ok(conn) => match conn.version().await {
                 Ok(v) => (StepOutcome::Ok, format!("Kubernetes {v}"), ms(t)),
                 Err(e) => (
@@ -118,7 +121,10 @@ pub async fn run(
                 ),
             },
             Err(e) => (StepOutcome::Failed, e.clone(), 0),
-        };
+        }
+    }))
+    .await;
+    for ((name, c), (outcome, detail, millis)) in conns.into_iter().zip(versions) {
         let s = Step {
             cluster: name,
             phase: None,
@@ -144,10 +150,28 @@ pub async fn run(
                 let Some(a) = artifacts.get(&(conn.name.clone(), phase)) else {
                     return (conn.name.clone(), Vec::new());
                 };
-                (
-                    conn.name.clone(),
-                    apply_phase(&conn, phase, a, &opts, progress.as_ref()).await,
+                // helm and the rollout waits have their own --timeout; this bounds the rest
+                // (many requests, each within --request-timeout) in the worst case.
+                let bound = opts.timeout * 2 + Duration::from_secs(60);
+                let steps = tokio::time::timeout(
+                    bound,
+                    apply_phase(&conn, phase, a, &opts, progress.as_ref()),
                 )
+                .await
+                .unwrap_or_else(|_| {
+                    vec![Step {
+                        cluster: conn.name.clone(),
+                        phase: Some(phase),
+                        step: "deadline",
+                        outcome: StepOutcome::Failed,
+                        detail: format!(
+                            "the {phase:?} phase did not finish within {}s",
+                            bound.as_secs()
+                        ),
+                        millis: u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
+                    }]
+                });
+                (conn.name.clone(), steps)
             });
         }
         let mut failed = Vec::new();
@@ -260,7 +284,7 @@ async fn apply_phase(
     let t = Instant::now();
     let previous = opts
         .helm
-        .get_values(RELEASE, CILIUM_NAMESPACE, &target, opts.timeout)
+        .get_values(RELEASE, CILIUM_NAMESPACE, &target, opts.request_timeout * 2)
         .await;
     let dir = match tempfile::Builder::new().prefix("cmesh-values-").tempdir() {
         Ok(d) => d,
@@ -308,10 +332,10 @@ async fn apply_phase(
     } else {
         let values_path: PathBuf = dir.path().join("values.yaml");
         // Values can hold private keys (versions that take certificates only as values).
-        if let Err(e) = crate::fsx::write_new(
+        if let Err(e) = crate::fs::atomic::write_new(
             &values_path,
             a.values_text.as_bytes(),
-            crate::fsx::Mode::Private,
+            crate::fs::atomic::Mode::Private,
         ) {
             push(
                 step("helm", StepOutcome::Failed, e.to_string(), 0),
@@ -514,8 +538,26 @@ pub async fn dry_run(
     artifacts: &Artifacts,
     opts: &Options,
 ) -> Vec<DryRun> {
+    // Clusters at once, each cluster's phases in order; results in mesh.yaml's order.
+    futures_util::future::join_all(
+        conns
+            .into_iter()
+            .map(|(name, c)| dry_run_cluster(name, c, artifacts, opts)),
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+async fn dry_run_cluster(
+    name: String,
+    c: Result<Conn, String>,
+    artifacts: &Artifacts,
+    opts: &Options,
+) -> Vec<DryRun> {
     let mut out = Vec::new();
-    for (name, c) in conns {
+    {
         for &phase in &opts.phases {
             let Some(a) = artifacts.get(&(name.clone(), phase)) else {
                 continue;
@@ -549,7 +591,12 @@ pub async fn dry_run(
                         Err(e) => d.error = Some(format!("API server unreachable: {e}")),
                         Ok(_) => match opts
                             .helm
-                            .get_values(RELEASE, CILIUM_NAMESPACE, &target, opts.timeout)
+                            .get_values(
+                                RELEASE,
+                                CILIUM_NAMESPACE,
+                                &target,
+                                opts.request_timeout * 2,
+                            )
                             .await
                         {
                             Ok(Some(prev)) => {

@@ -27,8 +27,12 @@ pub mod exit {
     pub const DRIFT: u8 = 6;
     /// An operation on a cluster, or an external tool (helm), failed.
     pub const CLUSTER: u8 = 7;
+    /// Another cmesh run holds the lock on pki.dir or the output directory (after the wait).
+    pub const BUSY: u8 = 8;
     /// Interrupted (Ctrl-C).
     pub const INTERRUPTED: u8 = 130;
+    /// Terminated (SIGTERM).
+    pub const TERMINATED: u8 = 143;
 }
 
 /// Everything that can go wrong, as the user sees it.
@@ -105,6 +109,29 @@ pub enum ExpectedError {
         #[source]
         source: PkiError,
     },
+    /// A file in pki.dir that cannot be read (never taken for a missing one).
+    #[error("{} {problem}", path.display())]
+    PkiFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Another run holds a lock and did not release it in time.
+    #[error("{what} is in use{}: gave up after {}s", holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default(), waited.as_secs())]
+    Locked {
+        /// What the lock protects.
+        what: String,
+        /// The lock file.
+        path: PathBuf,
+        /// The holder, as its record says (`PID 123 (`cmesh render`)`).
+        holder: Option<String>,
+        /// How long this run waited.
+        waited: std::time::Duration,
+    },
+    /// Ctrl-C or SIGTERM; what was being written was cleaned up.
+    #[error("interrupted; nothing was left half-written")]
+    Interrupted,
     /// A PKI operation refused to act (an existing CA, a mismatch).
     #[error("{message}")]
     PkiRefused {
@@ -175,7 +202,11 @@ impl ExpectedError {
             | ExpectedError::DirNotOurs { .. } => exit::IO,
             ExpectedError::Usage { .. } => exit::USAGE,
             ExpectedError::Cluster { .. } | ExpectedError::ToolMissing { .. } => exit::CLUSTER,
-            ExpectedError::Pki { .. } | ExpectedError::PkiRefused { .. } => exit::PKI,
+            ExpectedError::Pki { .. }
+            | ExpectedError::PkiRefused { .. }
+            | ExpectedError::PkiFile { .. } => exit::PKI,
+            ExpectedError::Locked { .. } => exit::BUSY,
+            ExpectedError::Interrupted => crate::signals::exit_code(),
             ExpectedError::Drift { .. } => exit::DRIFT,
             ExpectedError::Internal(_) => exit::CHECKS_FAILED,
         }
@@ -208,6 +239,14 @@ impl ExpectedError {
                 "move them elsewhere, choose another --out, or pass --force to replace the directory anyway".into(),
             ],
             ExpectedError::Pki { source, .. } => pki_hints(source),
+            ExpectedError::PkiFile { .. } => vec![
+                "cmesh reads pki.dir's certificates and keys through links, as regular files of at most 1 MiB, and never replaces a CA it could not read: make the file readable (mount the volume a link points to) or move it away".into(),
+            ],
+            ExpectedError::Locked { path, .. } => vec![
+                "wait for the other run to finish, or pass --lock-timeout to wait longer".into(),
+                format!("if no cmesh is running, the lock is already free (the OS releases it when its holder exits): {} can stay", path.display()),
+            ],
+            ExpectedError::Interrupted => Vec::new(),
             ExpectedError::ToolMissing { install, .. } => vec![install.clone()],
             ExpectedError::PkiRefused { hint, .. } | ExpectedError::Cluster { hint, .. } => {
                 vec![hint.clone()]
@@ -240,8 +279,8 @@ fn pki_hints(e: &PkiError) -> Vec<String> {
             "`cmesh render` creates a CA on first use; `cmesh pki init` creates one explicitly; `cmesh pki import` adopts an existing one".into(),
         ],
         PkiError::IncompleteCa { missing, .. } => vec![
-            format!("restore {missing} from a backup: cmesh never regenerates a CA, because every cluster trusts the current one"),
-            "to start over on purpose, remove both files; every cluster must then be re-rendered and re-applied".into(),
+            format!("cmesh writes the CA's two files as a pair and never leaves one alone, so {missing} was moved or removed outside cmesh: put it back (from where you keep the CA, or `retired/` if an earlier replacement moved it); cmesh never regenerates a CA, because every cluster trusts the current one"),
+            "to start over on purpose: `cmesh pki init --force` (the remaining file is kept in retired/); every cluster must then be re-rendered and re-applied".into(),
         ],
         PkiError::Expired { .. } | PkiError::NotYetValid { .. } => vec![
             "the mesh CA must be replaced: `cmesh pki import --force` (or `cmesh pki init --force`), then render and apply every cluster".into(),

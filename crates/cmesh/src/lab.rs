@@ -14,7 +14,7 @@ use cmesh_core::lab::{Provider, Step};
 use serde::{Deserialize, Serialize};
 
 use crate::errors::ExpectedError;
-use crate::fsx::{self, Mode};
+use crate::fs::atomic::{self as fsx, Mode};
 
 /// An external program `lab` drives, and where to get it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,15 +8,14 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod errors;
-pub mod fsx;
+pub mod fs;
 pub mod helm;
-pub mod input;
 pub mod lab;
 pub mod meshtest;
-pub mod pki_io;
+pub(crate) mod pipeline;
 pub mod probe;
+pub(crate) mod signals;
 pub mod status;
-pub mod tree_io;
 pub mod ui;
 
 /// Entry point of the `cmesh` binary.

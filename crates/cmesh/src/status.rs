@@ -20,6 +20,15 @@ use cmesh_core::value::Value;
 use crate::cluster::Conn;
 use crate::helm::{Helm, Target};
 
+/// How many agents are asked at the same time, per cluster.
+const AGENTS_AT_ONCE: usize = 8;
+
+/// The bound on reading one cluster: a few request timeouts, plus the time KVStoreMesh's
+/// troubleshoot may take to dial every peer. docs/status.md states it.
+pub fn cluster_deadline(request_timeout: Duration, peers: usize) -> Duration {
+    request_timeout * 4 + Duration::from_secs(3 * peers as u64)
+}
+
 /// Runs a cilium CLI command in an agent, `cilium-dbg` first and `cilium` when the image has
 /// no `cilium-dbg` (Cilium 1.14).
 async fn cilium(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, String> {
@@ -109,16 +118,26 @@ pub async fn observe(
     let mut agent_reports = Vec::new();
     match conn.agent_pods().await {
         Ok(pods) => {
-            for (pod, ready) in pods {
-                let status = cilium(&conn, &pod, &["status"]).await;
-                let nodes = cilium(&conn, &pod, &["node", "list"]).await;
-                agent_reports.push(AgentObs {
-                    pod,
-                    ready,
-                    status,
-                    nodes,
-                });
-            }
+            // Every agent at once, a few at a time: one by one, 20 agents whose execs hang
+            // would cost 20 timeouts.
+            use futures_util::StreamExt;
+            let conn = &conn;
+            agent_reports = futures_util::stream::iter(pods)
+                .map(|(pod, ready)| async move {
+                    let (status, nodes) = tokio::join!(
+                        cilium(conn, &pod, &["status"]),
+                        cilium(conn, &pod, &["node", "list"])
+                    );
+                    AgentObs {
+                        pod,
+                        ready,
+                        status,
+                        nodes,
+                    }
+                })
+                .buffered(AGENTS_AT_ONCE)
+                .collect()
+                .await;
         }
         Err(e) => agent_reports.push(AgentObs {
             pod: "(listing pods)".into(),

@@ -136,6 +136,13 @@ impl Ca {
         &self.info
     }
 
+    /// When a leaf issued at `now` for `validity_days` expires: never after the CA itself, so
+    /// that a CA in its last year (or an imported one with little time left) issues leaves
+    /// that end with it rather than leaves that outlive it and are re-issued at every render.
+    pub fn leaf_not_after(&self, validity_days: u32, now: OffsetDateTime) -> OffsetDateTime {
+        (now + Duration::days(i64::from(validity_days))).min(self.info.not_after)
+    }
+
     /// Issues a leaf certificate for `request`, valid `validity_days` from `now`, with a new
     /// key of `alg`.
     ///
@@ -178,7 +185,7 @@ impl Ca {
         ];
         params.use_authority_key_identifier_extension = true;
         params.not_before = now - BACKDATE;
-        params.not_after = now + Duration::days(i64::from(validity_days));
+        params.not_after = self.leaf_not_after(validity_days, now);
         params.serial_number = Some(serial()?);
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, self.key.pair()).map_err(|e| {
             PkiError::Generate {

@@ -258,11 +258,17 @@ fn reconcile_cluster(
         };
         let (reason, action) = match existing {
             Some(Ok(material)) if !(opts.force && selected) => {
+                let days = material.info.days_left(opts.now);
+                let reason = if ca.info().not_after - material.info.not_after < Duration::days(1) {
+                    format!("valid for {days} more days, until the CA expires")
+                } else {
+                    format!("valid for {days} more days")
+                };
                 out.events.push(PkiEvent {
                     cluster: Some(cluster.name.clone()),
                     kind: Some(kind),
                     action: Action::Reused,
-                    reason: format!("valid for {} more days", material.info.days_left(opts.now)),
+                    reason,
                     not_after: material.info.not_after,
                 });
                 out.leaves.push(((cluster.name.clone(), kind), material));
@@ -381,14 +387,20 @@ fn assess(
     if have_dns != want_dns || have_ip != want_ip {
         return Err("subject alternative names changed".into());
     }
+    if info.not_after > ca.info().not_after {
+        return Err("outlives the CA".into());
+    }
     if opts.now > info.not_after {
         return Err("expired".into());
     }
-    if info.not_after - opts.now < opts.renew_before {
+    // A leaf that already ends with the CA cannot be extended: re-issuing it at every render
+    // inside the renewal window would change every Secret each time (Argo CD never settles,
+    // every apply restarts agents). The fix for that is a new CA, which `check` and
+    // `pki show` point out.
+    let ends_with_ca = ca.info().not_after - info.not_after < Duration::days(1);
+    let capped = ca.leaf_not_after(spec.pki.cert_validity_days, opts.now) >= ca.info().not_after;
+    if info.not_after - opts.now < opts.renew_before && !(capped && ends_with_ca) {
         return Err(format!("expires in {} days", info.days_left(opts.now)));
-    }
-    if info.not_after > ca.info().not_after {
-        return Err("outlives the CA".into());
     }
     Ok(LeafMaterial {
         cert_pem: normalize_pem(cert),

@@ -67,7 +67,8 @@ pub fn check(name: &str, text: &str) -> Checked {
             let rule = match e {
                 YamlError::TooLarge { .. }
                 | YamlError::TooDeep { .. }
-                | YamlError::TooManyNodes { .. } => &codes::TOO_LARGE,
+                | YamlError::TooManyNodes { .. }
+                | YamlError::TooMuchText { .. } => &codes::TOO_LARGE,
                 _ => &codes::YAML_SYNTAX,
             };
             let help = match &e {
@@ -78,6 +79,10 @@ pub fn check(name: &str, text: &str) -> Checked {
                     "mesh.yaml is expected to be well under 4 MiB; is this the right file?"
                 }
                 YamlError::ComplexKey { .. } => "use plain text keys",
+                YamlError::TooDeep { .. } => "flatten the nesting; no mesh.yaml field is that deep",
+                YamlError::TooManyNodes { .. } | YamlError::TooMuchText { .. } => {
+                    "aliases (`*name`) repeat what they point at: write the values out, or alias less"
+                }
                 _ => "fix the YAML syntax at the marked position",
             };
             let d = Diagnostic::new(rule, e.to_string())

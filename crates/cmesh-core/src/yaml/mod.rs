@@ -107,20 +107,6 @@ impl Node {
         }
     }
 
-    /// Number of nodes in this subtree, for alias budgets.
-    pub fn count_nodes(&self) -> usize {
-        match &self.value {
-            NodeValue::Scalar { .. } => 1,
-            NodeValue::Seq(items) => 1 + items.iter().map(Node::count_nodes).sum::<usize>(),
-            NodeValue::Map(entries) => {
-                1 + entries
-                    .iter()
-                    .map(|e| 1 + e.value.count_nodes())
-                    .sum::<usize>()
-            }
-        }
-    }
-
     /// A short name of this node's kind for "expected X, found Y" messages.
     pub fn kind_name(&self) -> &'static str {
         match &self.value {

@@ -5,7 +5,7 @@
 //! the raw scalar text, its style and an exact byte span for every key and value, so that
 //! every problem in a file can be reported at once with a pointer into the source.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use granit_parser::{Event, Parser, ScalarStyle as GScalarStyle, Span as GSpan};
 
@@ -21,6 +21,9 @@ pub struct Limits {
     pub max_depth: usize,
     /// Most nodes the tree may hold after alias expansion.
     pub max_nodes: usize,
+    /// Most bytes of scalar text (keys and values) the tree may hold after alias expansion.
+    /// Counting nodes alone lets one long string, aliased thousands of times, cost gigabytes.
+    pub max_expanded_bytes: usize,
 }
 
 impl Default for Limits {
@@ -28,7 +31,9 @@ impl Default for Limits {
         Self {
             max_bytes: 4 * 1024 * 1024,
             max_depth: 64,
-            max_nodes: 1_000_000,
+            // About 150 bytes of memory each: the tree stays well under 100 MB.
+            max_nodes: 500_000,
+            max_expanded_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -94,6 +99,14 @@ pub enum YamlError {
         /// Where the limit was crossed.
         span: Span,
     },
+    /// More scalar text than [`Limits::max_expanded_bytes`] after alias expansion.
+    #[error("document expands to more than {limit} bytes of text (aliases included)")]
+    TooMuchText {
+        /// The limit.
+        limit: usize,
+        /// Where the limit was crossed.
+        span: Span,
+    },
     /// A mapping key that is itself a sequence or mapping.
     #[error("mapping keys must be plain strings, not sequences or mappings")]
     ComplexKey {
@@ -110,6 +123,7 @@ impl YamlError {
             | YamlError::MultipleDocuments { span }
             | YamlError::TooDeep { span, .. }
             | YamlError::TooManyNodes { span, .. }
+            | YamlError::TooMuchText { span, .. }
             | YamlError::ComplexKey { span } => Some(*span),
             YamlError::TooLarge { .. } => None,
         }
@@ -150,6 +164,7 @@ fn build(text: &str, limits: Limits, multi: bool) -> Result<Vec<Document>, YamlE
         stack: Vec::new(),
         anchors: HashMap::new(),
         nodes: 0,
+        bytes: 0,
         root: None,
         documents: 0,
         duplicate_keys: Vec::new(),
@@ -179,20 +194,34 @@ fn build(text: &str, limits: Limits, multi: bool) -> Result<Vec<Document>, YamlE
     Ok(builder.done)
 }
 
+/// What an anchored node costs each time an alias repeats it.
+#[derive(Clone, Copy)]
+struct Cost {
+    nodes: usize,
+    bytes: usize,
+}
+
 enum Frame {
     Seq {
         start: Span,
         anchor: usize,
+        /// The builder's counters when the collection began: its own cost is the difference
+        /// at its end, computed once rather than by walking the subtree at every alias.
+        at_start: Cost,
         items: Vec<Node>,
     },
     Map {
         start: Span,
         anchor: usize,
+        at_start: Cost,
         entries: Vec<Entry>,
         pending_key: Option<Node>,
         /// Keys that came from `<<` merges: an explicit key later in the mapping replaces them
         /// silently instead of counting as a duplicate.
-        merged: Vec<String>,
+        merged: HashSet<String>,
+        /// Key → position in `entries`, so that finding a repeated key stays linear in the
+        /// size of the mapping (100,000 keys would otherwise cost 10^10 comparisons).
+        index: HashMap<String, usize>,
     },
 }
 
@@ -200,8 +229,9 @@ struct Builder<'t> {
     text: &'t str,
     limits: Limits,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, (Node, Cost)>,
     nodes: usize,
+    bytes: usize,
     root: Option<Node>,
     documents: usize,
     duplicate_keys: Vec<DuplicateKey>,
@@ -231,15 +261,37 @@ impl Builder<'_> {
         self.anchors.clear();
     }
 
-    fn count(&mut self, n: usize, span: Span) -> Result<(), YamlError> {
-        self.nodes = self.nodes.saturating_add(n);
+    fn count(&mut self, cost: Cost, span: Span) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(cost.nodes);
+        self.bytes = self.bytes.saturating_add(cost.bytes);
         if self.nodes > self.limits.max_nodes {
             return Err(YamlError::TooManyNodes {
                 limit: self.limits.max_nodes,
                 span,
             });
         }
+        if self.bytes > self.limits.max_expanded_bytes {
+            return Err(YamlError::TooMuchText {
+                limit: self.limits.max_expanded_bytes,
+                span,
+            });
+        }
         Ok(())
+    }
+
+    fn counters(&self) -> Cost {
+        Cost {
+            nodes: self.nodes,
+            bytes: self.bytes,
+        }
+    }
+
+    /// The cost of a collection that began when the counters were `at_start`.
+    fn since(&self, at_start: Cost) -> Cost {
+        Cost {
+            nodes: self.nodes - at_start.nodes,
+            bytes: self.bytes - at_start.bytes,
+        }
     }
 
     fn event(&mut self, event: Event<'_>, gspan: GSpan) -> Result<(), YamlError> {
@@ -260,7 +312,11 @@ impl Builder<'_> {
                 Ok(())
             }
             Event::Scalar(text, style, anchor, tag) => {
-                self.count(1, span)?;
+                let cost = Cost {
+                    nodes: 1,
+                    bytes: text.len(),
+                };
+                self.count(cost, span)?;
                 let style = match style {
                     GScalarStyle::Plain => ScalarStyle::Plain,
                     GScalarStyle::SingleQuoted | GScalarStyle::DoubleQuoted => ScalarStyle::Quoted,
@@ -282,18 +338,20 @@ impl Builder<'_> {
                     span,
                 };
                 if anchor != 0 {
-                    self.anchors.insert(anchor, node.clone());
+                    self.anchors.insert(anchor, (node.clone(), cost));
                 }
                 self.push_node(node)
             }
             Event::Alias(id) => {
-                let Some(target) = self.anchors.get(&id).cloned() else {
+                // Check the budget before cloning: the clone is what costs the memory.
+                let Some(cost) = self.anchors.get(&id).map(|(_, c)| *c) else {
                     return Err(YamlError::Syntax {
                         message: "alias refers to an unknown anchor".into(),
                         span,
                     });
                 };
-                self.count(target.count_nodes(), span)?;
+                self.count(cost, span)?;
+                let target = self.anchors[&id].0.clone();
                 // The alias is used here: point at the alias, keep the anchored content.
                 let node = Node {
                     value: target.value,
@@ -302,24 +360,29 @@ impl Builder<'_> {
                 self.push_node(node)
             }
             Event::SequenceStart(_, anchor, _) => {
-                self.count(1, span)?;
+                let at_start = self.counters();
+                self.count(Cost { nodes: 1, bytes: 0 }, span)?;
                 self.enter(span)?;
                 self.stack.push(Frame::Seq {
                     start: span,
                     anchor,
+                    at_start,
                     items: Vec::new(),
                 });
                 Ok(())
             }
             Event::MappingStart(_, anchor, _) => {
-                self.count(1, span)?;
+                let at_start = self.counters();
+                self.count(Cost { nodes: 1, bytes: 0 }, span)?;
                 self.enter(span)?;
                 self.stack.push(Frame::Map {
                     start: span,
                     anchor,
+                    at_start,
                     entries: Vec::new(),
                     pending_key: None,
-                    merged: Vec::new(),
+                    merged: HashSet::new(),
+                    index: HashMap::new(),
                 });
                 Ok(())
             }
@@ -327,6 +390,7 @@ impl Builder<'_> {
                 Some(Frame::Seq {
                     start,
                     anchor,
+                    at_start,
                     items,
                 }) => {
                     let node = Node {
@@ -334,7 +398,8 @@ impl Builder<'_> {
                         value: NodeValue::Seq(items),
                     };
                     if anchor != 0 {
-                        self.anchors.insert(anchor, node.clone());
+                        let cost = self.since(at_start);
+                        self.anchors.insert(anchor, (node.clone(), cost));
                     }
                     self.push_node(node)
                 }
@@ -344,6 +409,7 @@ impl Builder<'_> {
                 Some(Frame::Map {
                     start,
                     anchor,
+                    at_start,
                     entries,
                     ..
                 }) => {
@@ -352,7 +418,8 @@ impl Builder<'_> {
                         value: NodeValue::Map(entries),
                     };
                     if anchor != 0 {
-                        self.anchors.insert(anchor, node.clone());
+                        let cost = self.since(at_start);
+                        self.anchors.insert(anchor, (node.clone(), cost));
                     }
                     self.push_node(node)
                 }
@@ -409,6 +476,7 @@ impl Builder<'_> {
                 entries,
                 pending_key,
                 merged,
+                index,
                 ..
             }) => {
                 let Some(key) = pending_key.take() else {
@@ -421,16 +489,12 @@ impl Builder<'_> {
                 let key_text = key.as_str().unwrap_or_default().to_owned();
                 let is_merge = key_text == "<<" && key.is_plain();
                 if is_merge {
-                    merge_into(entries, merged, node);
+                    merge_into(entries, merged, index, node);
                     return Ok(());
                 }
-                if let Some(pos) = entries
-                    .iter()
-                    .position(|e| e.key.as_str() == Some(key_text.as_str()))
-                {
-                    if let Some(m) = merged.iter().position(|k| *k == key_text) {
+                if let Some(&pos) = index.get(&key_text) {
+                    if merged.remove(&key_text) {
                         // An explicit key overrides a merged one, as YAML 1.1 merge keys intend.
-                        merged.remove(m);
                         entries[pos] = Entry { key, value: node };
                     } else {
                         self.duplicate_keys.push(DuplicateKey {
@@ -441,6 +505,7 @@ impl Builder<'_> {
                     }
                     return Ok(());
                 }
+                index.insert(key_text, entries.len());
                 entries.push(Entry { key, value: node });
                 Ok(())
             }
@@ -450,7 +515,12 @@ impl Builder<'_> {
 
 /// Applies a `<<` merge: entries of the merged mapping(s) that the current mapping does not
 /// already hold are appended. Values that are not mappings are ignored, as YAML 1.1 does.
-fn merge_into(entries: &mut Vec<Entry>, merged: &mut Vec<String>, value: Node) {
+fn merge_into(
+    entries: &mut Vec<Entry>,
+    merged: &mut HashSet<String>,
+    index: &mut HashMap<String, usize>,
+    value: Node,
+) {
     let sources: Vec<Node> = match value.value {
         NodeValue::Map(_) => vec![value],
         NodeValue::Seq(items) => items,
@@ -462,10 +532,11 @@ fn merge_into(entries: &mut Vec<Entry>, merged: &mut Vec<String>, value: Node) {
                 let Some(k) = e.key.as_str().map(str::to_owned) else {
                     continue;
                 };
-                if entries.iter().any(|x| x.key.as_str() == Some(k.as_str())) {
+                if index.contains_key(&k) {
                     continue;
                 }
-                merged.push(k);
+                index.insert(k.clone(), entries.len());
+                merged.insert(k);
                 entries.push(e);
             }
         }

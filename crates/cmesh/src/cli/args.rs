@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::input::SpecSourceArg;
+use crate::fs::spec::SpecSourceArg;
 use crate::ui::ColorChoice;
 
 const EXIT_CODES: &str = "\
@@ -17,7 +17,9 @@ Exit codes:
   5    PKI problem (missing, invalid or mismatched CA)
   6    render --check: the tree on disk is out of date
   7    a cluster operation, helm or a lab tool failed (or the tool is missing)
-  130  interrupted";
+  8    another cmesh run holds the lock on pki.dir or the output directory
+  130  interrupted (Ctrl-C)
+  143  terminated (SIGTERM)";
 
 /// Turn one mesh.yaml into a working Cilium Cluster Mesh across N Kubernetes clusters.
 #[derive(Debug, Parser)]
@@ -49,6 +51,10 @@ pub struct GlobalArgs {
     /// When to use colours.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// How long to wait for another cmesh run that holds pki.dir or the output directory
+    /// (`0s`: fail at once, exit 8).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "1m", value_parser = parse_wait)]
+    pub lock_timeout: TimeoutArg,
 }
 
 impl GlobalArgs {
@@ -362,6 +368,14 @@ pub struct StatusArgs {
 /// A timeout such as `5s` or `500ms`.
 #[derive(Debug, Clone)]
 pub struct TimeoutArg(pub std::time::Duration);
+
+/// A wait that may be zero.
+fn parse_wait(s: &str) -> Result<TimeoutArg, String> {
+    if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(TimeoutArg(std::time::Duration::ZERO));
+    }
+    parse_timeout(s)
+}
 
 fn parse_timeout(s: &str) -> Result<TimeoutArg, String> {
     let t = s.trim();

@@ -8,7 +8,8 @@ use clap::Parser;
 use super::args::{Cli, Command};
 use crate::commands;
 use crate::errors::{ExpectedError, exit};
-use crate::ui::Style;
+use crate::ui::term::Sanitizer;
+use crate::ui::{ColorChoice, Style};
 
 /// Runs cmesh with the process's arguments and returns its exit code.
 pub fn main_impl() -> ExitCode {
@@ -25,14 +26,19 @@ pub fn main_impl() -> ExitCode {
         }
     };
     let style = Style::detect(cli.global.color);
-    let mut stdout = std::io::stdout().lock();
+    // Everything printed passes through a sanitizer: much of it comes from outside (servers,
+    // certificates, manifests) and must not drive the terminal (ui::term).
+    let mut stdout = Sanitizer::new(std::io::stdout().lock(), style.color);
     let result = run(cli, style, &mut stdout);
     let _ = stdout.flush();
+    drop(stdout);
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let mut stderr = std::io::stderr().lock();
+            let err_style = Style::detect_stderr(ColorChoice::Auto);
+            let mut stderr = Sanitizer::new(std::io::stderr().lock(), err_style.color);
             let _ = e.display_to(&mut stderr);
+            let _ = stderr.flush();
             ExitCode::from(e.exit_code())
         }
     }
@@ -43,6 +49,12 @@ pub fn main_impl() -> ExitCode {
 /// # Errors
 /// The command's [`ExpectedError`].
 pub fn run(cli: Cli, style: Style, out: &mut dyn Write) -> Result<u8, ExpectedError> {
+    if matches!(
+        cli.command,
+        Command::Init(_) | Command::Render(_) | Command::Pki(_)
+    ) {
+        crate::signals::install();
+    }
     match cli.command {
         Command::Init(args) => commands::init::run(&cli.global, &args, out),
         Command::Check(args) => commands::check::run(&cli.global, &args, style, out),

@@ -9,13 +9,13 @@ use cmesh_core::pki::store::CaPolicy;
 use cmesh_core::render::{self, Phase};
 
 use super::common::{emit, load_spec};
-use super::render::reconcile;
 use crate::apply::{self, Artifacts, Options, StepOutcome};
 use crate::cli::{ApplyArgs, GlobalArgs};
+use crate::cluster;
 use crate::errors::{ExpectedError, exit};
 use crate::helm::{self, Chart};
+use crate::pipeline::{PkiAccess, open_pki, reconcile};
 use crate::ui::{self, Style};
-use crate::{cluster, pki_io};
 
 /// Runs `cmesh apply`.
 ///
@@ -57,18 +57,22 @@ pub fn run(
     };
 
     // Render exactly as `render` would, writing new certificates to pki.dir (not with --dry-run).
-    let pki_dir = pki_io::pki_dir(&loaded.input.base_dir, &spec.pki.dir);
-    let policy = if args.dry_run {
-        CaPolicy::MustExist
-    } else {
-        CaPolicy::CreateIfMissing
+    // pki.dir is locked only while it is read and written, not while clusters are changed.
+    let pki = {
+        let (access, policy) = if args.dry_run {
+            (PkiAccess::Read, CaPolicy::MustExist)
+        } else {
+            (PkiAccess::Write, CaPolicy::CreateIfMissing)
+        };
+        let pki_dir = open_pki(global, &loaded, access)?;
+        let pki = reconcile(spec, &pki_dir, policy, None, false)?;
+        if !args.dry_run
+            && let Some(r) = &pki
+        {
+            pki_dir.write(&r.writes)?;
+        }
+        pki
     };
-    let pki = reconcile(spec, &pki_dir, policy, None, false)?;
-    if !args.dry_run
-        && let Some(r) = &pki
-    {
-        pki_io::write(&pki_dir, &r.writes)?;
-    }
     let view = match &pki {
         Some(r) => render::pki_view(spec, Some(&r.ca), &r.leaves),
         None => render::pki_view(spec, None, &BTreeMap::new()),
@@ -91,6 +95,7 @@ pub fn run(
         helm,
         timeout: args.timeout.0,
         poll: args.poll.0,
+        request_timeout: args.request_timeout.0,
     });
     let runtime = super::common::runtime()?;
     let conns = runtime.block_on(cluster::connect_all(

@@ -6,7 +6,7 @@ use cmesh_core::spec;
 
 use crate::cli::{CheckArgs, GlobalArgs, Output};
 use crate::errors::{ExpectedError, exit};
-use crate::input;
+use crate::fs::spec as input;
 use crate::ui::{Style, diagnostics};
 
 /// Runs `cmesh check`. Exit 0 when there is no error (warnings allowed), 3 otherwise.
@@ -24,9 +24,12 @@ pub fn run(
     let mut diags = checked.diagnostics;
     if let Some(spec) = &checked.spec {
         // An existing CA is checked too; check never creates one.
-        let dir = crate::pki_io::pki_dir(&input.base_dir, &spec.pki.dir);
-        let files = crate::pki_io::read(&dir)?;
-        let key_mode = crate::pki_io::mode_of(&dir.join(cmesh_core::pki::store::CA_KEY));
+        let dir = crate::fs::pki::pki_dir(&input.base_dir, &spec.pki.dir);
+        let files = crate::pipeline::with_lock_wait(global, |wait| {
+            crate::fs::pki::PkiDir::open_ro(&dir, wait)
+        })?
+        .read()?;
+        let key_mode = crate::fs::pki::mode_of(&dir.join(cmesh_core::pki::store::CA_KEY));
         diags.extend(cmesh_core::pki::inspect::ca_diagnostics(
             &files,
             key_mode,

@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 
 use crate::cli::GlobalArgs;
 use crate::errors::ExpectedError;
-use crate::input::{self, Loaded};
-use crate::ui::{Style, diagnostics};
+use crate::fs::spec::{self as input, Loaded};
+use crate::ui::{Style, diagnostics, term};
 
 /// Loads and validates the spec. Errors are printed to stderr before returning; warnings are
 /// printed too, and the spec is returned.
@@ -18,11 +18,10 @@ use crate::ui::{Style, diagnostics};
 pub fn load_spec(global: &GlobalArgs) -> Result<Loaded, ExpectedError> {
     let style = Style::detect_stderr(global.color);
     let loaded = input::load(&global.spec_source(), &mut |diags| {
-        let _ = std::io::stderr().write_all(diagnostics::render_list(diags, style).as_bytes());
+        term::eprint(&diagnostics::render_list(diags, style));
     })?;
     if !loaded.warnings.is_empty() {
-        let _ = std::io::stderr()
-            .write_all(diagnostics::render_list(&loaded.warnings, style).as_bytes());
+        term::eprint(&diagnostics::render_list(&loaded.warnings, style));
     }
     Ok(loaded)
 }
@@ -48,12 +47,35 @@ pub fn emit(out: &mut dyn Write, s: &str) -> Result<(), ExpectedError> {
 ///
 /// # Errors
 /// [`ExpectedError::Internal`] if the runtime cannot start.
-pub fn runtime() -> Result<tokio::runtime::Runtime, ExpectedError> {
+pub fn runtime() -> Result<Runtime, ExpectedError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
+        .map(|rt| Runtime(Some(rt)))
         .map_err(|e| ExpectedError::Internal(format!("tokio runtime: {e}")))
+}
+
+/// A tokio runtime that, when the command is done, does not wait for blocking work still
+/// running: a DNS lookup against a resolver that never answers (the system resolver retries
+/// for 30 s) was already given up by its timeout, and must not hold the exit.
+pub struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for Runtime {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Checks that every `--cluster` name is in the mesh.

@@ -7,7 +7,7 @@ use cmesh_core::version::CiliumVersion;
 
 use crate::cli::{GlobalArgs, InitArgs};
 use crate::errors::{ExpectedError, exit};
-use crate::fsx::{self, Mode};
+use crate::fs::atomic::{self as fsx, Mode};
 
 /// Runs `cmesh init`.
 ///

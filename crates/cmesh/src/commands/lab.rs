@@ -18,8 +18,8 @@ use crate::cli::{
 };
 use crate::commands::common::{emit, known_clusters, load_spec};
 use crate::errors::{ExpectedError, exit};
-use crate::fsx::{self, Mode};
-use crate::input::Loaded;
+use crate::fs::atomic::{self as fsx, Mode};
+use crate::fs::spec::Loaded;
 use crate::lab::{self as drive, LabState, Tool};
 use crate::ui::lab::{self as ui, Row, StepEvent};
 
@@ -214,7 +214,7 @@ fn execute(
 /// `step`'s progress line, on stderr (stdout carries the result).
 fn progress(step: &Step, event: &StepEvent<'_>) {
     let line = ui::step_line(step.cluster.as_deref(), step.phase, event);
-    let _ = std::io::stderr().write_all(line.as_bytes());
+    crate::ui::term::eprint(&line);
 }
 
 fn default_ssh_key() -> Option<PathBuf> {

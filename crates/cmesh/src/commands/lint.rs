@@ -10,11 +10,15 @@ use super::common::{emit, load_spec};
 use crate::cli::{GlobalArgs, LintArgs, Output};
 use crate::cluster;
 use crate::errors::{ExpectedError, exit};
-use crate::input::{self, SpecSourceArg};
+use crate::fs::spec::{self as input, SpecSourceArg};
 use crate::ui::{self, Style, diagnostics};
 
 /// Largest manifest file read.
 const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+/// Most bytes read from a directory in all (hard links and copies count every time).
+const MAX_TOTAL_BYTES: u64 = 64 * 1024 * 1024;
+/// Most files read from a directory.
+const MAX_FILES: usize = 20_000;
 
 /// Runs `cmesh lint`. Exit 0 when nothing is wrong, 1 on error findings (or warnings with
 /// `--strict`), 4 or 7 when some input could not be read.
@@ -64,10 +68,10 @@ pub fn run(
 
 /// A file whose first documents look like Kubernetes objects rather than a mesh.yaml.
 fn is_manifest_file(p: &Path) -> bool {
-    if !p.is_file() {
+    let Ok(bytes) = crate::fs::bounded::read(p, MAX_MANIFEST_BYTES) else {
         return false;
-    }
-    let Ok(text) = std::fs::read_to_string(p) else {
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
         return false;
     };
     let top = |k: &str| text.lines().any(|l| l.starts_with(k));
@@ -122,29 +126,39 @@ fn offline_lint(
     };
     let mesh_canonical = mesh.as_ref().and_then(|m| m.canonicalize().ok());
     let mut files = Vec::new();
-    for p in paths {
+    let mut total = 0u64;
+    if paths.len() > MAX_FILES {
+        problems.push(format!(
+            "{}: {} manifest files, more than the {MAX_FILES} read; the rest skipped",
+            root.display(),
+            paths.len()
+        ));
+    }
+    for p in paths.into_iter().take(MAX_FILES) {
         if mesh_canonical.is_some() && p.canonicalize().ok() == mesh_canonical {
             continue;
         }
         let shown = p.display().to_string();
-        match std::fs::metadata(&p) {
-            Ok(m) if m.len() > MAX_MANIFEST_BYTES => {
+        // Never more than the total budget, whatever the files (links to one big file,
+        // hard links, devices, FIFOs): each read is bounded before a byte is taken.
+        let budget = MAX_MANIFEST_BYTES.min(MAX_TOTAL_BYTES - total);
+        match crate::fs::bounded::read(&p, budget) {
+            Ok(bytes) => {
+                total += bytes.len() as u64;
+                match String::from_utf8(bytes) {
+                    Ok(text) => files.push((shown, text)),
+                    Err(_) => problems.push(format!("{shown}: not UTF-8 text; skipped")),
+                }
+            }
+            Err(crate::fs::bounded::BoundedReadError::TooLarge { size, .. })
+                if budget < MAX_MANIFEST_BYTES =>
+            {
                 problems.push(format!(
-                    "{shown}: {} bytes, more than the {MAX_MANIFEST_BYTES}-byte limit; skipped",
-                    m.len()
+                    "{shown}: {size} bytes would pass the {MAX_TOTAL_BYTES}-byte total read from one directory; skipped with the rest"
                 ));
-                continue;
+                break;
             }
-            Err(e) => {
-                problems.push(format!("{shown}: {e}"));
-                continue;
-            }
-            Ok(_) => {}
-        }
-        match std::fs::read(&p).map(String::from_utf8) {
-            Ok(Ok(text)) => files.push((shown, text)),
-            Ok(Err(_)) => problems.push(format!("{shown}: not UTF-8 text; skipped")),
-            Err(e) => problems.push(format!("{shown}: {e}")),
+            Err(e) => problems.push(format!("{shown}: {e}; skipped")),
         }
     }
     // Scope by the path below the linted directory: `clusters/k8s01/app.yaml` is k8s01's.
@@ -178,7 +192,7 @@ fn load_mesh(
 ) -> Result<cmesh_core::spec::MeshSpec, ExpectedError> {
     let style = Style::detect_stderr(global.color);
     let loaded = input::load(&SpecSourceArg::File(path.to_path_buf()), &mut |diags| {
-        let _ = std::io::stderr().write_all(diagnostics::render_list(diags, style).as_bytes());
+        crate::ui::term::eprint(&diagnostics::render_list(diags, style));
     })?;
     Ok(loaded.spec)
 }
@@ -209,6 +223,11 @@ fn walk(root: &Path, problems: &mut Vec<String>) -> Vec<PathBuf> {
                 && [".yaml", ".yml", ".json"].iter().any(|x| name.ends_with(x))
             {
                 out.push(p);
+                if out.len() > MAX_FILES {
+                    // Enough to say there are too many; no need to list a million.
+                    out.sort();
+                    return out;
+                }
             }
         }
     }

@@ -3,15 +3,16 @@
 use std::io::Write;
 use std::path::Path;
 
-use cmesh_core::pki::store::{self, CA_CERT, CA_KEY, CaPolicy, PkiWrite};
-use cmesh_core::pki::{Ca, CertInfo, PrivateKey, normalize_pem};
+use cmesh_core::pki::store::{self, CA_CERT, CA_KEY, CaPolicy};
+use cmesh_core::pki::{Ca, CertInfo, PkiError, PrivateKey, normalize_pem};
 use cmesh_core::render::values::b64;
 
 use super::common::{emit, load_spec, now};
-use super::render::reconcile;
 use crate::cli::{GlobalArgs, Output, PkiArgs, PkiCommand};
 use crate::errors::{ExpectedError, exit};
-use crate::{pki_io, ui};
+use crate::fs::bounded;
+use crate::pipeline::{PkiAccess, open_pki, reconcile};
+use crate::ui;
 
 /// Runs `cmesh pki …`.
 ///
@@ -20,15 +21,20 @@ use crate::{pki_io, ui};
 pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u8, ExpectedError> {
     let loaded = load_spec(global)?;
     let spec = &loaded.spec;
-    let dir = pki_io::pki_dir(&loaded.input.base_dir, &spec.pki.dir);
-    let shown = dir.display().to_string();
+    let access = match &args.command {
+        PkiCommand::Show { .. } => PkiAccess::Read,
+        _ => PkiAccess::Write,
+    };
+    let dir = open_pki(global, &loaded, access)?;
+    let shown = dir.path().display().to_string();
     let pki_err = |source| ExpectedError::Pki {
         context: format!("PKI in {shown}"),
         source,
     };
     match &args.command {
         PkiCommand::Init { force } => {
-            let files = pki_io::read(&dir)?;
+            let files = dir.read()?;
+            let current = current_fingerprint(&files);
             if let Some(existing) = store::load_ca(&files, now()).ok().flatten() {
                 if !force {
                     return Err(ExpectedError::PkiRefused {
@@ -50,22 +56,32 @@ pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u
                 now(),
             )
             .map_err(pki_err)?;
-            write_ca(&dir, ca.cert_pem(), ca.key().pem())?;
+            let retired = dir.replace_ca(
+                ca.cert_pem().as_bytes(),
+                ca.key().pem().as_bytes(),
+                current.as_deref(),
+                now(),
+            )?;
             emit(
                 out,
                 &format!(
-                    "created CA `{}` in {shown}\nsha256 {}\n",
+                    "created CA `{}` in {shown}\nsha256 {}\n{}",
                     ca.info().subject,
-                    ca.info().sha256
+                    ca.info().sha256,
+                    retired_line(retired.as_deref())
                 ),
             )?;
             Ok(exit::OK)
         }
         PkiCommand::Import { cert, key, force } => {
             let read = |p: &Path| {
-                std::fs::read_to_string(p).map_err(|source| ExpectedError::Read {
+                let bytes = bounded::read(p, 1024 * 1024).map_err(|e| ExpectedError::Read {
                     path: p.to_path_buf(),
-                    source,
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                String::from_utf8(bytes).map_err(|_| ExpectedError::Read {
+                    path: p.to_path_buf(),
+                    source: std::io::Error::other("not PEM text"),
                 })
             };
             let (cert_pem, key_pem) = (read(cert)?, read(key)?);
@@ -73,7 +89,8 @@ pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u
                 context: format!("cannot import {} with {}", cert.display(), key.display()),
                 source,
             })?;
-            let files = pki_io::read(&dir)?;
+            let files = dir.read()?;
+            let current = current_fingerprint(&files);
             if let Ok(Some(existing)) = store::load_ca(&files, now()) {
                 if existing.info().sha256 == ca.info().sha256 {
                     emit(
@@ -93,11 +110,24 @@ pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u
                     });
                 }
             }
-            write_ca(&dir, &normalize_pem(&cert_pem), ca.key().pem())?;
+            if current.is_some() && !force {
+                // A CA that cannot be loaded (half a pair, a mismatched key): say why.
+                return Err(pki_err(
+                    store::load_ca(&files, now())
+                        .err()
+                        .unwrap_or(PkiError::NoCa),
+                ));
+            }
+            let retired = dir.replace_ca(
+                normalize_pem(&cert_pem).as_bytes(),
+                ca.key().pem().as_bytes(),
+                current.as_deref(),
+                now(),
+            )?;
             emit(
                 out,
                 &format!(
-                    "imported CA `{}` ({}, {}) into {shown}\nsha256 {}\nvalid until {}\n",
+                    "imported CA `{}` ({}, {}) into {shown}\nsha256 {}\nvalid until {}\n{}",
                     ca.info().subject,
                     ca.key().algorithm_name(),
                     if key_pem.contains("BEGIN RSA PRIVATE KEY")
@@ -108,13 +138,14 @@ pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u
                         "PKCS#8 key"
                     },
                     ca.info().sha256,
-                    cmesh_core::pki::fmt_date(ca.info().not_after)
+                    cmesh_core::pki::fmt_date(ca.info().not_after),
+                    retired_line(retired.as_deref())
                 ),
             )?;
             Ok(exit::OK)
         }
         PkiCommand::Show { output, out_dir } => {
-            let files = pki_io::read(&dir)?;
+            let files = dir.read()?;
             let ca = match store::load_ca(&files, now()) {
                 Ok(Some(ca)) => ca.info().clone(),
                 Ok(None) => return Err(pki_err(cmesh_core::pki::PkiError::NoCa)),
@@ -128,10 +159,18 @@ pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u
                     None => return Err(pki_err(cmesh_core::pki::PkiError::NoCa)),
                 },
             };
-            let key_alg = files
-                .get(CA_KEY)
-                .and_then(|k| PrivateKey::from_pem(&String::from_utf8_lossy(k)).ok())
-                .map(|k| k.algorithm_name());
+            // The key must be checked, not just parsed: a key of another CA would sign leaves
+            // no peer trusts.
+            let key = match files.get(CA_KEY) {
+                None => ui::pki::CaKey::Missing,
+                Some(k) => match PrivateKey::from_pem(&String::from_utf8_lossy(k)) {
+                    Err(e) => ui::pki::CaKey::Unreadable(e.to_string()),
+                    Ok(k) if k.public_key_spki() != ca.spki => {
+                        ui::pki::CaKey::Mismatch(k.algorithm_name())
+                    }
+                    Ok(k) => ui::pki::CaKey::Matches(k.algorithm_name()),
+                },
+            };
             let t = now();
             let mut leaves = Vec::new();
             for (path, bytes) in files
@@ -161,7 +200,8 @@ pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u
                     let doc = serde_json::json!({
                         "dir": shown,
                         "ca": ca,
-                        "keyAlgorithm": key_alg,
+                        "caKey": key.state(),
+                        "keyAlgorithm": key.algorithm(),
                         "certificates": leaves,
                         "renderedFiles": users,
                     });
@@ -173,12 +213,25 @@ pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u
                         ),
                     )?;
                 }
-                Output::Table => emit(
-                    out,
-                    &ui::pki::show(&shown, &ca, key_alg, &leaves, &users, t),
-                )?,
+                Output::Table => emit(out, &ui::pki::show(&shown, &ca, &key, &leaves, &users, t))?,
             }
-            Ok(exit::OK)
+            match key {
+                ui::pki::CaKey::Matches(_) => Ok(exit::OK),
+                ui::pki::CaKey::Mismatch(_) => Err(pki_err(PkiError::InFile {
+                    file: CA_KEY.into(),
+                    source: Box::new(PkiError::KeyMismatch {
+                        subject: ca.subject.clone(),
+                    }),
+                })),
+                ui::pki::CaKey::Missing => Err(pki_err(PkiError::IncompleteCa {
+                    present: CA_CERT,
+                    missing: CA_KEY,
+                })),
+                ui::pki::CaKey::Unreadable(reason) => Err(pki_err(PkiError::InFile {
+                    file: CA_KEY.into(),
+                    source: Box::new(PkiError::InvalidKey { reason }),
+                })),
+            }
         }
         PkiCommand::Renew {
             renew_before,
@@ -209,7 +262,7 @@ pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u
                     });
                 }
                 // Redo with the selection so that other clusters keep their files.
-                let files = pki_io::read(&dir)?;
+                let files = dir.read()?;
                 let opts = store::ReconcileOptions {
                     now: now(),
                     renew_before: renew_before.0,
@@ -220,7 +273,7 @@ pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u
                 };
                 r = store::reconcile(spec, &files, &opts).map_err(pki_err)?;
             }
-            pki_io::write(&dir, &r.writes)?;
+            dir.write(&r.writes)?;
             let mut s = ui::pki::events_summary(&shown, &r.events);
             if r.writes.is_empty() {
                 s.push_str(&format!(
@@ -238,22 +291,30 @@ pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u
     }
 }
 
-fn write_ca(dir: &Path, cert_pem: &str, key_pem: &str) -> Result<(), ExpectedError> {
-    pki_io::write(
-        dir,
-        &[
-            PkiWrite {
-                path: CA_KEY.into(),
-                bytes: key_pem.as_bytes().to_vec(),
-                private: true,
-            },
-            PkiWrite {
-                path: CA_CERT.into(),
-                bytes: cert_pem.as_bytes().to_vec(),
-                private: false,
-            },
-        ],
+/// The fingerprint of the CA in `files` (`unreadable` for one that cannot be parsed), or
+/// `None` when pki.dir has neither CA file: names the directory a replaced CA retires to.
+fn current_fingerprint(files: &store::PkiFiles) -> Option<String> {
+    if !files.contains_key(CA_CERT) && !files.contains_key(CA_KEY) {
+        return None;
+    }
+    Some(
+        files
+            .get(CA_CERT)
+            .and_then(|b| CertInfo::from_pem(&String::from_utf8_lossy(b)).ok())
+            .map(|i| i.sha256)
+            .unwrap_or_else(|| "unreadable".into()),
     )
+}
+
+fn retired_line(retired: Option<&Path>) -> String {
+    retired
+        .map(|r| {
+            format!(
+                "the previous CA was moved to {} (never deleted)\n",
+                r.display()
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// Rendered files under `out_dir` that embed the CA certificate (base64, as in values and

@@ -13,9 +13,10 @@ use cmesh_core::spec::MeshSpec;
 use super::common::{emit, load_spec};
 use crate::cli::{GlobalArgs, Output, ProbeArgs};
 use crate::errors::{ExpectedError, exit};
+use crate::fs::pki::{PkiDir, pki_dir};
 use crate::probe::{CredentialError, Credentials};
+use crate::ui;
 use crate::ui::Style;
-use crate::{pki_io, ui};
 
 /// Runs `cmesh probe`. Exit 0 when every probe passes, 1 otherwise.
 ///
@@ -56,8 +57,9 @@ pub fn run(
         ))?
     } else {
         from_pki(
+            global,
             spec,
-            &pki_io::pki_dir(&loaded.input.base_dir, &spec.pki.dir),
+            &pki_dir(&loaded.input.base_dir, &spec.pki.dir),
             &peers,
         )?
     };
@@ -81,8 +83,14 @@ pub fn run(
 }
 
 /// Credentials from pki.dir.
-fn from_pki(spec: &MeshSpec, dir: &Path, peers: &[String]) -> Result<Credentials, ExpectedError> {
-    let files = pki_io::read(dir)?;
+fn from_pki(
+    global: &GlobalArgs,
+    spec: &MeshSpec,
+    dir: &Path,
+    peers: &[String],
+) -> Result<Credentials, ExpectedError> {
+    let files =
+        crate::pipeline::with_lock_wait(global, |wait| PkiDir::open_ro(dir, wait))?.read()?;
     crate::probe::from_pki_dir(spec, &files, peers).map_err(|e| {
         let hint = match e {
             CredentialError::NoCa | CredentialError::NoClientCert(_) => {

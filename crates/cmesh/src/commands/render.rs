@@ -1,164 +1,17 @@
 //! `cmesh render`: brings the PKI up to date and writes the GitOps tree, or with `--check`
 //! reports how the tree on disk differs from what would be rendered.
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
-use cmesh_core::pki::store::{self, CaPolicy, ReconcileOptions, Reconciled};
-use cmesh_core::render::{self, RenderOptions, RenderedTree, ScriptPaths};
-use cmesh_core::spec::{CertMethod, MeshSpec};
+use cmesh_core::pki::store;
+use cmesh_core::render;
 
-use super::common::{emit, load_spec, now};
+use super::common::emit;
 use crate::cli::{GlobalArgs, RenderArgs};
 use crate::errors::{ExpectedError, exit};
-use crate::input::Loaded;
-use crate::{pki_io, tree_io, ui};
-
-/// `--git-repo`, `--git-revision`, `--git-path`: override mesh.yaml's `gitops:` block.
-#[derive(Debug, Clone, Default)]
-pub struct GitFlags {
-    /// Repository URL.
-    pub repo: Option<String>,
-    /// Revision.
-    pub revision: Option<String>,
-    /// Path in the repository.
-    pub path: Option<String>,
-}
-
-impl GitFlags {
-    fn apply(&self, g: &mut cmesh_core::spec::GitopsSettings) -> Result<(), ExpectedError> {
-        let usage = |flag: &str, why: String, hint: &str| ExpectedError::Usage {
-            message: format!("{flag} {why}"),
-            hint: Some(hint.into()),
-        };
-        if let Some(u) = &self.repo {
-            cmesh_core::spec::check_git_url(u).map_err(|w| {
-                usage(
-                    "--git-repo",
-                    w,
-                    "e.g. --git-repo https://github.com/acme/platform.git",
-                )
-            })?;
-            g.repo_url = Some(u.clone());
-        }
-        if let Some(r) = &self.revision {
-            if r.trim().is_empty() || r.contains(char::is_whitespace) {
-                return Err(usage(
-                    "--git-revision",
-                    format!("`{r}` is not a branch, tag or commit"),
-                    "e.g. --git-revision main",
-                ));
-            }
-            g.revision = r.clone();
-        }
-        if let Some(p) = &self.path {
-            g.path = cmesh_core::spec::normalize_git_path(p).map_err(|w| {
-                usage("--git-path", w, "the tree's directory relative to the repository root, e.g. --git-path clusters/mesh")
-            })?;
-        }
-        Ok(())
-    }
-}
-
-/// Everything a render produced, before anything is written.
-pub struct Prepared {
-    /// The loaded spec.
-    pub loaded: Loaded,
-    /// pki.dir.
-    pub pki_dir: PathBuf,
-    /// The reconciled PKI (`None` for certManager).
-    pub pki: Option<Reconciled>,
-    /// The tree.
-    pub tree: RenderedTree,
-}
-
-/// Renders in memory. With `check`, the PKI must already exist and is not changed.
-///
-/// # Errors
-/// Spec, PKI and render errors.
-pub fn prepare(
-    global: &GlobalArgs,
-    phase: render::Phase,
-    out_dir: &Path,
-    secrets_dir: Option<&Path>,
-    check: bool,
-    git: &GitFlags,
-) -> Result<Prepared, ExpectedError> {
-    let mut loaded = load_spec(global)?;
-    git.apply(&mut loaded.spec.gitops)?;
-    let spec = &loaded.spec;
-    let pki_dir = pki_io::pki_dir(&loaded.input.base_dir, &spec.pki.dir);
-    let pki = reconcile(
-        spec,
-        &pki_dir,
-        if check {
-            CaPolicy::MustExist
-        } else {
-            CaPolicy::CreateIfMissing
-        },
-        None,
-        false,
-    )?;
-    let view = match &pki {
-        Some(r) => render::pki_view(spec, Some(&r.ca), &r.leaves),
-        None => render::pki_view(spec, None, &BTreeMap::new()),
-    };
-    let opts = RenderOptions {
-        phase,
-        paths: ScriptPaths {
-            spec_dir: tree_io::relative_path(out_dir, &loaded.input.base_dir),
-            secrets_dir: tree_io::relative_path(out_dir, secrets_dir.unwrap_or(out_dir)),
-        },
-        secrets_elsewhere: secrets_dir.is_some(),
-    };
-    let tree = render::render_tree(spec, &view, &opts).map_err(|e| match e {
-        render::RenderError::ObjectTooLarge { .. } => ExpectedError::Usage {
-            message: e.to_string(),
-            hint: Some(
-                "split the values that make it large (cilium.values or the cluster's values) or fewer clusters per mesh".into(),
-            ),
-        },
-        e => ExpectedError::Internal(e.to_string()),
-    })?;
-    Ok(Prepared {
-        loaded,
-        pki_dir,
-        pki,
-        tree,
-    })
-}
-
-/// Reconciles the PKI of `spec` (skipped for certManager, which has no shared CA).
-///
-/// # Errors
-/// [`ExpectedError::Pki`].
-pub fn reconcile(
-    spec: &MeshSpec,
-    pki_dir: &Path,
-    policy: CaPolicy,
-    renew_before: Option<time::Duration>,
-    force: bool,
-) -> Result<Option<Reconciled>, ExpectedError> {
-    if spec.clustermesh.certificates == CertMethod::CertManager {
-        return Ok(None);
-    }
-    let files = pki_io::read(pki_dir)?;
-    let opts = ReconcileOptions {
-        now: now(),
-        renew_before: renew_before.unwrap_or(time::Duration::days(30)),
-        force,
-        clusters: None,
-        leaves: spec.clustermesh.certificates == CertMethod::Cmesh,
-        ca_policy: policy,
-    };
-    store::reconcile(spec, &files, &opts)
-        .map(Some)
-        .map_err(|source| ExpectedError::Pki {
-            context: format!("PKI in {}", pki_dir.display()),
-            source,
-        })
-}
+use crate::fs::tree as tree_io;
+use crate::pipeline::{GitFlags, PkiAccess, Prepared, lock_outputs, prepare};
+use crate::ui;
 
 /// Runs `cmesh render`.
 ///
@@ -200,7 +53,7 @@ pub fn run(
         ));
     }
     if !warnings.is_empty() {
-        let _ = std::io::stderr().write_all(warnings.as_bytes());
+        ui::term::eprint(&warnings);
     }
     let Prepared {
         pki_dir,
@@ -208,7 +61,17 @@ pub fn run(
         mut tree,
         ..
     } = prepared;
-    let pki_shown = pki_dir.display().to_string();
+    let pki_shown = pki_dir.path().display().to_string();
+    // pki.dir is locked (inside `pki_dir`); the outputs are locked after it, in this order in
+    // every run, so two runs never wait for each other crosswise.
+    let access = if args.check {
+        PkiAccess::Read
+    } else {
+        PkiAccess::Write
+    };
+    let mut outputs = vec![out_dir.as_path()];
+    outputs.extend(secrets_dir.as_deref());
+    let _locks = lock_outputs(global, &outputs, access)?;
 
     if args.check {
         let mut drift = Vec::new();
@@ -253,7 +116,10 @@ pub fn run(
     }
 
     if let Some(r) = &pki {
-        pki_io::write(&pki_dir, &r.writes)?;
+        pki_dir.write(&r.writes)?;
+    }
+    if crate::signals::interrupted() {
+        return Err(ExpectedError::Interrupted);
     }
     let secret_count = tree.secret_files.len();
     let sensitive = tree

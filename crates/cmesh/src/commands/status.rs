@@ -9,12 +9,12 @@ use cmesh_core::render::{self, Phase};
 use cmesh_core::status;
 
 use super::common::{emit, load_spec};
-use super::render::reconcile;
 use crate::cli::{GlobalArgs, Output, StatusArgs};
 use crate::errors::{ExpectedError, exit};
+use crate::pipeline::{PkiAccess, open_pki, reconcile};
 use crate::ui::status::ClusterChecks;
 use crate::ui::{self, Style};
-use crate::{cluster, helm, pki_io};
+use crate::{cluster, helm};
 
 /// Runs `cmesh status`. Exit 0 when no check fails, 1 otherwise.
 ///
@@ -29,18 +29,23 @@ pub fn run(
     let loaded = load_spec(global)?;
     let spec = &loaded.spec;
     super::common::known_clusters(spec, &args.cluster)?;
-    let pki_dir = pki_io::pki_dir(&loaded.input.base_dir, &spec.pki.dir);
-    let files = pki_io::read(&pki_dir)?;
-    let mesh_ca = files
-        .get(CA_CERT)
-        .and_then(|b| CertInfo::from_pem(&String::from_utf8_lossy(b)).ok());
-    // What render would produce now, for the drift check (never writes the PKI).
-    let rendered: Result<_, String> = reconcile(spec, &pki_dir, CaPolicy::MustExist, None, false)
-        .map(|pki| match &pki {
-            Some(r) => render::pki_view(spec, Some(&r.ca), &r.leaves),
-            None => render::pki_view(spec, None, &Default::default()),
-        })
-        .map_err(|e| e.to_string());
+    // pki.dir is read under its lock, which is released before any cluster is contacted.
+    let (mesh_ca, rendered) = {
+        let pki_dir = open_pki(global, &loaded, PkiAccess::Read)?;
+        let files = pki_dir.read()?;
+        let mesh_ca = files
+            .get(CA_CERT)
+            .and_then(|b| CertInfo::from_pem(&String::from_utf8_lossy(b)).ok());
+        // What render would produce now, for the drift check (never writes the PKI).
+        let rendered: Result<_, String> =
+            reconcile(spec, &pki_dir, CaPolicy::MustExist, None, false)
+                .map(|pki| match &pki {
+                    Some(r) => render::pki_view(spec, Some(&r.ca), &r.leaves),
+                    None => render::pki_view(spec, None, &Default::default()),
+                })
+                .map_err(|e| e.to_string());
+        (mesh_ca, rendered)
+    };
     let helm = helm::locate(args.helm.as_deref());
     let runtime = super::common::runtime()?;
     let start = Instant::now();
@@ -59,18 +64,27 @@ pub fn run(
             for (i, (name, conn)) in conns.into_iter().enumerate() {
                 let helm = helm.clone();
                 let timeout = args.request_timeout.0;
+                let deadline =
+                    crate::status::cluster_deadline(timeout, spec.clusters.len().saturating_sub(1));
                 set.spawn(async move {
-                    (
-                        i,
-                        name,
+                    // Whatever one cluster's server does, it cannot hold up the others' report.
+                    let obs = tokio::time::timeout(
+                        deadline,
                         crate::status::observe(
                             ask_kvstoremesh,
                             conn,
                             helm.as_ref().map_err(String::as_str),
                             timeout,
-                        )
-                        .await,
+                        ),
                     )
+                    .await
+                    .unwrap_or_else(|_| {
+                        status::Observed::unreachable(format!(
+                            "no complete answer within {}s (four --request-timeout plus 3s per peer)",
+                            deadline.as_secs()
+                        ))
+                    });
+                    (i, name, obs)
                 });
             }
             let mut obs = Vec::new();
@@ -112,7 +126,9 @@ pub fn run(
         }
         let line = ui::status::waiting_line(&checks, start.elapsed().as_secs());
         if terminal {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K{line}");
+            // Return to the start of the line and clear it (ours), then the escaped line.
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+            ui::term::eprint(&line);
         } else {
             let _ = writeln!(std::io::stderr(), "{line}");
         }

@@ -74,7 +74,7 @@ pub fn run(
         });
     }
     let stderr_log = |line: &str| {
-        let _ = writeln!(std::io::stderr(), "test: {line}");
+        crate::ui::term::eprint(&format!("test: {line}\n"));
     };
     if args.cleanup {
         let found = runtime.block_on(remove_leftovers(

@@ -17,7 +17,12 @@ pub fn render_human(file: &str, diags: &[Diagnostic], style: Style, summary_ok: 
     out
 }
 
-/// Renders diagnostics with source snippets, each followed by a blank line.
+/// Most diagnostics shown with snippets; the rest are counted. A file with 100,000 unknown
+/// keys would otherwise print for minutes (each snippet locates its line in the whole file).
+pub const MAX_SHOWN: usize = 50;
+
+/// Renders diagnostics with source snippets, each followed by a blank line: errors first, at
+/// most [`MAX_SHOWN`], then a count of the rest.
 pub fn render_list(diags: &[Diagnostic], style: Style) -> String {
     let theme = if style.color {
         GraphicalTheme::unicode()
@@ -31,14 +36,28 @@ pub fn render_list(diags: &[Diagnostic], style: Style) -> String {
         .with_links(false)
         .with_context_lines(1);
     let mut out = String::new();
-    for d in diags {
+    let errors = diags.iter().filter(|d| d.is_error());
+    let warnings = diags.iter().filter(|d| !d.is_error());
+    let shown: Vec<&Diagnostic> = errors.chain(warnings).take(MAX_SHOWN).collect();
+    for d in &shown {
         let mut one = String::new();
-        if handler.render_report(&mut one, d).is_err() {
+        if handler.render_report(&mut one, *d).is_err() {
             // Rendering into a String only fails on a formatter bug; fall back to plain text.
             one = format!("{} [{}] {}\n", d.severity, d.code, d.message);
         }
         out.push_str(one.trim_end());
         out.push_str("\n\n");
+    }
+    if diags.len() > shown.len() {
+        let rest = Counts::of(diags);
+        let shown_errors = shown.iter().filter(|d| d.is_error()).count();
+        let _ = writeln!(
+            out,
+            "… and {} more ({} error(s), {} warning(s)) not shown; `cmesh check -o json` lists every one\n",
+            diags.len() - shown.len(),
+            rest.errors - shown_errors,
+            rest.warnings - (shown.len() - shown_errors)
+        );
     }
     out
 }

@@ -11,6 +11,7 @@ pub mod probe;
 pub mod progress;
 pub mod render;
 pub mod status;
+pub mod term;
 
 use std::io::IsTerminal;
 

@@ -8,6 +8,39 @@ use cmesh_core::pki::store::{Action, PkiEvent};
 use cmesh_core::pki::{CertInfo, fmt_date};
 use time::OffsetDateTime;
 
+/// What `pki show` found of the CA's key (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaKey {
+    /// The key belongs to ca.crt (its algorithm).
+    Matches(&'static str),
+    /// A key of another certificate (its algorithm).
+    Mismatch(&'static str),
+    /// No ca.key.
+    Missing,
+    /// Not a key cmesh can read.
+    Unreadable(String),
+}
+
+impl CaKey {
+    /// `ok`, `mismatch`, `missing` or `unreadable`, for JSON.
+    pub fn state(&self) -> &'static str {
+        match self {
+            CaKey::Matches(_) => "ok",
+            CaKey::Mismatch(_) => "mismatch",
+            CaKey::Missing => "missing",
+            CaKey::Unreadable(_) => "unreadable",
+        }
+    }
+
+    /// The key's algorithm, when it could be read.
+    pub fn algorithm(&self) -> Option<&'static str> {
+        match self {
+            CaKey::Matches(a) | CaKey::Mismatch(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
 /// Summarises reconcile events: the CA line, then issued/renewed leaves grouped per cluster
 /// with reasons, then a count of reused ones.
 pub fn events_summary(dir: &str, events: &[PkiEvent]) -> String {
@@ -84,17 +117,21 @@ pub struct LeafRow {
 pub fn show(
     dir: &str,
     ca: &CertInfo,
-    key_algorithm: Option<&str>,
+    key: &CaKey,
     leaves: &[LeafRow],
     users: &[String],
     now: OffsetDateTime,
 ) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "CA          {dir}/ca.crt (key {dir}/ca.key{})",
-        key_algorithm.map(|a| format!(", {a}")).unwrap_or_default()
-    );
+    let key_text = match key {
+        CaKey::Matches(alg) => format!("key {dir}/ca.key, {alg}"),
+        CaKey::Mismatch(alg) => {
+            format!("key {dir}/ca.key, {alg}: DOES NOT MATCH ca.crt")
+        }
+        CaKey::Missing => format!("key {dir}/ca.key: MISSING"),
+        CaKey::Unreadable(why) => format!("key {dir}/ca.key: UNREADABLE ({why})"),
+    };
+    let _ = writeln!(s, "CA          {dir}/ca.crt ({key_text})");
     let _ = writeln!(s, "subject     {}", ca.subject);
     if ca.issuer != ca.subject {
         let _ = writeln!(s, "issuer      {}", ca.issuer);

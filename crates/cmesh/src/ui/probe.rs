@@ -6,6 +6,8 @@ use cmesh_core::probe::{Outcome, Report};
 use comfy_table::{Table, presets};
 use serde::Serialize;
 
+use super::term::escape_line;
+
 fn cell(r: &Report, name: &str) -> String {
     let Some(s) = r.stages.iter().find(|s| s.name == name) else {
         return "-".into();
@@ -55,8 +57,9 @@ pub fn table(reports: &[Report], credentials: &str, width: usize) -> String {
                 "\n{} as seen from {} ({}): {} failed",
                 r.target.cluster, r.target.from, r.target.url, d.stage
             );
-            let _ = writeln!(s, "{}", wrap("  cause: ", &d.cause, width));
-            let _ = writeln!(s, "{}", wrap("  fix:   ", &d.fix, width));
+            // Causes quote what the endpoint sent (subjects, keys): never raw to the terminal.
+            let _ = writeln!(s, "{}", wrap("  cause: ", &escape_line(&d.cause), width));
+            let _ = writeln!(s, "{}", wrap("  fix:   ", &escape_line(&d.fix), width));
         }
     }
     let failed = reports.iter().filter(|r| !r.ok()).count();

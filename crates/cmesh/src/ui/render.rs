@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::tree_io::{Drift, DriftKind};
+use crate::fs::tree::{Drift, DriftKind};
 
 /// The closing lines of a successful render.
 pub fn written(

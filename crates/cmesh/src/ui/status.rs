@@ -46,7 +46,8 @@ pub fn table(all: &[ClusterChecks], width: usize) -> String {
                 c.cluster.clone(),
                 k.name.to_owned(),
                 word(k.outcome).to_owned(),
-                k.reason.clone(),
+                // Reasons quote what servers and agents said.
+                super::term::escape_line(&k.reason).into_owned(),
             ]);
         }
     }

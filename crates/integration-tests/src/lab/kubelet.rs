@@ -441,6 +441,7 @@ fn yaml_to_json(text: &str) -> Result<serde_json::Value, String> {
         max_bytes: 16 << 20,
         max_depth: 256,
         max_nodes: 10_000_000,
+        max_expanded_bytes: 256 << 20,
     };
     let doc = cmesh_core::yaml::parse(text, limits).map_err(|e| e.to_string())?;
     let mut spans = Default::default();

@@ -1,16 +1,19 @@
 //! Writing a rendered tree to disk atomically, and comparing one with what is on disk.
 //!
-//! A tree is written into a temporary sibling directory and renamed into place, so an error
-//! at any point leaves the previous tree (or nothing) behind, never a mix. A directory holding
-//! files cmesh would not have written is not replaced without `--force`.
+//! A tree is written into a temporary sibling directory and swapped into place in one step,
+//! so an error or a kill at any point leaves the previous tree or the new one, never a mix or
+//! nothing. A directory holding files cmesh would not have written is not replaced without
+//! `--force`, and an output directory may never be or hold pki.dir or mesh.yaml
+//! ([`check_disjoint`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cmesh_core::render::{FileKind, RenderedFile};
 
+use super::atomic::{self, Mode};
+use super::fault;
 use crate::errors::ExpectedError;
-use crate::fsx::Mode;
 
 /// True for paths cmesh writes into a tree.
 fn is_cmesh_path(rel: &str) -> bool {
@@ -63,12 +66,18 @@ fn mode(kind: FileKind) -> Mode {
     }
 }
 
-/// Replaces `dir` with exactly `files`.
+/// Replaces `dir` with exactly `files`. The caller holds `dir`'s lock ([`super::lock::beside`]).
+///
+/// The new tree is written into a temporary sibling, then swapped with the old one in one
+/// step (`RENAME_EXCHANGE`), so a reader of `dir` sees the old or the new tree at every
+/// instant; where the file system cannot swap, the old tree is moved aside first and the next
+/// run puts it back if this one is killed in between. What killed runs left beside `dir` is
+/// removed first.
 ///
 /// # Errors
-/// [`ExpectedError::Write`], or [`ExpectedError::Usage`] when `dir` holds foreign files and
-/// `force` is false.
-pub fn write_tree(
+/// [`ExpectedError::Write`], or [`ExpectedError::DirNotOurs`] when `dir` holds foreign files
+/// and `force` is false.
+pub(crate) fn write_tree(
     dir: &Path,
     files: &BTreeMap<String, RenderedFile>,
     force: bool,
@@ -77,6 +86,16 @@ pub fn write_tree(
         let path = path.to_path_buf();
         move |source| ExpectedError::Write { path, source }
     };
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(werr(&parent))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "cmesh-out".into());
+    recover(dir, &parent, &name)?;
     if dir.exists() {
         if !dir.is_dir() {
             return Err(ExpectedError::Usage {
@@ -97,25 +116,19 @@ pub fn write_tree(
             }
         }
     }
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(werr(&parent))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "cmesh-out".into());
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}.tmp-"))
         .tempdir_in(&parent)
         .map_err(werr(&parent))?;
     for (rel, f) in files {
+        if crate::signals::interrupted() {
+            return Err(ExpectedError::Interrupted);
+        }
         let path = tmp.path().join(rel);
         if let Some(p) = path.parent() {
             std::fs::create_dir_all(p).map_err(werr(p))?;
         }
-        crate::fsx::write_new(&path, &f.bytes, mode(f.kind))?;
+        atomic::write_new(&path, &f.bytes, mode(f.kind))?;
     }
     #[cfg(unix)]
     {
@@ -123,24 +136,143 @@ pub fn write_tree(
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
             .map_err(werr(tmp.path()))?;
     }
-    if dir.exists() {
-        let old = tempfile::Builder::new()
-            .prefix(&format!(".{name}.old-"))
-            .tempdir_in(&parent)
-            .map_err(werr(&parent))?;
-        let old_path = old.path().join("tree");
-        std::fs::rename(dir, &old_path).map_err(werr(dir))?;
-        if let Err(e) = std::fs::rename(tmp.path(), dir) {
-            // Put the previous tree back; the new one is discarded with `tmp`.
-            let _ = std::fs::rename(&old_path, dir);
-            return Err(werr(dir)(e));
-        }
-        drop(old);
-    } else {
-        std::fs::rename(tmp.path(), dir).map_err(werr(dir))?;
+    fault::point("tree-staged");
+    // The last safe point: after it the old tree is replaced.
+    if crate::signals::interrupted() {
+        return Err(ExpectedError::Interrupted);
     }
-    // The temporary directory now is `dir`: do not let its guard delete it.
+    if !dir.exists() {
+        std::fs::rename(tmp.path(), dir).map_err(werr(dir))?;
+        let _ = tmp.keep();
+        return Ok(());
+    }
+    if !fault::disabled("exchange") && atomic::exchange(tmp.path(), dir).map_err(werr(dir))? {
+        // `tmp` now holds the old tree; its guard removes it.
+        fault::point("tree-swapped");
+        return drop_old(tmp);
+    }
+    // Two renames. Killed between them, `dir` is missing and the next run's `recover` moves
+    // the old tree back from `.<name>.old-*/tree`.
+    let old = tempfile::Builder::new()
+        .prefix(&format!(".{name}.old-"))
+        .tempdir_in(&parent)
+        .map_err(werr(&parent))?;
+    let old_path = old.path().join("tree");
+    std::fs::rename(dir, &old_path).map_err(werr(dir))?;
+    fault::point("tree-old-moved");
+    if let Err(e) = std::fs::rename(tmp.path(), dir) {
+        // Put the previous tree back; the new one is discarded with `tmp`.
+        let _ = std::fs::rename(&old_path, dir);
+        return Err(werr(dir)(e));
+    }
     let _ = tmp.keep();
+    drop_old(old)
+}
+
+/// Refuses an output directory that is, holds or sits inside a protected path (pki.dir, the
+/// directory of mesh.yaml, another output): replacing it would delete or swallow them, even
+/// with `--force`. Paths are compared after resolving links and `..`.
+///
+/// # Errors
+/// [`ExpectedError::Usage`] naming both paths.
+pub(crate) fn check_disjoint(
+    flag: &str,
+    out: &Path,
+    protected: &[(&str, &Path)],
+) -> Result<(), ExpectedError> {
+    let o = resolve(out);
+    for (what, p) in protected {
+        let r = resolve(p);
+        let clash = if o == r {
+            Some("is")
+        } else if r.starts_with(&o) {
+            Some("holds")
+        } else if o.starts_with(&r) {
+            Some("is inside")
+        } else {
+            None
+        };
+        if let Some(how) = clash {
+            return Err(ExpectedError::Usage {
+                message: format!(
+                    "{flag} {} {how} {what} {}: rendering replaces the whole output directory",
+                    out.display(),
+                    p.display()
+                ),
+                hint: Some(format!(
+                    "choose a directory of its own for {flag}, such as ./cmesh-out"
+                )),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The absolute path with links resolved as far as the path exists (the rest appended).
+fn resolve(p: &Path) -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let abs = normalize(&if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    });
+    let mut existing = abs.clone();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(&existing) {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(n), Some(parent)) => {
+                rest.push(n);
+                existing = parent.to_path_buf();
+            }
+            _ => return abs,
+        }
+    }
+}
+
+fn drop_old(old: tempfile::TempDir) -> Result<(), ExpectedError> {
+    let path = old.path().to_path_buf();
+    old.close()
+        .map_err(|source| ExpectedError::Write { path, source })
+}
+
+/// Undoes what a run killed while writing `dir` left in `parent`: the previous tree moved
+/// aside with no new one in place is put back; temporary trees (`.<name>.tmp-*`, which may
+/// hold keys) and set-aside old ones are removed.
+fn recover(dir: &Path, parent: &Path, name: &str) -> Result<(), ExpectedError> {
+    let tmp_prefix = format!(".{name}.tmp-");
+    let old_prefix = format!(".{name}.old-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Ok(());
+    };
+    let mut leftovers: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(n, _)| n.starts_with(&tmp_prefix) || n.starts_with(&old_prefix))
+        .collect();
+    leftovers.sort();
+    for (n, path) in &leftovers {
+        let tree = path.join("tree");
+        if n.starts_with(&old_prefix)
+            && std::fs::symlink_metadata(dir).is_err()
+            && std::fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir())
+        {
+            std::fs::rename(&tree, dir).map_err(|source| ExpectedError::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        atomic::remove_leftover(path)?;
+    }
     Ok(())
 }
 
@@ -172,7 +304,7 @@ pub struct Drift {
 ///
 /// # Errors
 /// [`ExpectedError::Read`].
-pub fn compare(
+pub(crate) fn compare(
     dir: &Path,
     files: &BTreeMap<String, RenderedFile>,
     max_diff_lines: usize,
@@ -243,7 +375,7 @@ fn short_diff(old: &str, new: &str, max: usize) -> String {
 
 /// A path from directory `from` to `to`, both relative to the current directory or absolute,
 /// written with `/`. Used in scripts so that trees do not embed absolute paths.
-pub fn relative_path(from: &Path, to: &Path) -> String {
+pub(crate) fn relative_path(from: &Path, to: &Path) -> String {
     let cwd = std::env::current_dir().unwrap_or_default();
     let abs = |p: &Path| {
         normalize(&if p.is_absolute() {
@@ -305,6 +437,37 @@ mod tests {
             relative_path(Path::new("/a/./out/../o2"), Path::new("/a")),
             ".."
         );
+    }
+
+    #[test]
+    fn outputs_never_overlap_pki_dir_or_mesh_yaml() {
+        let t = tempfile::tempdir().unwrap();
+        let pki = t.path().join("pki");
+        std::fs::create_dir(&pki).unwrap();
+        let spec_dir = t.path().join("repo");
+        let spec = spec_dir.join("mesh.yaml");
+        let protected = [("pki.dir", pki.as_path()), ("mesh.yaml", spec.as_path())];
+        assert!(check_disjoint("--out", &t.path().join("cmesh-out"), &protected).is_ok());
+        assert!(check_disjoint("--out", &spec_dir.join("cmesh-out"), &protected).is_ok());
+        for bad in [
+            pki.clone(),
+            pki.join("sub"),
+            t.path().to_path_buf(),
+            t.path().join("pki/../pki"),
+            spec_dir.clone(),
+        ] {
+            assert!(
+                check_disjoint("--out", &bad, &protected).is_err(),
+                "{}",
+                bad.display()
+            );
+        }
+        #[cfg(unix)]
+        {
+            let link = t.path().join("link");
+            std::os::unix::fs::symlink(&pki, &link).unwrap();
+            assert!(check_disjoint("--out", &link, &protected).is_err());
+        }
     }
 
     #[test]

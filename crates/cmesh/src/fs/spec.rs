@@ -1,5 +1,6 @@
 //! Reading mesh.yaml (or the built-in example, or stdin) with clear errors for every way a
-//! file can be unusable, before any parsing.
+//! file can be unusable, before any parsing: a missing file, a directory, a FIFO or device, a
+//! file over the size limit (checked before a byte is read), text that is not UTF-8.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -58,35 +59,38 @@ pub fn read(arg: &SpecSourceArg) -> Result<SpecInput, ExpectedError> {
             })
         }
         SpecSourceArg::File(path) => {
-            let meta = match std::fs::metadata(path) {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let buf = match super::bounded::read(path, MAX_SPEC_BYTES as u64) {
+                Ok(b) => b,
+                Err(e) if e.is_not_found() => {
                     return Err(ExpectedError::SpecNotFound { path: path.clone() });
                 }
-                Err(source) => {
+                Err(super::bounded::BoundedReadError::NotRegular {
+                    kind: "a directory",
+                }) => {
+                    return Err(ExpectedError::SpecIsDirectory { path: path.clone() });
+                }
+                Err(super::bounded::BoundedReadError::TooLarge { size, .. }) => {
+                    return Err(ExpectedError::SpecTooLarge {
+                        path: path.clone(),
+                        size,
+                        limit: MAX_SPEC_BYTES,
+                    });
+                }
+                Err(super::bounded::BoundedReadError::NotRegular { kind }) => {
+                    return Err(ExpectedError::Read {
+                        path: path.clone(),
+                        source: std::io::Error::other(format!(
+                            "{kind}, not a mesh.yaml file (pipe it in with -f - instead)"
+                        )),
+                    });
+                }
+                Err(super::bounded::BoundedReadError::Io(source)) => {
                     return Err(ExpectedError::Read {
                         path: path.clone(),
                         source,
                     });
                 }
             };
-            if meta.is_dir() {
-                return Err(ExpectedError::SpecIsDirectory { path: path.clone() });
-            }
-            if meta.len() > MAX_SPEC_BYTES as u64 {
-                return Err(ExpectedError::SpecTooLarge {
-                    path: path.clone(),
-                    size: meta.len(),
-                    limit: MAX_SPEC_BYTES,
-                });
-            }
-            let mut buf = Vec::new();
-            std::fs::File::open(path)
-                .and_then(|f| f.take(MAX_SPEC_BYTES as u64 + 1).read_to_end(&mut buf))
-                .map_err(|source| ExpectedError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
             let text = decode(buf, path)?;
             let base_dir = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

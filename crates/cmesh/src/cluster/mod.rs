@@ -18,6 +18,12 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::io::AsyncReadExt;
 
+mod connect;
+
+/// Most output kept of one command run in a pod (an agent's `node list` in a 5,000-node mesh
+/// is about 1 MiB).
+const MAX_EXEC_OUTPUT: u64 = 16 * 1024 * 1024;
+
 /// A connection to one cluster.
 #[derive(Clone)]
 pub struct Conn {
@@ -55,13 +61,18 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<Conn, String> {
     let path = kubeconfig_path(cluster, base_dir);
-    let kubeconfig = match &path {
+    let mut kubeconfig = match &path {
         Some(p) => {
+            // Checked first: a kubeconfig path could name a FIFO (kube would wait on it for
+            // ever) or a huge file. kube then reads it, resolving its relative paths.
+            crate::fs::bounded::read(p, 16 * 1024 * 1024)
+                .map_err(|e| format!("kubeconfig {}: {e}", p.display()))?;
             Kubeconfig::read_from(p).map_err(|e| format!("kubeconfig {}: {e}", p.display()))?
         }
         None => Kubeconfig::read()
             .map_err(|e| format!("kubeconfig ($KUBECONFIG or ~/.kube/config): {e}"))?,
     };
+    connect::resolve_exec_plugin(&mut kubeconfig, cluster.context.as_deref(), timeout).await?;
     let opts = KubeConfigOptions {
         context: cluster.context.clone(),
         ..KubeConfigOptions::default()
@@ -75,7 +86,7 @@ pub async fn connect(
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
-    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    let client = connect::client(config, timeout).map_err(|e| e.to_string())?;
     Ok(Conn {
         name: cluster.name.clone(),
         client,
@@ -353,12 +364,25 @@ impl Conn {
         let mut proc = api.exec(pod, command.to_vec(), &ap).await.map_err(err)?;
         let mut stdout = String::new();
         let mut stderr = String::new();
-        if let Some(mut o) = proc.stdout() {
-            let _ = o.read_to_string(&mut stdout).await;
-        }
-        if let Some(mut e) = proc.stderr() {
-            let _ = e.read_to_string(&mut stderr).await;
-        }
+        // Bounded, and both streams at once (a command filling stderr while stdout is read
+        // would otherwise stall until the bound).
+        let mut out_bytes = Vec::new();
+        let mut err_bytes = Vec::new();
+        let (o, e) = (proc.stdout(), proc.stderr());
+        tokio::join!(
+            async {
+                if let Some(o) = o {
+                    let _ = o.take(MAX_EXEC_OUTPUT).read_to_end(&mut out_bytes).await;
+                }
+            },
+            async {
+                if let Some(e) = e {
+                    let _ = e.take(64 * 1024).read_to_end(&mut err_bytes).await;
+                }
+            }
+        );
+        stdout.push_str(&String::from_utf8_lossy(&out_bytes));
+        stderr.push_str(&String::from_utf8_lossy(&err_bytes));
         let status = match proc.take_status() {
             Some(f) => f.await,
             None => None,

@@ -1,0 +1,268 @@
+//! The pipeline every command that renders shares: load mesh.yaml, open pki.dir (taking its
+//! lock), reconcile the PKI, and render the tree in memory. Nothing is written here; the
+//! commands decide what to write (`render`), apply (`apply`) or compare (`status`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cmesh_core::pki::store::{self, CaPolicy, ReconcileOptions, Reconciled};
+use cmesh_core::render::{self, RenderOptions, RenderedTree, ScriptPaths};
+use cmesh_core::spec::{CertMethod, MeshSpec};
+
+use crate::cli::GlobalArgs;
+use crate::commands::common::{load_spec, now};
+use crate::errors::ExpectedError;
+use crate::fs::lock::{self, LockWait, Locks};
+use crate::fs::pki::{PkiDir, pki_dir};
+use crate::fs::spec::Loaded;
+use crate::fs::tree;
+
+/// `--git-repo`, `--git-revision`, `--git-path`: override mesh.yaml's `gitops:` block.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GitFlags {
+    /// Repository URL.
+    pub(crate) repo: Option<String>,
+    /// Revision.
+    pub(crate) revision: Option<String>,
+    /// Path in the repository.
+    pub(crate) path: Option<String>,
+}
+
+impl GitFlags {
+    fn apply(&self, g: &mut cmesh_core::spec::GitopsSettings) -> Result<(), ExpectedError> {
+        let usage = |flag: &str, why: String, hint: &str| ExpectedError::Usage {
+            message: format!("{flag} {why}"),
+            hint: Some(hint.into()),
+        };
+        if let Some(u) = &self.repo {
+            cmesh_core::spec::check_git_url(u).map_err(|w| {
+                usage(
+                    "--git-repo",
+                    w,
+                    "e.g. --git-repo https://github.com/acme/platform.git",
+                )
+            })?;
+            g.repo_url = Some(u.clone());
+        }
+        if let Some(r) = &self.revision {
+            if r.trim().is_empty() || r.contains(char::is_whitespace) {
+                return Err(usage(
+                    "--git-revision",
+                    format!("`{r}` is not a branch, tag or commit"),
+                    "e.g. --git-revision main",
+                ));
+            }
+            g.revision = r.clone();
+        }
+        if let Some(p) = &self.path {
+            g.path = cmesh_core::spec::normalize_git_path(p).map_err(|w| {
+                usage("--git-path", w, "the tree's directory relative to the repository root, e.g. --git-path clusters/mesh")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// How a command uses pki.dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PkiAccess {
+    /// May create the CA and issue or renew certificates.
+    Write,
+    /// Only reads (`--check`, `--dry-run`, `status`, `probe`, `pki show`).
+    Read,
+}
+
+/// The wait for a lock that `--lock-timeout` asks for, announcing on stderr.
+pub(crate) fn with_lock_wait<T>(global: &GlobalArgs, f: impl FnOnce(&mut LockWait<'_>) -> T) -> T {
+    let mut note = |line: &str| crate::ui::term::note(line);
+    let mut wait = LockWait {
+        timeout: global.lock_timeout.0,
+        notify: &mut note,
+    };
+    f(&mut wait)
+}
+
+/// Opens the spec's pki.dir for `access` (locked; see [`PkiDir`]).
+///
+/// # Errors
+/// Lock and file errors.
+pub(crate) fn open_pki(
+    global: &GlobalArgs,
+    loaded: &Loaded,
+    access: PkiAccess,
+) -> Result<PkiDir, ExpectedError> {
+    let dir = pki_dir(&loaded.input.base_dir, &loaded.spec.pki.dir);
+    with_lock_wait(global, |wait| match access {
+        PkiAccess::Write => PkiDir::open_rw(&dir, wait),
+        PkiAccess::Read => PkiDir::open_ro(&dir, wait),
+    })
+}
+
+/// Takes the locks of output directories (on the directory holding each, since a tree is
+/// replaced as a whole), once per directory. For a read (`--check`), a missing parent needs
+/// no lock: there is nothing to compare with.
+///
+/// # Errors
+/// [`ExpectedError::Locked`] and file errors.
+pub(crate) fn lock_outputs(
+    global: &GlobalArgs,
+    dirs: &[&Path],
+    access: PkiAccess,
+) -> Result<Locks, ExpectedError> {
+    let mut locks = Locks::default();
+    for dir in dirs {
+        let parent = lock::output_parent(dir);
+        if access == PkiAccess::Write {
+            std::fs::create_dir_all(&parent).map_err(|source| ExpectedError::Write {
+                path: parent.clone(),
+                source,
+            })?;
+        } else if !parent.is_dir() {
+            continue;
+        }
+        let what = format!("the output directory {}", dir.display());
+        with_lock_wait(global, |wait| locks.take(&parent, &what, wait))?;
+    }
+    Ok(locks)
+}
+
+/// Everything a render produced, before anything is written.
+pub(crate) struct Prepared {
+    /// The loaded spec.
+    pub(crate) loaded: Loaded,
+    /// pki.dir, open and locked until this is dropped.
+    pub(crate) pki_dir: PkiDir,
+    /// The reconciled PKI (`None` for certManager).
+    pub(crate) pki: Option<Reconciled>,
+    /// The tree.
+    pub(crate) tree: RenderedTree,
+}
+
+/// Loads the spec and renders in memory. With `check`, the PKI must already exist and is not
+/// changed.
+///
+/// # Errors
+/// Spec, PKI and render errors.
+pub(crate) fn prepare(
+    global: &GlobalArgs,
+    phase: render::Phase,
+    out_dir: &Path,
+    secrets_dir: Option<&Path>,
+    check: bool,
+    git: &GitFlags,
+) -> Result<Prepared, ExpectedError> {
+    let mut loaded = load_spec(global)?;
+    git.apply(&mut loaded.spec.gitops)?;
+    let spec = &loaded.spec;
+    {
+        // Replacing an output directory must never touch pki.dir or mesh.yaml (and with
+        // --check, comparing one must not wait on our own lock of pki.dir).
+        let pki = pki_dir(&loaded.input.base_dir, &spec.pki.dir);
+        let spec_file = match &global.spec_source() {
+            crate::fs::spec::SpecSourceArg::File(p) if p.as_os_str() != "-" => Some(p.clone()),
+            _ => None,
+        };
+        let mut protected: Vec<(&str, &Path)> = vec![("pki.dir", pki.as_path())];
+        if let Some(f) = &spec_file {
+            protected.push(("mesh.yaml", f.as_path()));
+        }
+        tree::check_disjoint("--out", out_dir, &protected)?;
+        if let Some(s) = secrets_dir {
+            protected.push(("--out", out_dir));
+            tree::check_disjoint("--secrets-out", s, &protected)?;
+        }
+    }
+    let access = if check {
+        PkiAccess::Read
+    } else {
+        PkiAccess::Write
+    };
+    let pki_dir = open_pki(global, &loaded, access)?;
+    let pki = reconcile(
+        spec,
+        &pki_dir,
+        if check {
+            CaPolicy::MustExist
+        } else {
+            CaPolicy::CreateIfMissing
+        },
+        None,
+        false,
+    )?;
+    if crate::signals::interrupted() {
+        return Err(ExpectedError::Interrupted);
+    }
+    let tree = render_in_memory(&loaded, pki.as_ref(), phase, out_dir, secrets_dir)?;
+    Ok(Prepared {
+        loaded,
+        pki_dir,
+        pki,
+        tree,
+    })
+}
+
+/// Renders the tree for `loaded` with the reconciled PKI.
+///
+/// # Errors
+/// [`ExpectedError::Usage`] for an object too large to apply; internal errors.
+pub(crate) fn render_in_memory(
+    loaded: &Loaded,
+    pki: Option<&Reconciled>,
+    phase: render::Phase,
+    out_dir: &Path,
+    secrets_dir: Option<&Path>,
+) -> Result<RenderedTree, ExpectedError> {
+    let spec = &loaded.spec;
+    let view = match pki {
+        Some(r) => render::pki_view(spec, Some(&r.ca), &r.leaves),
+        None => render::pki_view(spec, None, &BTreeMap::new()),
+    };
+    let opts = RenderOptions {
+        phase,
+        paths: ScriptPaths {
+            spec_dir: tree::relative_path(out_dir, &loaded.input.base_dir),
+            secrets_dir: tree::relative_path(out_dir, secrets_dir.unwrap_or(out_dir)),
+        },
+        secrets_elsewhere: secrets_dir.is_some(),
+    };
+    render::render_tree(spec, &view, &opts).map_err(|e| match e {
+        render::RenderError::ObjectTooLarge { .. } => ExpectedError::Usage {
+            message: e.to_string(),
+            hint: Some(
+                "split the values that make it large (cilium.values or the cluster's values) or fewer clusters per mesh".into(),
+            ),
+        },
+        e => ExpectedError::Internal(e.to_string()),
+    })
+}
+
+/// Reconciles the PKI of `spec` (skipped for certManager, which has no shared CA).
+///
+/// # Errors
+/// [`ExpectedError::Pki`] and read errors.
+pub(crate) fn reconcile(
+    spec: &MeshSpec,
+    pki: &PkiDir,
+    policy: CaPolicy,
+    renew_before: Option<time::Duration>,
+    force: bool,
+) -> Result<Option<Reconciled>, ExpectedError> {
+    if spec.clustermesh.certificates == CertMethod::CertManager {
+        return Ok(None);
+    }
+    let files = pki.read()?;
+    let opts = ReconcileOptions {
+        now: now(),
+        renew_before: renew_before.unwrap_or(time::Duration::days(30)),
+        force,
+        clusters: None,
+        leaves: spec.clustermesh.certificates == CertMethod::Cmesh,
+        ca_policy: policy,
+    };
+    store::reconcile(spec, &files, &opts)
+        .map(Some)
+        .map_err(|source| ExpectedError::Pki {
+            context: format!("PKI in {}", pki.path().display()),
+            source,
+        })
+}
