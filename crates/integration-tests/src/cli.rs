@@ -135,3 +135,46 @@ pub fn scratch() -> tempfile::TempDir {
         .tempdir()
         .expect("temp dir")
 }
+
+/// Every file under `dir` (relative path → bytes), for comparing trees; empty if `dir` is
+/// missing.
+pub fn snapshot_tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    if dir.exists() {
+        walk(dir, dir, &mut out);
+    }
+    out
+}
+
+/// Runs `bin args…` as [`run`] does and also returns its peak resident memory in KiB, read
+/// by a Python parent with `getrusage(RUSAGE_CHILDREN)` (so that other tests' processes in
+/// this test binary do not count).
+pub fn run_measured(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Run, u64) {
+    const SCRIPT: &str = "import resource, subprocess, sys\n\
+r = subprocess.run(sys.argv[1:])\n\
+sys.stderr.write('\\nmaxrss-kib %d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+sys.exit(r.returncode if r.returncode >= 0 else 128 - r.returncode)\n";
+    let mut all: Vec<&str> = vec!["-c", SCRIPT, bin.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    let mut r = run(Path::new("python3"), dir, &all, env);
+    let (rest, rss) = r
+        .stderr
+        .rsplit_once("\nmaxrss-kib ")
+        .map(|(a, b)| (a.to_owned(), b.trim().parse().unwrap_or(u64::MAX)))
+        .unwrap_or_else(|| (r.stderr.clone(), u64::MAX));
+    r.stderr = rest;
+    (r, rss)
+}

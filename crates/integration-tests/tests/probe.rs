@@ -277,6 +277,51 @@ fn server_from_another_ca() {
     assert!(fix.contains("cmesh pki import"), "{fix}");
 }
 
+/// Issue 17: what a hostile endpoint puts in its certificate (here ESC ] 0 ; … BEL, which
+/// retitles a terminal, and ESC [ 2 J, which clears it) is shown as text, never sent raw.
+#[test]
+fn regression_17_hostile_certificate_subjects_are_escaped() {
+    let lab = Lab::new("1.20.0", None);
+    let other = Ca::generate(
+        "Evil\u{1b}]0;PWNED\u{7} CA",
+        KeyAlgorithm::EcdsaP256,
+        100,
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let ip: IpAddr = lab.eps[1].ip.into();
+    let cert = issue(
+        &other,
+        "srv\u{1b}[2J",
+        &["*.mesh.cilium.io"],
+        &[ip],
+        OffsetDateTime::now_utc(),
+        30,
+    );
+    let Some(_etcd) = Etcd::start_at(lab.eps[1], ServerTls::issued(&cert, &lab.ca)) else {
+        return;
+    };
+    let r = cmesh(
+        lab.dir.path(),
+        &[
+            "probe",
+            "--cluster",
+            "k8s02",
+            "--from",
+            "k8s01",
+            "--timeout",
+            "5s",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("Evil\\e]0;PWNED\\a CA"), "{all}");
+    assert!(
+        !all.contains('\u{1b}') && !all.contains('\u{7}'),
+        "raw control characters: {all:?}"
+    );
+}
+
 #[test]
 fn client_certificate_from_another_ca() {
     let lab = Lab::new("1.16.19", None);

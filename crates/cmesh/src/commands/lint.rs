@@ -134,7 +134,8 @@ fn offline_lint(
             paths.len()
         ));
     }
-    for p in paths.into_iter().take(MAX_FILES) {
+    let count = paths.len().min(MAX_FILES);
+    for (n, p) in paths.into_iter().take(MAX_FILES).enumerate() {
         if mesh_canonical.is_some() && p.canonicalize().ok() == mesh_canonical {
             continue;
         }
@@ -154,7 +155,8 @@ fn offline_lint(
                 if budget < MAX_MANIFEST_BYTES =>
             {
                 problems.push(format!(
-                    "{shown}: {size} bytes would pass the {MAX_TOTAL_BYTES}-byte total read from one directory; skipped with the rest"
+                    "{shown}: {size} bytes would pass the {MAX_TOTAL_BYTES}-byte total read from one directory; skipped with the {} file(s) after it",
+                    count - n - 1
                 ));
                 break;
             }
