@@ -346,7 +346,8 @@ fn regression_17_a_busy_lock_names_its_holder_and_exits_8() {
 #[test]
 fn regression_17_kill_9_at_every_write_step_leaves_a_state_the_next_run_repairs() {
     // (point, whether a tree exists before, extra environment)
-    let cases: &[(&str, bool, &[(&str, &str)])] = &[
+    type Env = &'static [(&'static str, &'static str)];
+    let cases: &[(&str, bool, Env)] = &[
         ("pki-ca-staged", false, &[]),
         ("pki-ca-key-placed", false, &[]),
         ("pki-leaf-written", false, &[]),
