@@ -5,5 +5,9 @@
 package tools
 
 import (
+	_ "github.com/cilium/cilium/cilium-dbg"
 	_ "github.com/cilium/cilium/clustermesh-apiserver"
+	_ "github.com/cilium/cilium/daemon"
+	_ "github.com/cilium/cilium/operator"
+	_ "github.com/cilium/cilium/plugins/cilium-cni"
 )

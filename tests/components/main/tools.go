@@ -5,7 +5,11 @@
 package tools
 
 import (
+	_ "github.com/cilium/cilium/cilium-dbg"
 	_ "github.com/cilium/cilium/clustermesh-apiserver"
+	_ "github.com/cilium/cilium/daemon"
+	_ "github.com/cilium/cilium/operator"
+	_ "github.com/cilium/cilium/plugins/cilium-cni"
 	_ "go.etcd.io/etcd/server/v3"
 	_ "k8s.io/kubernetes/cmd/kubeadm"
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
