@@ -41,6 +41,19 @@ impl MeshOptions {
     }
 }
 
+/// The Cilium values every lab mesh sets (under `cilium.values`, indented for mesh.yaml). The
+/// lab has no kube-proxy, as the reference article's kubeadm clusters: Cilium replaces it
+/// (NodePorts and ClusterIPs, including the API server's). What cannot run here is turned off,
+/// each listed with why in docs/testing.md: Envoy (its image's proxy is not built here) and so
+/// the L7 proxy.
+pub const LAB_VALUES: &str = "    operator:
+      replicas: 1
+    kubeProxyReplacement: true
+    envoy:
+      enabled: false
+    l7Proxy: false
+";
+
 /// The NodePort of cluster `i`'s clustermesh-apiserver.
 pub fn node_port(i: usize) -> u16 {
     32379 + u16::try_from(i).expect("cluster index")
@@ -57,7 +70,7 @@ impl Mesh {
             ..LabOptions::default()
         })?;
         let mut yaml = format!(
-            "name: lab\ncilium:\n  version: \"{}\"\n  values:\n    operator:\n      replicas: 1\nclustermesh:\n  domain: mesh.test\n  authMode: cluster\n{}clusters:\n",
+            "name: lab\ncilium:\n  version: \"{}\"\n  values:\n{LAB_VALUES}clustermesh:\n  domain: mesh.test\n  authMode: cluster\n{}clusters:\n",
             opts.version, opts.clustermesh_extra
         );
         for (i, c) in lab.clusters.iter().enumerate() {
@@ -69,7 +82,7 @@ impl Mesh {
                 c.ip,
                 c.pod_cidr,
                 c.service_cidr,
-                c.ip,
+                c.node_ip(),
                 node_port(i)
             ));
         }
@@ -306,8 +319,9 @@ impl Mesh {
     }
 
     /// ingress-nginx in cluster `i` as its upstream manifests label it: the controller's
-    /// Deployment (kwok runs its pods) and Service, and IngressClass `class`. Its routing is the
-    /// lab's curl's (see docs/testing.md).
+    /// Deployment (its pod runs the lab's ingress-nginx stand-in, `lab-ingress`), a service
+    /// account allowed to read what the controller reads, its Service, and IngressClass
+    /// `class`.
     pub fn install_ingress_nginx(&self, i: usize, class: &str) {
         let labels = serde_json::json!({
             "app.kubernetes.io/name": "ingress-nginx",
@@ -318,13 +332,28 @@ impl Mesh {
             i,
             &[
                 serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ingress-nginx"}}),
+                serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": "ingress-nginx", "namespace": "ingress-nginx", "labels": labels}}),
+                serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                    "metadata": {"name": "ingress-nginx", "labels": labels},
+                    "rules": [
+                        {"apiGroups": [""], "resources": ["services", "endpoints", "pods", "namespaces"], "verbs": ["get", "list", "watch"]},
+                        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+                        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"], "verbs": ["get", "list", "watch"]},
+                    ]}),
+                serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": "ingress-nginx", "labels": labels},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ingress-nginx"},
+                    "subjects": [{"kind": "ServiceAccount", "name": "ingress-nginx", "namespace": "ingress-nginx"}]}),
                 serde_json::json!({
                     "apiVersion": "apps/v1", "kind": "Deployment",
                     "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx", "labels": labels},
                     "spec": {"selector": {"matchLabels": labels}, "template": {
                         "metadata": {"labels": labels},
-                        "spec": {"containers": [{"name": "controller", "image": "registry.k8s.io/ingress-nginx/controller:v1.8.2",
-                            "ports": [{"name": "http", "containerPort": 80}, {"name": "https", "containerPort": 443}]}]},
+                        "spec": {"serviceAccountName": "ingress-nginx",
+                            "containers": [{"name": "controller", "image": "registry.k8s.io/ingress-nginx/controller:v1.8.2",
+                            "ports": [{"name": "http", "containerPort": 80}, {"name": "https", "containerPort": 443}],
+                            "readinessProbe": {"tcpSocket": {"port": 80}, "periodSeconds": 2}}]},
                     }},
                 }),
                 serde_json::json!({

@@ -1,7 +1,8 @@
 //! Where the lab's real components are: what `scripts/install-test-deps` builds from the Go
 //! modules under tests/components into `.tools/` (Kubernetes, kwok, etcd, Cilium's
-//! clustermesh-apiserver per release) and links from the Go module cache (the Cilium charts
-//! and CRDs, kwok's stages).
+//! clustermesh-apiserver, agent, CNI plugin, cilium-dbg and operator per release, CoreDNS) and
+//! links from the Go module cache (the Cilium charts, CRDs and BPF sources, kwok's stages and
+//! CRDs).
 
 use std::path::{Path, PathBuf};
 
@@ -25,17 +26,19 @@ impl Kube {
         self.dir.join(name).display().to_string()
     }
 
-    /// kwok's stage files for fast node and pod lifecycles (nodes Ready and kept alive by
-    /// their leases, pods Running and Ready at once, completion and deletion).
+    /// kwok's stage files for nodes (Ready, kept alive by their leases). Pods are the kubelet
+    /// stand-in's: kwok gets no pod stage.
     pub fn stages(&self) -> Vec<PathBuf> {
         let s = self.dir.join("kwok-stages");
         vec![
             s.join("node/fast/node-initialize.yaml"),
             s.join("node/heartbeat-with-lease/node-heartbeat-with-lease.yaml"),
-            s.join("pod/fast/pod-ready.yaml"),
-            s.join("pod/fast/pod-complete.yaml"),
-            s.join("pod/fast/pod-delete.yaml"),
         ]
+    }
+
+    /// kwok's `Exec` CRD (how `kubectl exec` reaches the pods the lab runs).
+    pub fn exec_crd(&self) -> PathBuf {
+        self.dir.join("kwok-crds/kwok.x-k8s.io_execs.yaml")
     }
 }
 
@@ -50,6 +53,7 @@ pub fn kube() -> Option<Kube> {
         "kwok",
         "etcd",
         "kwok-stages",
+        "kwok-crds",
     ]
     .into_iter()
     .filter(|b| !dir.join(b).exists())
@@ -101,6 +105,28 @@ impl Cilium {
     pub fn image(&self) -> PathBuf {
         self.dir.join("image")
     }
+
+    /// The agent image's files: `usr/bin/{cilium-agent, cilium-cni, cilium-dbg,
+    /// cilium-operator-generic}`, `clang/` (the release's compiler) and `bpf` (its sources).
+    pub fn agent(&self) -> PathBuf {
+        self.dir.join("agent")
+    }
+}
+
+/// CoreDNS (tests/components/coredns).
+///
+/// # Errors
+/// When it is not built.
+pub fn coredns() -> Result<PathBuf, String> {
+    let p = tools_dir().join("coredns/coredns");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "CoreDNS is not built at {} (run scripts/install-test-deps)",
+            p.display()
+        ))
+    }
 }
 
 /// The Cilium release `version` (`1.20.0`), if installed.
@@ -109,8 +135,10 @@ impl Cilium {
 /// When it is missing and the lab is required.
 pub fn cilium(version: &str) -> Option<Cilium> {
     let dir = tools_dir().join("cilium").join(format!("v{version}"));
+    // 1.14.2 has no agent here (docs/testing.md); the newer releases must have theirs.
     let ok = dir.join("chart/Chart.yaml").is_file()
-        && dir.join("image/usr/bin/clustermesh-apiserver").is_file();
+        && dir.join("image/usr/bin/clustermesh-apiserver").is_file()
+        && (version.starts_with("1.14.") || dir.join("agent/usr/bin/cilium-agent").is_file());
     if ok {
         return Some(Cilium {
             version: version.into(),

@@ -4,16 +4,19 @@
 //! [`net`]). cmesh, helm and the tests reach each API server at its node address through a
 //! generated kubeconfig with a client certificate, as they would a kubeadm cluster.
 //!
-//! What kwok cannot do, a small kubelet stand-in does ([`kubelet`]): it runs the real
-//! clustermesh-apiserver pod's containers (Cilium's own binaries, the chart's own arguments, the
-//! Secrets and ConfigMaps the chart created as files) as processes, serves NodePorts, and gives
-//! agent pods their mounted files for the `cilium-dbg` stand-in. The clusters start in parallel
-//! and everything is torn down on drop, panics included.
+//! Each cluster's nodes are network namespaces of their own on the same bridge ([`node`]):
+//! kwok keeps each node Ready and serves its kubelet API, and a kubelet stand-in
+//! ([`kubelet`]) runs every pod scheduled to it: Cilium's real agents with their eBPF datapath
+//! (from the chart's DaemonSet), the operator, the clustermesh-apiserver and KVStoreMesh,
+//! CoreDNS, and the tests' workloads, each pod wired by Cilium's own CNI plugin. Only what
+//! cannot run here stands in (container images of servers that are not ours to build; see
+//! docs/testing.md). The clusters start in parallel and everything is torn down on drop,
+//! panics included.
 
-pub mod agentview;
 pub mod components;
 pub mod kubelet;
 pub mod net;
+pub mod node;
 pub mod pki;
 pub mod proc;
 
@@ -60,7 +63,7 @@ impl Default for LabOptions {
     fn default() -> Self {
         Self {
             clusters: 2,
-            nodes: 2,
+            nodes: 1,
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct Cluster {
     pub service_cidr: String,
     /// Node names.
     pub nodes: Vec<String>,
+    /// The nodes: namespace, address, directory, cgroup, BPF file system.
+    pub hosts: Vec<node::NodeHost>,
     /// The control-plane processes, by name.
     procs: Mutex<Vec<Proc>>,
     /// An API client as the admin (what the tests use to change things behind cmesh's back).
@@ -96,6 +101,21 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The `kubernetes` Service's ClusterIP (the first address of the service range).
+    pub fn kubernetes_service_ip(&self) -> String {
+        first_ip(&self.service_cidr)
+    }
+
+    /// The `kube-dns` Service's ClusterIP (the tenth, as kubeadm gives it).
+    pub fn dns_service_ip(&self) -> String {
+        nth_ip(&self.service_cidr, 10)
+    }
+
+    /// The first node's address: where its NodePorts answer.
+    pub fn node_ip(&self) -> Ipv4Addr {
+        self.hosts[0].ip
+    }
+
     /// The last lines of each component's log, for failure messages.
     pub fn logs(&self, lines: usize) -> String {
         let procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
@@ -187,12 +207,17 @@ fn write_pair(dir: &Path, stem: &str, p: &Pair) -> (PathBuf, PathBuf) {
 
 /// The first address of a range (the `kubernetes` Service's ClusterIP).
 fn first_ip(cidr: &str) -> String {
+    nth_ip(cidr, 1)
+}
+
+/// The `n`th address of a range.
+fn nth_ip(cidr: &str, n: u32) -> String {
     let base: Ipv4Addr = cidr
         .split('/')
         .next()
         .and_then(|a| a.parse().ok())
         .expect("IPv4 CIDR");
-    Ipv4Addr::from(u32::from(base) + 1).to_string()
+    Ipv4Addr::from(u32::from(base) + n).to_string()
 }
 
 /// Everything prepared for one cluster before its processes start.
@@ -207,6 +232,7 @@ struct Prepared {
     pod_cidr: String,
     service_cidr: String,
     ca: PathBuf,
+    hosts: Vec<node::NodeHost>,
 }
 
 impl Lab {
@@ -243,6 +269,14 @@ impl Lab {
             let (netns, ip) = net.add_node(index);
             let cdir = dir.path().join(&name);
             std::fs::create_dir_all(cdir.join("etcd")).expect("cluster dir");
+            let hosts: Vec<node::NodeHost> = (1..=opts.nodes)
+                .map(|k| {
+                    let k = u8::try_from(k).expect("nodes per cluster");
+                    let node_name = format!("{name}-node-{k}");
+                    let (ns, nip) = net.add_cluster_node(index, k);
+                    node::NodeHost::create(net.slot, &node_name, ns, nip, cdir.join("nodes").join(&node_name))
+                })
+                .collect();
             let service_cidr = format!("10.{}.0.0/16", 100 + index);
             let pod_cidr = format!("10.{index}.0.0/16");
             let sans = vec![
@@ -260,11 +294,9 @@ impl Lab {
                 "apiserver",
                 &ca.issue("kube-apiserver", &[], &sans, true),
             );
-            write_pair(
-                &cdir,
-                "kubelet",
-                &ca.issue("kwok", &[], &[ip.to_string(), "127.0.0.1".into()], true),
-            );
+            let mut kubelet_sans: Vec<String> = hosts.iter().map(|h| h.ip.to_string()).collect();
+            kubelet_sans.push("127.0.0.1".into());
+            write_pair(&cdir, "kubelet", &ca.issue("kwok", &[], &kubelet_sans, true));
             // The admin (cmesh, helm and the tests) and the lab's own components have identities
             // of their own, so that the audit log tells what cmesh did.
             let (ac, ak) = write_pair(
@@ -309,6 +341,7 @@ impl Lab {
                 pod_cidr,
                 service_cidr,
                 ca: ca_path.clone(),
+                hosts,
             });
         }
 
@@ -342,18 +375,22 @@ impl Lab {
                 })
             })
             .collect();
+        for (p, (_, system)) in prepared.iter().zip(&clients) {
+            rt.block_on(kubeadm_addons(p, system, &kube))
+                .unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        }
         for (p, ps) in prepared.iter().zip(procs.iter_mut()) {
             ps.push(Proc::start(&spawner, controller_manager_spec(&kube, p)));
             ps.push(Proc::start(&spawner, scheduler_spec(&kube, p)));
             let exec_config = p.dir.join("kwok-exec.yaml");
             write(&exec_config, &kubelet::exec_config(&p.dir), 0o644);
-            ps.push(Proc::start(&spawner, kwok_spec(&kube, p, &exec_config)));
+            for h in &p.hosts {
+                ps.push(Proc::start(&spawner, kwok_spec(&kube, p, h, &exec_config)));
+            }
         }
         let mut clusters = Vec::new();
         for ((p, ps), (client, system)) in prepared.into_iter().zip(procs).zip(clients) {
-            let nodes: Vec<String> = (1..=opts.nodes)
-                .map(|n| format!("{}-node-{n}", p.name))
-                .collect();
+            let nodes: Vec<String> = p.hosts.iter().map(|h| h.name.clone()).collect();
             clusters.push(Arc::new(Cluster {
                 name: p.name,
                 index: p.index,
@@ -364,28 +401,13 @@ impl Lab {
                 pod_cidr: p.pod_cidr,
                 service_cidr: p.service_cidr,
                 nodes,
+                hosts: p.hosts,
                 procs: Mutex::new(ps),
                 client,
                 system,
                 ca_pem: ca.pair.cert.clone(),
             }));
         }
-        // What the lab's stand-ins need to find every cluster.
-        let index: Vec<serde_json::Value> = clusters
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "name": c.name,
-                    "dir": c.dir,
-                    "kubeconfig": c.dir.join("kubeconfig-system"),
-                })
-            })
-            .collect();
-        write(
-            &dir.path().join("lab.json"),
-            &serde_json::to_string_pretty(&index).expect("lab.json"),
-            0o644,
-        );
         for c in &clusters {
             rt.block_on(register_nodes(c))
                 .unwrap_or_else(|e| panic!("{}: nodes: {e}\n{}", c.name, c.logs(30)));
@@ -396,7 +418,7 @@ impl Lab {
         }
         let kubelets = clusters
             .iter()
-            .map(|c| kubelet::start(&rt, Arc::clone(c), Arc::clone(&spawner)))
+            .map(|c| kubelet::start(&rt, Arc::clone(c), Arc::clone(&spawner), net.slot))
             .collect();
         Some(Lab {
             clusters,
@@ -409,16 +431,15 @@ impl Lab {
         })
     }
 
-    /// Drops pod traffic from cluster `from` to cluster `to` (0-based), as a firewall between
-    /// them would (read by the lab's curl; see docs/testing.md).
+    /// A firewall on cluster `from`'s nodes (0-based) dropping the VXLAN tunnel packets they
+    /// send to cluster `to`'s nodes: pod traffic between the two is cut (replies included, as
+    /// they travel the same tunnel), the clustermesh control plane (etcd over TCP) is not.
     pub fn block(&self, from: usize, to: usize) {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("blocked"))
-            .expect("blocked");
-        writeln!(f, "{} {}", self.clusters[from].name, self.clusters[to].name).expect("blocked");
+        for a in &self.clusters[from].hosts {
+            for b in &self.clusters[to].hosts {
+                net::drop_tunnel(&a.netns, b.ip, true);
+            }
+        }
     }
 
     /// Cuts cluster `i` (0-based) off the network, or plugs it back in.
@@ -458,6 +479,14 @@ impl Drop for Lab {
                 p.kill();
             }
         }
+        // Before the directory goes: every process left in the nodes' cgroups, the cgroups,
+        // and the nodes' BPF file systems (with what the agents pinned there).
+        for c in &self.clusters {
+            for h in &c.hosts {
+                h.teardown();
+            }
+        }
+        node::unmount_below(self.dir.path());
         // `net` then removes the namespaces (killing any stray process left in them) and the
         // bridge; `dir` removes the files.
     }
@@ -477,6 +506,7 @@ fn sweep_dirs(base: &Path) {
         if let Some(pid) = pid
             && !Path::new(&format!("/proc/{pid}")).exists()
         {
+            node::unmount_below(&e.path());
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -575,22 +605,24 @@ fn scheduler_spec(k: &Kube, p: &Prepared) -> ProcSpec {
     )
 }
 
-fn kwok_spec(k: &Kube, p: &Prepared, exec_config: &Path) -> ProcSpec {
+/// kwok for one node, in the node's namespace (the API server reaches its kubelet API at the
+/// node's address, as it would a kubelet's): the node Ready and its lease renewed, `kubectl
+/// exec` served through the kubelet stand-in's `Exec` objects. It leaves pods alone.
+fn kwok_spec(k: &Kube, p: &Prepared, h: &node::NodeHost, exec_config: &Path) -> ProcSpec {
     let d = |f: &str| p.dir.join(f).display().to_string();
     let mut argv = vec![
         k.bin("kwok"),
-        format!("--kubeconfig={}", p.internal_kubeconfig.display()),
-        "--manage-all-nodes=false".into(),
-        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
-        format!("--cidr={}", p.pod_cidr),
-        format!("--node-ip={}", p.ip),
+        format!("--kubeconfig={}", p.dir.join("kubeconfig-system").display()),
+        format!("--manage-single-node={}", h.name),
+        format!("--node-ip={}", h.ip),
         "--node-port=10250".into(),
         // Leases keep the nodes Ready: without them the node lifecycle controller marks them
         // NotReady after 40 s and every pod with them.
         "--node-lease-duration-seconds=40".into(),
-        format!("--server-address={}:10250", p.ip),
+        format!("--server-address={}:10250", h.ip),
         format!("--tls-cert-file={}", d("kubelet.crt")),
         format!("--tls-private-key-file={}", d("kubelet.key")),
+        "--enable-crds=Exec".into(),
         "-c".into(),
         exec_config.display().to_string(),
     ];
@@ -598,15 +630,160 @@ fn kwok_spec(k: &Kube, p: &Prepared, exec_config: &Path) -> ProcSpec {
         argv.push("-c".into());
         argv.push(s.display().to_string());
     }
-    // Commands exec'd into pods run as kwok's children: they find the cilium-dbg stand-in and
-    // the Cilium binaries on this PATH.
+    // Commands exec'd into pods run as kwok's children: they find the exec wrapper first.
     let path = format!(
-        "{}:/usr/local/bin:/usr/bin:/bin",
-        p.dir.join("bin").display()
+        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        h.dir.join("bin").display()
     );
-    let mut spec = ProcSpec::new("kwok", &p.netns, &p.dir, argv);
+    let mut spec = ProcSpec::new(&format!("kwok-{}", h.name), &h.netns, &h.dir, argv);
     spec.env = vec![("PATH".into(), path), ("HOME".into(), d("."))];
     spec
+}
+
+/// What kubeadm installs besides the control plane, and the lab's own CRD: kwok's `Exec`
+/// (before kwok starts), and CoreDNS as kubeadm sets it up (ConfigMap with its Corefile,
+/// ServiceAccount and RBAC, the `coredns` Deployment, the `kube-dns` Service at the tenth
+/// address of the service range). Its pods start once Cilium gives the node a network.
+async fn kubeadm_addons(p: &Prepared, client: &kube::Client, k: &Kube) -> Result<(), String> {
+    let crd_text = std::fs::read_to_string(k.exec_crd())
+        .map_err(|e| format!("{}: {e}", k.exec_crd().display()))?;
+    let mut objects = vec![yaml_json(&crd_text)?];
+    let dns_ip = nth_ip(&p.service_cidr, 10);
+    objects.extend(coredns_objects(&dns_ip));
+    for o in &objects {
+        let api_version = o["apiVersion"].as_str().unwrap_or_default();
+        let kind = o["kind"].as_str().unwrap_or_default();
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let ar = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            group, version, kind,
+        ));
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        let api: Api<kube::api::DynamicObject> = match o["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        api.patch(
+            name,
+            &kube::api::PatchParams::apply("cmesh-lab").force(),
+            &kube::api::Patch::Apply(o),
+        )
+        .await
+        .map_err(|e| format!("{kind} {name}: {e}"))?;
+    }
+    // The Exec CRD must be served before kwok watches it.
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let established = crds
+            .get_opt("execs.kwok.x-k8s.io")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| c.iter().any(|x| x.type_ == "Established" && x.status == "True"));
+        if established {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("kwok's Exec CRD not established".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn yaml_json(text: &str) -> Result<serde_json::Value, String> {
+    let limits = cmesh_core::yaml::Limits {
+        max_bytes: 16 << 20,
+        max_depth: 256,
+        max_nodes: 10_000_000,
+        max_expanded_bytes: 256 << 20,
+    };
+    let doc = cmesh_core::yaml::parse(text, limits).map_err(|e| e.to_string())?;
+    let mut spans = Default::default();
+    let root = doc.root.ok_or("empty YAML document")?;
+    Ok(cmesh_core::yaml::to_json(&root, &mut spans))
+}
+
+/// The Corefile kubeadm writes.
+pub const COREFILE: &str = ".:53 {
+    errors
+    health {
+       lameduck 5s
+    }
+    ready
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+       pods insecure
+       fallthrough in-addr.arpa ip6.arpa
+       ttl 30
+    }
+    prometheus :9153
+    forward . /etc/resolv.conf {
+       max_concurrent 1000
+    }
+    cache 30 {
+       disable success cluster.local
+       disable denial cluster.local
+    }
+    loop
+    reload
+    loadbalance
+}
+";
+
+/// CoreDNS's objects as kubeadm creates them (one replica: one node).
+fn coredns_objects(dns_ip: &str) -> Vec<serde_json::Value> {
+    let labels = serde_json::json!({"k8s-app": "kube-dns"});
+    vec![
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "coredns", "namespace": "kube-system"}}),
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "system:coredns"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            ]}),
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "system:coredns"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
+            "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}]}),
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "coredns", "namespace": "kube-system"},
+            "data": {"Corefile": COREFILE}}),
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "coredns", "namespace": "kube-system", "labels": labels},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": "coredns",
+                    "dnsPolicy": "Default",
+                    "priorityClassName": "system-cluster-critical",
+                    "containers": [{
+                        "name": "coredns",
+                        "image": "registry.k8s.io/coredns/coredns:v1.12.1",
+                        "args": ["-conf", "/etc/coredns/Corefile"],
+                        "ports": [
+                            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                            {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                            {"name": "metrics", "containerPort": 9153, "protocol": "TCP"},
+                        ],
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181, "scheme": "HTTP"}},
+                        "volumeMounts": [{"name": "config-volume", "mountPath": "/etc/coredns", "readOnly": true}],
+                    }],
+                    "volumes": [{"name": "config-volume", "configMap": {"name": "coredns",
+                        "items": [{"key": "Corefile", "path": "Corefile"}]}}],
+                },
+            }},
+        }),
+        serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+            "spec": {"selector": labels, "clusterIP": dns_ip, "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153},
+            ]}}),
+    ]
 }
 
 /// Connects as the admin and waits for `/readyz`.

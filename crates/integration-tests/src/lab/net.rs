@@ -1,8 +1,10 @@
 //! The lab's network: one Linux bridge per lab on `198.18.<slot>.254/24` (a benchmarking range
-//! no real network uses), and one network namespace per cluster plugged into it with a veth pair
-//! as `eth0` at `198.18.<slot>.<i>`. Each cluster thus has its own loopback, as a node has: the
-//! chart's clustermesh-apiserver pod talks to its etcd on `127.0.0.1:2379`, exactly as in the
-//! pod, while the clusters reach each other, and the tests reach all of them, over the bridge.
+//! no real network uses) and, plugged into it with a veth pair as `eth0`, one network
+//! namespace per cluster's control plane at `198.18.<slot>.<i>` and one per node at
+//! `198.18.<slot>.<128 + i + 32·(k−1)>`: a node is where its Cilium agent owns the datapath
+//! (its devices, BPF programs and routes), where hostNetwork pods run and where each pod's own
+//! namespace is wired by Cilium's CNI plugin (`cm<slot>q<n>`). The clusters reach each other,
+//! and the tests reach all of them, over the bridge.
 //!
 //! Slots are claimed with a lock file holding the owner's PID, so concurrent test processes
 //! never share one and a slot left by a killed process is reclaimed (and its leftovers removed)
@@ -76,6 +78,19 @@ fn netns_name(slot: u8, i: u8) -> String {
     format!("cm{slot}c{i}")
 }
 
+/// Whether `name` is one of this slot's namespaces: `cm<slot>c<i>`, `cm<slot>c<i>n<k>` (nodes)
+/// or `cm<slot>q<i>n<n>` (pods).
+fn ours(slot: u8, name: &str) -> bool {
+    let prefix = format!("cm{slot}");
+    let Some(rest) = name.strip_prefix(&prefix) else {
+        return false;
+    };
+    let mut chars = rest.chars();
+    matches!(chars.next(), Some('c' | 'q'))
+        && chars.as_str().chars().all(|c| c.is_ascii_digit() || c == 'n')
+        && !chars.as_str().is_empty()
+}
+
 fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -83,16 +98,9 @@ fn process_alive(pid: u32) -> bool {
 /// Removes whatever a previous owner of `slot` left: processes in its namespaces, the
 /// namespaces, the bridge.
 fn sweep(slot: u8) {
-    let prefix = format!("cm{slot}c");
-    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let name = line.split_whitespace().next().unwrap_or_default();
-            if name.starts_with(&prefix) && name[prefix.len()..].bytes().all(|b| b.is_ascii_digit())
-            {
-                kill_all_in(name);
-                ip_quiet(&["netns", "del", name]);
-            }
-        }
+    for name in namespaces_of(slot) {
+        kill_all_in(&name);
+        ip_quiet(&["netns", "del", &name]);
     }
     // Host ends of veth pairs outlive their namespace while a killed process still holds it.
     if let Ok(out) = Command::new("ip").args(["-o", "link", "show"]).output() {
@@ -103,12 +111,30 @@ fn sweep(slot: u8) {
                 .nth(1)
                 .map(|n| n.trim().split('@').next().unwrap_or_default().to_owned())
                 .unwrap_or_default();
-            if name.starts_with(&host) && name[host.len()..].bytes().all(|b| b.is_ascii_digit()) {
+            if name.starts_with(&host)
+                && name[host.len()..]
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'n')
+            {
                 ip_quiet(&["link", "del", &name]);
             }
         }
     }
     ip_quiet(&["link", "del", &bridge_name(slot)]);
+    super::node::sweep(slot);
+}
+
+/// The network namespaces of `slot` that exist now.
+pub fn namespaces_of(slot: u8) -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| ours(slot, n))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// SIGKILLs every process in namespace `name`.
@@ -198,26 +224,55 @@ impl Net {
     /// # Panics
     /// When `ip` fails.
     pub fn add_node(&mut self, i: u8) -> (String, Ipv4Addr) {
-        assert!((1..=250).contains(&i), "node index {i}");
+        assert!((1..=31).contains(&i), "cluster index {i}");
         let ns = netns_name(self.slot, i);
         let host = format!("cm{}h{i}", self.slot);
-        let peer = format!("cm{}p{i}", self.slot);
         let addr = Ipv4Addr::new(198, 18, self.slot, i);
-        ip_quiet(&["link", "del", &host]);
+        self.plug(&ns, &host, addr);
+        (ns, addr)
+    }
+
+    /// Creates the namespace of node `k` (1-based) of cluster `i` (1-based), plugged into the
+    /// bridge like a cluster's, and returns its name and address.
+    ///
+    /// # Panics
+    /// When `ip` fails or the indexes are out of the address plan.
+    pub fn add_cluster_node(&mut self, i: u8, k: u8) -> (String, Ipv4Addr) {
+        assert!((1..=31).contains(&i) && (1..=3).contains(&k), "node {k} of cluster {i}");
+        let ns = format!("cm{}c{i}n{k}", self.slot);
+        let host = format!("cm{}h{i}n{k}", self.slot);
+        let addr = Ipv4Addr::new(198, 18, self.slot, 128 + i + 32 * (k - 1));
+        self.plug(&ns, &host, addr);
+        (ns, addr)
+    }
+
+    /// A new namespace for pod `n` of cluster `i` (`cm<slot>q<i>n<n>`), with only its
+    /// loopback: Cilium's CNI plugin adds `eth0`. Removed by [`Net::remove_pod_ns`] or with the
+    /// lab.
+    pub fn add_pod_ns(slot: u8, i: u8, n: u64) -> String {
+        let ns = format!("cm{slot}q{i}n{n}");
+        ip_quiet(&["netns", "del", &ns]);
         ip(&["netns", "add", &ns]);
-        self.namespaces.push(ns.clone());
-        ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer]);
-        ip(&["link", "set", &peer, "netns", &ns]);
-        ip(&[
-            "link",
-            "set",
-            &host,
-            "master",
-            &bridge_name(self.slot),
-            "up",
-        ]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Removes a pod's namespace (killing what still runs in it).
+    pub fn remove_pod_ns(ns: &str) {
+        kill_all_in(ns);
+        ip_quiet(&["netns", "del", ns]);
+    }
+
+    fn plug(&mut self, ns: &str, host: &str, addr: Ipv4Addr) {
+        let peer = format!("{host}x");
+        ip_quiet(&["link", "del", host]);
+        ip(&["netns", "add", ns]);
+        self.namespaces.push(ns.to_owned());
+        ip(&["link", "add", host, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", ns]);
+        ip(&["link", "set", host, "master", &bridge_name(self.slot), "up"]);
         let inside = |args: &[&str]| {
-            let mut full = vec!["-n", ns.as_str()];
+            let mut full = vec!["-n", ns];
             full.extend_from_slice(args);
             ip(&full);
         };
@@ -232,18 +287,37 @@ impl Net {
             "via",
             &self.gateway().to_string(),
         ]);
-        (ns, addr)
     }
 
-    /// Cuts cluster `i` off the bridge (`up == false`) or plugs it back in.
+    /// Cuts cluster `i` off the bridge (`up == false`) or plugs it back in: its control plane
+    /// and every node.
     pub fn set_link(&self, i: u8, up: bool) {
-        ip(&[
-            "link",
-            "set",
-            &format!("cm{}h{i}", self.slot),
-            if up { "up" } else { "down" },
-        ]);
+        let state = if up { "up" } else { "down" };
+        ip(&["link", "set", &format!("cm{}h{i}", self.slot), state]);
+        for k in 1..=3u8 {
+            ip_quiet(&["link", "set", &format!("cm{}h{i}n{k}", self.slot), state]);
+        }
     }
+}
+
+/// A firewall rule in node namespace `ns` dropping the VXLAN tunnel traffic (UDP 8472, what
+/// carries pod traffic between nodes) it sends to `to`; `on == false` removes it.
+///
+/// # Panics
+/// When iptables fails.
+pub fn drop_tunnel(ns: &str, to: Ipv4Addr, on: bool) {
+    let to = to.to_string();
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "iptables", "-w"])
+        .arg(if on { "-I" } else { "-D" })
+        .args(["OUTPUT", "-p", "udp", "--dport", "8472", "-d", &to, "-j", "DROP"])
+        .output()
+        .expect("iptables");
+    assert!(
+        out.status.success(),
+        "iptables in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
 }
 
 impl Drop for Net {
@@ -251,6 +325,10 @@ impl Drop for Net {
         for ns in &self.namespaces {
             kill_all_in(ns);
             ip_quiet(&["netns", "del", ns]);
+        }
+        for ns in namespaces_of(self.slot) {
+            kill_all_in(&ns);
+            ip_quiet(&["netns", "del", &ns]);
         }
         sweep(self.slot);
         let _ = std::fs::remove_file(&self.lock);
@@ -260,4 +338,19 @@ impl Drop for Net {
 /// The path `nsenter --net=` takes for namespace `name`.
 pub fn netns_path(name: &str) -> String {
     format!("/run/netns/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ours;
+
+    #[test]
+    fn a_slot_owns_its_namespaces_only() {
+        for n in ["cm1c2", "cm1c2n1", "cm1q2n17"] {
+            assert!(ours(1, n), "{n}");
+        }
+        for n in ["cm12c2", "cm1x2", "cm1c", "cm1q", "other", "cm1c2n1z"] {
+            assert!(!ours(1, n), "{n}");
+        }
+    }
 }
