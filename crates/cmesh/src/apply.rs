@@ -286,6 +286,14 @@ async fn apply_phase(
         .helm
         .get_values(RELEASE, CILIUM_NAMESPACE, &target, opts.request_timeout * 2)
         .await;
+    // The agents' DaemonSet generation before the upgrade: if the chart changes the pod
+    // template, the rollout itself restarts every agent with the new configuration.
+    let agents_generation = conn
+        .daemonset("cilium")
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.generation);
     let dir = match tempfile::Builder::new().prefix("cmesh-values-").tempdir() {
         Ok(d) => d,
         Err(e) => {
@@ -406,6 +414,24 @@ async fn apply_phase(
         }
         _ => Vec::new(),
     };
+    let rolled_by_chart = match (agents_generation, conn.daemonset("cilium").await) {
+        (Some(before), Ok(Some(now))) => now.generation > before,
+        _ => false,
+    };
+    if rolled_by_chart && (!changed.is_empty() || secrets_changed) {
+        // The rollout above replaced every agent after the Secrets and values were in place:
+        // a second restart would only cut traffic again.
+        push(
+            step(
+                "restart",
+                StepOutcome::Skipped,
+                "the chart's upgrade already restarted every agent".into(),
+                0,
+            ),
+            &mut steps,
+        );
+        return steps;
+    }
     if changed.is_empty() && !secrets_changed {
         push(
             step(

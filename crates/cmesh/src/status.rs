@@ -44,6 +44,49 @@ async fn cilium(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, String>
     }
 }
 
+/// A cilium CLI command in Cilium's machine-readable form (`-o json`), its text form when the
+/// agent cannot give JSON.
+async fn cilium_json(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, String> {
+    let mut json = args.to_vec();
+    json.extend_from_slice(&["-o", "json"]);
+    match cilium(conn, pod, &json).await {
+        Ok(out) if out.trim_start().starts_with(['{', '[']) => Ok(out),
+        _ => cilium(conn, pod, args).await,
+    }
+}
+
+/// What the agent says of a remote cluster it reports not ready: `cilium-dbg troubleshoot
+/// clustermesh`, which dials each remote afresh with the agent's configuration (DNS, TCP,
+/// TLS, etcd). `None` when every remote is ready.
+async fn troubleshoot(
+    conn: &Conn,
+    pod: &str,
+    status: &Result<String, String>,
+    peers: usize,
+) -> Option<Result<String, String>> {
+    let s = status.as_ref().ok()?;
+    let parsed = cmesh_core::status::parse::cilium_status_any(s)?;
+    if parsed.ready == parsed.total && parsed.total as usize == peers {
+        return None;
+    }
+    let bound = conn.timeout + Duration::from_secs(3 * peers as u64 + 2);
+    Some(
+        conn.exec_within(
+            pod,
+            "cilium-agent",
+            &[
+                "cilium-dbg",
+                "troubleshoot",
+                "clustermesh",
+                "--timeout",
+                "3s",
+            ],
+            bound,
+        )
+        .await,
+    )
+}
+
 /// What each clustermesh-apiserver pod's KVStoreMesh reports, as cilium-cli asks it
 /// (`clustermesh-apiserver kvstoremesh-dbg status -o json` in the `kvstoremesh` container).
 async fn kvstoremesh(conn: &Conn, peers: usize) -> Vec<MeshObs> {
@@ -99,9 +142,10 @@ async fn kvstoremesh(conn: &Conn, peers: usize) -> Vec<MeshObs> {
     }
 }
 
-/// Reads one cluster; with `ask_kvstoremesh` (its peer count), also what its KVStoreMesh
+/// Reads one cluster (one of `peers + 1`); with `ask_kvstoremesh`, also what its KVStoreMesh
 /// reports.
 pub async fn observe(
+    peers: usize,
     ask_kvstoremesh: Option<usize>,
     conn: Result<Conn, String>,
     helm: Result<&Helm, &str>,
@@ -125,14 +169,16 @@ pub async fn observe(
             agent_reports = futures_util::stream::iter(pods)
                 .map(|(pod, ready)| async move {
                     let (status, nodes) = tokio::join!(
-                        cilium(conn, &pod, &["status"]),
-                        cilium(conn, &pod, &["node", "list"])
+                        cilium_json(conn, &pod, &["status"]),
+                        cilium_json(conn, &pod, &["node", "list"])
                     );
+                    let troubleshoot = troubleshoot(conn, &pod, &status, peers).await;
                     AgentObs {
                         pod,
                         ready,
                         status,
                         nodes,
+                        troubleshoot,
                     }
                 })
                 .buffered(AGENTS_AT_ONCE)
@@ -144,6 +190,7 @@ pub async fn observe(
             ready: false,
             status: Err(e.clone()),
             nodes: Err(e),
+            troubleshoot: None,
         }),
     }
     let kvstoremesh_reports = match ask_kvstoremesh {

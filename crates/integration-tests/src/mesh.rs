@@ -179,6 +179,23 @@ impl Mesh {
         });
     }
 
+    /// The keys of Secret `kube-system/<secret>` in cluster `i`, decoded as text (to put a
+    /// Secret back after a fault with [`Mesh::patch_secret`]).
+    pub fn secret(&self, i: usize, secret: &str) -> Vec<(String, String)> {
+        self.kube(i, async |c| {
+            let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                kube::Api::namespaced(c, "kube-system");
+            Ok(api
+                .get(secret)
+                .await?
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8(v.0).expect("a text Secret")))
+                .collect())
+        })
+    }
+
     /// Deletes cluster `i`'s clustermesh-apiserver pod and waits until the lab runs its
     /// replacement (what `kubectl delete pod` and a rollout restart come to).
     pub fn restart_clustermesh_apiserver(&self, i: usize) {
@@ -246,7 +263,14 @@ impl Mesh {
     pub fn meshed(bin: &Path, n: usize, version: &str) -> Option<Mesh> {
         let m = Mesh::start(&MeshOptions::new(n, version))?;
         let r = m.apply(bin, &[]);
-        assert_eq!(r.code, 0, "apply:\n{}\n{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code,
+            0,
+            "apply:\n{}\n{}\n{}",
+            r.stdout,
+            r.stderr,
+            m.lab.logs(25)
+        );
         let (r, _) = m.status_wait(bin, "120s");
         assert_eq!(
             r.code,
@@ -369,6 +393,24 @@ impl Mesh {
                 }),
             ],
         );
+    }
+
+    /// Removes the taints of [`Mesh::taint_nodes`].
+    pub fn untaint_nodes(&self, i: usize) {
+        let nodes = self.lab.clusters[i].nodes.clone();
+        self.kube(i, async |c| {
+            let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(c);
+            for n in &nodes {
+                let patch = serde_json::json!({"spec": {"taints": null}});
+                api.patch(
+                    n,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await?;
+            }
+            Ok(())
+        });
     }
 
     /// Taints every node of cluster `i` `NoSchedule` (as `kubectl taint` would): new pods stay

@@ -5,6 +5,10 @@
 package tools
 
 import (
+	_ "github.com/cilium/cilium/cilium"
 	_ "github.com/cilium/cilium/clustermesh-apiserver"
+	_ "github.com/cilium/cilium/daemon"
 	_ "github.com/cilium/cilium/kvstoremesh"
+	_ "github.com/cilium/cilium/operator"
+	_ "github.com/cilium/cilium/plugins/cilium-cni"
 )

@@ -3,7 +3,7 @@
 
 pub mod parse;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -67,6 +67,9 @@ pub struct AgentObs {
     pub status: Result<String, String>,
     /// `cilium-dbg node list` output (or the error).
     pub nodes: Result<String, String>,
+    /// `cilium-dbg troubleshoot clustermesh`, asked when the agent reports a remote cluster
+    /// not ready (Cilium ≥ 1.15): Cilium's own account of why.
+    pub troubleshoot: Option<Result<String, String>>,
 }
 
 /// One clustermesh-apiserver pod's KVStoreMesh and what it reports.
@@ -406,20 +409,64 @@ pub fn evaluate(
         for a in &obs.agent_reports {
             match &a.status {
                 Err(e) => bad.push(format!("{}: {e}", a.pod)),
-                Ok(text) => match parse::cilium_status(text) {
+                Ok(text) => match parse::cilium_status_any(text) {
                     None => bad.push(format!("{}: no ClusterMesh line in cilium status", a.pod)),
-                    Some(s) if s.ready == s.total && s.total as usize == peers.len() => {
+                    Some(s)
+                        if s.ready == s.total
+                            && s.total as usize == peers.len()
+                            && s.clusters.iter().all(|c| peers.contains(&c.name.as_str())) =>
+                    {
                         summary = Some(format!("{}/{}", s.ready, s.total))
                     }
                     Some(s) => {
-                        let details: Vec<String> = s
+                        let troubleshoot = match &a.troubleshoot {
+                            Some(Ok(t)) => parse::kvstoremesh_troubleshoot(t),
+                            _ => BTreeMap::new(),
+                        };
+                        // Peers the agent was never configured with (its cilium-clustermesh
+                        // lacks them) and clusters it knows that mesh.yaml does not.
+                        let known: BTreeSet<&str> =
+                            s.clusters.iter().map(|c| c.name.as_str()).collect();
+                        let unconfigured = peers
+                            .iter()
+                            .filter(|p| !s.clusters.is_empty() && !known.contains(*p))
+                            .map(|p| format!("{p} not configured"));
+                        let strangers = s
                             .clusters
                             .iter()
-                            .filter(|c| !c.ready)
-                            .map(|c| match agent_cause(c) {
-                                Some(why) => format!("{} {} ({why})", c.name, c.state),
-                                None => format!("{} {}", c.name, c.state),
-                            })
+                            .filter(|c| !peers.contains(&c.name.as_str()))
+                            .map(|c| format!("{} not in mesh.yaml", c.name));
+                        let details: Vec<String> = unconfigured
+                            .chain(strangers)
+                            .chain(
+                                s.clusters
+                                    .iter()
+                                    .filter(|c| !c.ready && peers.contains(&c.name.as_str()))
+                                    .map(|c| {
+                                        let cause = agent_cause(c);
+                                        // Cilium's own diagnosis of a fresh dial, when it has one.
+                                        let dial =
+                                            troubleshoot.get(&c.name).and_then(|l| l.first());
+                                        match (cause, dial) {
+                                            (Some(why), Some(d)) => {
+                                                format!(
+                                                    "{} {} ({why}; troubleshoot: {d})",
+                                                    c.name, c.state
+                                                )
+                                            }
+                                            (Some(why), None) => {
+                                                format!("{} {} ({why})", c.name, c.state)
+                                            }
+                                            (None, Some(d)) => {
+                                                format!(
+                                                    "{} {} (troubleshoot: {d})",
+                                                    c.name, c.state
+                                                )
+                                            }
+                                            (None, None) => format!("{} {}", c.name, c.state),
+                                        }
+                                    }),
+                            )
                             .collect();
                         bad.push(format!(
                             "{}: {}/{} {}clusters ready{}{}",
@@ -461,7 +508,7 @@ pub fn evaluate(
             match &a.nodes {
                 Err(e) => missing.push(format!("{}: {e}", a.pod)),
                 Ok(text) => {
-                    let nodes = parse::node_list(text);
+                    let nodes = parse::node_list_any(text);
                     seen_total = seen_total.max(nodes.len());
                     let lacking: Vec<&str> = peers
                         .iter()
@@ -760,6 +807,7 @@ mod tests {
                 nodes: Ok(
                     "Name  IPv4 Address\nk8s01/n1  192.168.1.10\nk8s02/n1  192.168.2.10\n".into(),
                 ),
+                troubleshoot: None,
             }],
             kvstoremesh_reports: Vec::new(),
             release_values: Ok(None),

@@ -1,8 +1,9 @@
-//! Parsers for what Cilium agents print and what the chart stores: the `ClusterMesh:` section
-//! of `cilium-dbg status` (both the older `N/M clusters ready` and the newer `N/M remote
-//! clusters ready` forms, with per-cluster detail lines), `cilium-dbg node list`, KVStoreMesh's
-//! `kvstoremesh-dbg status -o json`, and the etcd configuration the chart writes per peer into
-//! `cilium-clustermesh`.
+//! Parsers for what Cilium agents print and what the chart stores: `cilium-dbg status -o json`
+//! (preferred: Cilium's own model) and the `ClusterMesh:` section of its text form (both the
+//! older `N/M clusters ready` and the newer `N/M remote clusters ready` wording, with
+//! per-cluster detail lines), `cilium-dbg node list` (`-o json` or text), `cilium-dbg
+//! troubleshoot clustermesh`, KVStoreMesh's `kvstoremesh-dbg status -o json`, and the etcd
+//! configuration the chart writes per peer into `cilium-clustermesh`.
 
 use std::collections::BTreeMap;
 
@@ -125,6 +126,95 @@ pub fn cilium_status(output: &str) -> Option<ClusterMeshStatus> {
     None
 }
 
+/// `cilium-dbg status -o json` or its text form, whichever `output` is.
+pub fn cilium_status_any(output: &str) -> Option<ClusterMeshStatus> {
+    if output.trim_start().starts_with('{') {
+        cilium_status_json(output)
+    } else {
+        cilium_status(output)
+    }
+}
+
+/// Parses `cilium-dbg status -o json` (Cilium's `StatusResponse` model): the `cluster-mesh`
+/// object, with each remote's state in the same terms as the text form's detail lines.
+/// `None` without Cluster Mesh (or for text that is not the model).
+pub fn cilium_status_json(output: &str) -> Option<ClusterMeshStatus> {
+    let v: serde_json::Value = serde_json::from_str(output.trim()).ok()?;
+    let cm = v.get("cluster-mesh")?;
+    let b = |o: &serde_json::Value, k: &str| {
+        o.get(k)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    };
+    let mut clusters = Vec::new();
+    for c in cm
+        .get("clusters")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let name = c
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let ready = b(c, "ready");
+        let status = c
+            .get("status")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let nodes = c
+            .get("num-nodes")
+            .and_then(|n| n.as_u64())
+            .map(|n| n as u32);
+        let mut sub = Vec::new();
+        if !b(c, "connected") && !status.is_empty() {
+            sub.push(format!("error: {status}"));
+        }
+        if let Some(cfg) = c.get("config")
+            && b(cfg, "required")
+        {
+            sub.push(format!(
+                "remote configuration: expected=true, retrieved={}",
+                b(cfg, "retrieved")
+            ));
+        }
+        if let Some(sy) = c.get("synced") {
+            sub.push(format!(
+                "synchronization status: nodes={}, endpoints={}, identities={}, services={}",
+                b(sy, "nodes"),
+                b(sy, "endpoints"),
+                b(sy, "identities"),
+                b(sy, "services")
+            ));
+        }
+        clusters.push(RemoteCluster {
+            name,
+            ready,
+            state: if ready {
+                "ready".into()
+            } else {
+                "not-ready".into()
+            },
+            nodes,
+            detail: status,
+            sub,
+        });
+    }
+    Some(ClusterMeshStatus {
+        ready: clusters.iter().filter(|c| c.ready).count() as u32,
+        total: clusters.len() as u32,
+        global_services: cm
+            .get("num-global-services")
+            .and_then(|n| n.as_u64())
+            .map(|n| n as u32),
+        remote_wording: true,
+        clusters,
+    })
+}
+
 /// One row of `cilium node list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeEntry {
@@ -134,6 +224,42 @@ pub struct NodeEntry {
     pub name: String,
     /// IPv4 address, if shown.
     pub ipv4: Option<String>,
+}
+
+/// `cilium-dbg node list -o json` or its text form, whichever `output` is.
+pub fn node_list_any(output: &str) -> Vec<NodeEntry> {
+    if output.trim_start().starts_with('[') {
+        node_list_json(output)
+    } else {
+        node_list(output)
+    }
+}
+
+/// Parses `cilium-dbg node list -o json` (Cilium's `NodeElement` models; names of remote
+/// nodes carry their cluster, `k8s02/node-1`).
+pub fn node_list_json(output: &str) -> Vec<NodeEntry> {
+    let Ok(serde_json::Value::Array(nodes)) = serde_json::from_str(output.trim()) else {
+        return Vec::new();
+    };
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let full = n.get("name")?.as_str()?;
+            let (cluster, name) = match full.split_once('/') {
+                Some((c, n)) => (Some(c.to_owned()), n.to_owned()),
+                None => (None, full.to_owned()),
+            };
+            let ipv4 = n
+                .pointer("/primary-address/ipv4/ip")
+                .and_then(|i| i.as_str())
+                .map(str::to_owned);
+            Some(NodeEntry {
+                cluster,
+                name,
+                ipv4,
+            })
+        })
+        .collect()
 }
 
 /// Parses `cilium node list` / `cilium-dbg node list`.

@@ -64,6 +64,7 @@ pub fn run(
             for (i, (name, conn)) in conns.into_iter().enumerate() {
                 let helm = helm.clone();
                 let timeout = args.request_timeout.0;
+                let peers = spec.clusters.len().saturating_sub(1);
                 let deadline =
                     crate::status::cluster_deadline(timeout, spec.clusters.len().saturating_sub(1));
                 set.spawn(async move {
@@ -71,6 +72,7 @@ pub fn run(
                     let obs = tokio::time::timeout(
                         deadline,
                         crate::status::observe(
+                            peers,
                             ask_kvstoremesh,
                             conn,
                             helm.as_ref().map_err(String::as_str),

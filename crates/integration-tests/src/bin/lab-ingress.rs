@@ -46,7 +46,9 @@ async fn route(client: &kube::Client, host: &str, path: &str) -> Result<Route, k
         .await?
         .items
         .into_iter()
-        .filter(|c| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some("k8s.io/ingress-nginx"))
+        .filter(|c| {
+            c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some("k8s.io/ingress-nginx")
+        })
         .filter_map(|c| c.metadata.name)
         .collect();
     let ingresses = Api::<Ingress>::all(client.clone())
@@ -76,7 +78,9 @@ async fn route(client: &kube::Client, host: &str, path: &str) -> Result<Route, k
                 if !path.starts_with(p.path.as_deref().unwrap_or("/")) {
                     continue;
                 }
-                let Some(svc) = &p.backend.service else { continue };
+                let Some(svc) = &p.backend.service else {
+                    continue;
+                };
                 let port_number = svc.port.as_ref().and_then(|x| x.number);
                 let port_name = svc.port.as_ref().and_then(|x| x.name.clone());
                 let service = Api::<Service>::namespaced(client.clone(), &ns)
@@ -100,10 +104,10 @@ async fn route(client: &kube::Client, host: &str, path: &str) -> Result<Route, k
                     return Ok(Route::To(format!("{ip}:{}", sport.port)));
                 }
                 let slices = Api::<EndpointSlice>::namespaced(client.clone(), &ns)
-                    .list(&ListParams::default().labels(&format!(
-                        "kubernetes.io/service-name={}",
-                        svc.name
-                    )))
+                    .list(
+                        &ListParams::default()
+                            .labels(&format!("kubernetes.io/service-name={}", svc.name)),
+                    )
                     .await?;
                 let mut targets = Vec::new();
                 for sl in slices.items {

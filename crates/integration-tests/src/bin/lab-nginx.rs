@@ -32,7 +32,11 @@ fn parse(conf: &str, hostname: &str) -> Vec<Server> {
             });
         } else if let Some(rest) = line.strip_prefix("listen ") {
             if let Some(s) = cur.as_mut() {
-                let p = rest.trim_end_matches(';').split_whitespace().next().unwrap_or("80");
+                let p = rest
+                    .trim_end_matches(';')
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("80");
                 s.port = p.rsplit(':').next().unwrap_or(p).parse().unwrap_or(80);
             }
         } else if let Some(rest) = line.strip_prefix("default_type ") {
@@ -45,9 +49,7 @@ fn parse(conf: &str, hostname: &str) -> Vec<Server> {
                 let (code, text) = rest.split_once(' ').unwrap_or((rest, ""));
                 s.code = code.parse().unwrap_or(200);
                 let text = text.trim().trim_matches('"');
-                s.body = text
-                    .replace("\\n", "\n")
-                    .replace("$hostname", hostname);
+                s.body = text.replace("\\n", "\n").replace("$hostname", hostname);
             }
         } else if line == "}" && cur.as_ref().is_some_and(|s| !s.body.is_empty()) {
             out.extend(cur.take());
@@ -103,7 +105,10 @@ fn main() {
     if let Ok(rd) = std::fs::read_dir("/etc/nginx/conf.d") {
         let mut files: Vec<_> = rd.flatten().map(|e| e.path()).collect();
         files.sort();
-        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "conf")) {
+        for f in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "conf"))
+        {
             if let Ok(text) = std::fs::read_to_string(f) {
                 servers.extend(parse(&text, &hostname));
             }
@@ -121,7 +126,10 @@ fn main() {
     for srv in servers {
         let l = TcpListener::bind(("0.0.0.0", srv.port))
             .unwrap_or_else(|e| panic!("lab-nginx: listen on {}: {e}", srv.port));
-        eprintln!("lab-nginx: port {} answers {} {:?}", srv.port, srv.code, srv.body);
+        eprintln!(
+            "lab-nginx: port {} answers {} {:?}",
+            srv.port, srv.code, srv.body
+        );
         threads.push(std::thread::spawn(move || {
             for c in l.incoming().flatten() {
                 let srv = srv.clone();

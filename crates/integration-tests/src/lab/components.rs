@@ -135,10 +135,9 @@ pub fn coredns() -> Result<PathBuf, String> {
 /// When it is missing and the lab is required.
 pub fn cilium(version: &str) -> Option<Cilium> {
     let dir = tools_dir().join("cilium").join(format!("v{version}"));
-    // 1.14.2 has no agent here (docs/testing.md); the newer releases must have theirs.
     let ok = dir.join("chart/Chart.yaml").is_file()
         && dir.join("image/usr/bin/clustermesh-apiserver").is_file()
-        && (version.starts_with("1.14.") || dir.join("agent/usr/bin/cilium-agent").is_file());
+        && dir.join("agent/usr/bin/cilium-agent").is_file();
     if ok {
         return Some(Cilium {
             version: version.into(),

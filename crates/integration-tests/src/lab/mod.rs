@@ -177,6 +177,8 @@ pub struct Lab {
     net: Net,
     /// The components.
     pub kube: Kube,
+    /// This machine's lab lock, held while the lab lives (see [`Lab::start`]).
+    _exclusive: std::fs::File,
 }
 
 use self::net::Net;
@@ -245,6 +247,16 @@ impl Lab {
         // Not under /tmp: containers get a private /tmp, and their volumes live in here.
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/lab");
         std::fs::create_dir_all(&base).expect("target/lab");
+        // One lab at a time on this machine: real agents compile their datapath and start
+        // their controllers on two cores; two labs at once starve each other into timeouts.
+        // Tests of one binary run in parallel threads and wait here for their turn.
+        let exclusive = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(base.join(".one-lab-at-a-time"))
+            .expect("lab lock");
+        exclusive.lock().expect("lab lock");
         sweep_dirs(&base);
         let dir = tempfile::Builder::new()
             .prefix(&format!("lab-{}-", std::process::id()))
@@ -274,7 +286,13 @@ impl Lab {
                     let k = u8::try_from(k).expect("nodes per cluster");
                     let node_name = format!("{name}-node-{k}");
                     let (ns, nip) = net.add_cluster_node(index, k);
-                    node::NodeHost::create(net.slot, &node_name, ns, nip, cdir.join("nodes").join(&node_name))
+                    node::NodeHost::create(
+                        net.slot,
+                        &node_name,
+                        ns,
+                        nip,
+                        cdir.join("nodes").join(&node_name),
+                    )
                 })
                 .collect();
             let service_cidr = format!("10.{}.0.0/16", 100 + index);
@@ -296,7 +314,11 @@ impl Lab {
             );
             let mut kubelet_sans: Vec<String> = hosts.iter().map(|h| h.ip.to_string()).collect();
             kubelet_sans.push("127.0.0.1".into());
-            write_pair(&cdir, "kubelet", &ca.issue("kwok", &[], &kubelet_sans, true));
+            write_pair(
+                &cdir,
+                "kubelet",
+                &ca.issue("kwok", &[], &kubelet_sans, true),
+            );
             // The admin (cmesh, helm and the tests) and the lab's own components have identities
             // of their own, so that the audit log tells what cmesh did.
             let (ac, ak) = write_pair(
@@ -428,6 +450,7 @@ impl Lab {
             spawner,
             net,
             kube,
+            _exclusive: exclusive,
         })
     }
 
@@ -442,9 +465,35 @@ impl Lab {
         }
     }
 
+    /// Lifts a [`Lab::block`].
+    pub fn unblock(&self, from: usize, to: usize) {
+        for a in &self.clusters[from].hosts {
+            for b in &self.clusters[to].hosts {
+                net::drop_tunnel(&a.netns, b.ip, false);
+            }
+        }
+    }
+
     /// Cuts cluster `i` (0-based) off the network, or plugs it back in.
     pub fn set_link(&self, i: usize, up: bool) {
         self.net.set_link(self.clusters[i].index, up);
+    }
+
+    /// The lab's network slot (the third octet of its addresses, part of its names).
+    pub fn slot(&self) -> u8 {
+        self.net.slot
+    }
+
+    /// Loses cluster `i`'s nodes (0-based) as a whole: every pod on them stops (its agents,
+    /// its clustermesh-apiserver, its workloads) and they are cut off the network; its control
+    /// plane stays reachable, as a managed one would.
+    pub fn lose_nodes(&self, i: usize) {
+        self.kubelets[i].stop();
+        let c = &self.clusters[i];
+        for k in 1..=c.hosts.len() {
+            self.net
+                .set_node_link(c.index, u8::try_from(k).expect("node"), false);
+        }
     }
 
     /// The kubelet stand-in of cluster `i`.
@@ -682,7 +731,10 @@ async fn kubeadm_addons(p: &Prepared, client: &kube::Client, k: &Kube) -> Result
             .flatten()
             .and_then(|c| c.status)
             .and_then(|s| s.conditions)
-            .is_some_and(|c| c.iter().any(|x| x.type_ == "Established" && x.status == "True"));
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|x| x.type_ == "Established" && x.status == "True")
+            });
         if established {
             return Ok(());
         }
@@ -739,11 +791,11 @@ fn coredns_objects(dns_ip: &str) -> Vec<serde_json::Value> {
         serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": {"name": "coredns", "namespace": "kube-system"}}),
         serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "system:coredns"},
-            "rules": [
-                {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-            ]}),
+        "metadata": {"name": "system:coredns"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        ]}),
         serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": "system:coredns"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
@@ -777,12 +829,12 @@ fn coredns_objects(dns_ip: &str) -> Vec<serde_json::Value> {
             }},
         }),
         serde_json::json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
-            "spec": {"selector": labels, "clusterIP": dns_ip, "ports": [
-                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
-                {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153},
-            ]}}),
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+        "spec": {"selector": labels, "clusterIP": dns_ip, "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153},
+        ]}}),
     ]
 }
 

@@ -87,7 +87,10 @@ fn ours(slot: u8, name: &str) -> bool {
     };
     let mut chars = rest.chars();
     matches!(chars.next(), Some('c' | 'q'))
-        && chars.as_str().chars().all(|c| c.is_ascii_digit() || c == 'n')
+        && chars
+            .as_str()
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == 'n')
         && !chars.as_str().is_empty()
 }
 
@@ -238,7 +241,10 @@ impl Net {
     /// # Panics
     /// When `ip` fails or the indexes are out of the address plan.
     pub fn add_cluster_node(&mut self, i: u8, k: u8) -> (String, Ipv4Addr) {
-        assert!((1..=31).contains(&i) && (1..=3).contains(&k), "node {k} of cluster {i}");
+        assert!(
+            (1..=31).contains(&i) && (1..=3).contains(&k),
+            "node {k} of cluster {i}"
+        );
         let ns = format!("cm{}c{i}n{k}", self.slot);
         let host = format!("cm{}h{i}n{k}", self.slot);
         let addr = Ipv4Addr::new(198, 18, self.slot, 128 + i + 32 * (k - 1));
@@ -289,6 +295,12 @@ impl Net {
         ]);
     }
 
+    /// Cuts node `k` of cluster `i` off the bridge (`up == false`) or plugs it back in.
+    pub fn set_node_link(&self, i: u8, k: u8, up: bool) {
+        let state = if up { "up" } else { "down" };
+        ip(&["link", "set", &format!("cm{}h{i}n{k}", self.slot), state]);
+    }
+
     /// Cuts cluster `i` off the bridge (`up == false`) or plugs it back in: its control plane
     /// and every node.
     pub fn set_link(&self, i: u8, up: bool) {
@@ -310,7 +322,9 @@ pub fn drop_tunnel(ns: &str, to: Ipv4Addr, on: bool) {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "iptables", "-w"])
         .arg(if on { "-I" } else { "-D" })
-        .args(["OUTPUT", "-p", "udp", "--dport", "8472", "-d", &to, "-j", "DROP"])
+        .args([
+            "OUTPUT", "-p", "udp", "--dport", "8472", "-d", &to, "-j", "DROP",
+        ])
         .output()
         .expect("iptables");
     assert!(

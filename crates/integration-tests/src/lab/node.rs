@@ -55,7 +55,11 @@ impl NodeHost {
         std::fs::create_dir_all(&run).expect("node run dir");
         run_cmd(
             "mount",
-            &["--bind", &cgroup.display().to_string(), &run.display().to_string()],
+            &[
+                "--bind",
+                &cgroup.display().to_string(),
+                &run.display().to_string(),
+            ],
         );
         NodeHost {
             name: name.into(),
@@ -109,7 +113,9 @@ impl NodeHost {
             .lines()
             .any(|l| l.split_whitespace().nth(4) == Some(&b.display().to_string()));
         if mounted {
-            let _ = Command::new("umount").args(["-l", &b.display().to_string()]).output();
+            let _ = Command::new("umount")
+                .args(["-l", &b.display().to_string()])
+                .output();
         }
     }
 }

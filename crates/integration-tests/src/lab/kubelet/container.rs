@@ -22,12 +22,12 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 
+use super::super::Cluster;
 use super::super::components;
 use super::super::node::NodeHost;
 use super::super::proc::ProcSpec;
-use super::volumes::{Lookups, container_env, expand, write_if_changed};
 use super::lab_bin;
-use super::super::Cluster;
+use super::volumes::{Lookups, container_env, expand, write_if_changed};
 
 /// Where the machine's tree is inside a container.
 pub(super) const HOST: &str = "/mnt/host";
@@ -110,12 +110,7 @@ const PAUSE: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600; done";
 /// The argv of container `k` of image `img`, with its environment's `$(VAR)`s expanded.
 fn argv(k: &Container, img: &Image, env: &[(String, String)]) -> Vec<String> {
     let args = k.args.iter().flatten().map(|a| expand(a, env));
-    let command: Vec<String> = k
-        .command
-        .iter()
-        .flatten()
-        .map(|a| expand(a, env))
-        .collect();
+    let command: Vec<String> = k.command.iter().flatten().map(|a| expand(a, env)).collect();
     match img {
         Image::Entry(p) if command.is_empty() => std::iter::once(format!("{HOST}{}", p.display()))
             .chain(args)
@@ -152,9 +147,7 @@ pub(super) fn spec(x: &PodCtx<'_>, k: &Container) -> Result<ProcSpec, String> {
     let image = k.image.as_deref().unwrap_or_default();
     let img = resolve(image)?;
     let mut env = container_env(x.pod, x.cluster, &x.node.ip.to_string(), k, x.lookups);
-    if let Image::Files {
-        tools: Some(t), ..
-    } = &img
+    if let Image::Files { tools: Some(t), .. } = &img
         && let Some(path) = env.iter_mut().find(|(n, _)| n == "PATH")
     {
         path.1 = format!("{HOST}{}:{}", t.display(), path.1);
@@ -229,9 +222,12 @@ fn entry_script(x: &PodCtx<'_>, k: &Container, img: &Image) -> String {
             s.push_str(&format!("cp -a {}/. $R/var/lib/\n", host(&lib)));
         }
         if let Some(b) = bpf {
+            // The agent writes its feature probes' headers into the BPF sources
+            // (bpf/include/bpf/features*.h): an overlay keeps those writes in the container
+            // and the sources (the Go module cache) as they were downloaded.
             let src = std::fs::canonicalize(b).unwrap_or_else(|_| b.clone());
             s.push_str(&format!(
-                "mkdir -p $R/var/lib/cilium/bpf\nmount --bind {} $R/var/lib/cilium/bpf\n",
+                "mkdir -p $R/var/lib/cilium/bpf /mnt/up/bpf /mnt/wk/bpf\nmount -t overlay overlay -o lowerdir={},upperdir=/mnt/up/bpf,workdir=/mnt/wk/bpf $R/var/lib/cilium/bpf\n",
                 host(&src)
             ));
         }

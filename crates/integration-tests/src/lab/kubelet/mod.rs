@@ -272,7 +272,8 @@ async fn reconcile(s: &Arc<Shared>) -> Result<(), String> {
                     .hosts
                     .iter()
                     .position(|h| {
-                        Some(h.name.as_str()) == p2.spec.as_ref().and_then(|x| x.node_name.as_deref())
+                        Some(h.name.as_str())
+                            == p2.spec.as_ref().and_then(|x| x.node_name.as_deref())
                     })
                     .unwrap_or(0);
                 let disabled = if label(&p2, "k8s-app") == Some("clustermesh-apiserver") {
@@ -303,8 +304,12 @@ async fn reconcile(s: &Arc<Shared>) -> Result<(), String> {
                 st.events.extend(events);
                 match r {
                     Ok(run) => {
-                        st.events.push(format!("pod {who}: started on {} ({})", s2.cluster.hosts[node_i].name, run.ip));
-                        st.pods.insert(uid2, Slot::Running(Arc::new(tokio::sync::Mutex::new(run))));
+                        st.events.push(format!(
+                            "pod {who}: started on {} ({})",
+                            s2.cluster.hosts[node_i].name, run.ip
+                        ));
+                        st.pods
+                            .insert(uid2, Slot::Running(Arc::new(tokio::sync::Mutex::new(run))));
                     }
                     Err(NotStarted::Waiting) => {
                         st.pods.remove(&uid2);

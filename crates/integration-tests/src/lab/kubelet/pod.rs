@@ -132,21 +132,36 @@ async fn cni(
         container::sh_quote(&format!("/mnt/host{}", bin.display()))
     );
     let mut cmd = tokio::process::Command::new("nsenter");
-    cmd.arg(format!("--net={}", super::super::net::netns_path(&node.netns)))
-        .args(["--", "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-        .arg(script)
-        .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", &id)
-        .env("CNI_NETNS", super::super::net::netns_path(netns))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", &bin)
-        .env("CNI_ARGS", args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+    cmd.arg(format!(
+        "--net={}",
+        super::super::net::netns_path(&node.netns)
+    ))
+    .args([
+        "--",
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "/bin/sh",
+        "-c",
+    ])
+    .arg(script)
+    .env_clear()
+    .env(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    )
+    .env("CNI_COMMAND", command)
+    .env("CNI_CONTAINERID", &id)
+    .env("CNI_NETNS", super::super::net::netns_path(netns))
+    .env("CNI_IFNAME", "eth0")
+    .env("CNI_PATH", &bin)
+    .env("CNI_ARGS", args)
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("cilium-cni: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         use tokio::io::AsyncWriteExt;
@@ -227,8 +242,8 @@ fn resolv_conf(c: &Cluster, p: &Pod) -> Option<String> {
     let spec = p.spec.as_ref()?;
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
     let host_network = spec.host_network.unwrap_or(false);
-    let cluster_first = policy == "ClusterFirstWithHostNet"
-        || (policy == "ClusterFirst" && !host_network);
+    let cluster_first =
+        policy == "ClusterFirstWithHostNet" || (policy == "ClusterFirst" && !host_network);
     if !cluster_first {
         return None;
     }
@@ -429,7 +444,12 @@ pub(super) async fn start(
                 return Err(fail(format!("container {}: {e}", k.name)));
             }
         };
-        containers.push(container_run(spawner, k, proc_spec, !disabled.contains(&k.name)));
+        containers.push(container_run(
+            spawner,
+            k,
+            proc_spec,
+            !disabled.contains(&k.name),
+        ));
     }
     let run = PodRun {
         uid,
@@ -450,7 +470,10 @@ pub(super) async fn start(
         volumes,
         containers,
         init_names,
-        restart_policy: spec.restart_policy.clone().unwrap_or_else(|| "Always".into()),
+        restart_policy: spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into()),
         start_time: now_rfc3339(),
         last_status: None,
         last_probe: Instant::now() - Duration::from_secs(10),
@@ -621,12 +644,20 @@ pub(super) async fn probe(c: &Cluster, run: &mut PodRun) {
         }
         k.ready = match &k.readiness {
             None => true,
-            Some(p) => probe_once(p, &node_ns, &run.ip, &k.ports, &run.dir, &run.netns, &k.name).await,
+            Some(p) => {
+                probe_once(
+                    p, &node_ns, &run.ip, &k.ports, &run.dir, &run.netns, &k.name,
+                )
+                .await
+            }
         };
     }
 }
 
-fn port_of(v: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString, ports: &[(String, i32)]) -> Option<i32> {
+fn port_of(
+    v: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
+    ports: &[(String, i32)],
+) -> Option<i32> {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     match v {
         IntOrString::Int(i) => Some(*i),
@@ -655,9 +686,25 @@ async fn probe_once(
             return false;
         };
         let host = h.host.clone().unwrap_or_else(|| pod_ip.to_owned());
-        let scheme = h.scheme.clone().unwrap_or_else(|| "HTTP".into()).to_lowercase();
+        let scheme = h
+            .scheme
+            .clone()
+            .unwrap_or_else(|| "HTTP".into())
+            .to_lowercase();
         let path = h.path.clone().unwrap_or_else(|| "/".into());
-        cmd.args(["netns", "exec", node_ns, "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", &t]);
+        cmd.args([
+            "netns",
+            "exec",
+            node_ns,
+            "curl",
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            &t,
+        ]);
         for hd in h.http_headers.iter().flatten() {
             cmd.arg("-H").arg(format!("{}: {}", hd.name, hd.value));
         }
@@ -667,7 +714,10 @@ async fn probe_once(
         else {
             return false;
         };
-        let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+        let code: u16 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
         return (200..400).contains(&code);
     }
     if let Some(tcp) = &p.tcp_socket {
@@ -675,9 +725,19 @@ async fn probe_once(
             return false;
         };
         let host = tcp.host.clone().unwrap_or_else(|| pod_ip.to_owned());
-        cmd.args(["netns", "exec", node_ns, "curl", "-s", "-o", "/dev/null", "--max-time", &t])
-            .arg(format!("telnet://{host}:{port}"))
-            .stdin(std::process::Stdio::null());
+        cmd.args([
+            "netns",
+            "exec",
+            node_ns,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            &t,
+        ])
+        .arg(format!("telnet://{host}:{port}"))
+        .stdin(std::process::Stdio::null());
         let Ok(Ok(out)) =
             tokio::time::timeout(Duration::from_secs(5), cmd.kill_on_drop(true).output()).await
         else {
@@ -690,7 +750,15 @@ async fn probe_once(
         let script = dir.join(format!("enter-{container}.sh"));
         let mut cmd = tokio::process::Command::new("nsenter");
         cmd.arg(format!("--net={}", super::super::net::netns_path(netns)))
-            .args(["--", "unshare", "--mount", "--propagation", "private", "--", "/bin/sh"])
+            .args([
+                "--",
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+            ])
             .arg(&script)
             .args(e.command.iter().flatten())
             .stdout(std::process::Stdio::null())
@@ -719,9 +787,7 @@ pub(super) fn status(c: &Cluster, run: &PodRun) -> serde_json::Value {
         "Running"
     };
     let t = &run.start_time;
-    let cond = |ty: &str, ok: bool| {
-        serde_json::json!({"type": ty, "status": if ok { "True" } else { "False" }, "lastTransitionTime": t})
-    };
+    let cond = |ty: &str, ok: bool| serde_json::json!({"type": ty, "status": if ok { "True" } else { "False" }, "lastTransitionTime": t});
     let containers: Vec<serde_json::Value> = run
         .containers
         .iter()

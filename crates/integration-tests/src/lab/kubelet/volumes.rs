@@ -425,7 +425,6 @@ async fn request_token(
         .ok_or_else(|| format!("token for {ns}/{sa}: empty status"))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::expand;
