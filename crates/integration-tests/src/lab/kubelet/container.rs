@@ -155,7 +155,8 @@ pub(super) fn spec(x: &PodCtx<'_>, k: &Container) -> Result<ProcSpec, String> {
     // The chart's `status.podIP` references resolve to the address CNI gave.
     let argv = argv(k, &img, &env);
     let script = x.dir.join(format!("enter-{}.sh", k.name));
-    write_if_changed(&script, entry_script(x, k, &img).as_bytes(), 0o755)?;
+    // 0700: the script carries the container's environment, which may hold Secret values.
+    write_if_changed(&script, entry_script(x, k, &img, &env).as_bytes(), 0o700)?;
     let mut full = vec![
         "unshare".into(),
         "--mount".into(),
@@ -183,9 +184,19 @@ pub(super) fn sh_quote(s: &str) -> String {
 /// The script that builds a container's root in a fresh mount namespace and runs `"$@"` in
 /// it (see the module docs). Volumes: Secrets, ConfigMaps, projected and emptyDir volumes from
 /// the pod's directory, hostPath volumes from the node's ([`NodeHost::host_path`]).
-fn entry_script(x: &PodCtx<'_>, k: &Container, img: &Image) -> String {
+fn entry_script(x: &PodCtx<'_>, k: &Container, img: &Image, env: &[(String, String)]) -> String {
     let host = |p: &Path| sh_quote(&format!("{HOST}{}", p.display()));
     let mut s = String::from("#!/bin/sh\n# Written by the lab's kubelet stand-in.\nset -e\n");
+    // The container's environment, for `kubectl exec` too: a runtime runs exec'd processes
+    // with the container's environment (KUBERNETES_SERVICE_HOST, the spec's env, …).
+    for (name, value) in env {
+        if !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !name.as_bytes()[0].is_ascii_digit()
+        {
+            s.push_str(&format!("export {name}={}\n", sh_quote(value)));
+        }
+    }
     s.push_str(&format!(
         "echo 0 > {}\n",
         sh_quote(&x.cgroup.join("cgroup.procs").display().to_string())

@@ -167,9 +167,12 @@ async fn cni(
         use tokio::io::AsyncWriteExt;
         let _ = stdin.write_all(conf.to_string().as_bytes()).await;
     }
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+    // kubelet's bound on a runtime request (--runtime-request-timeout, 2m by default). A
+    // shorter one hurts: the agent cancels an endpoint whose ADD was abandoned, and on a busy
+    // machine (agents compiling their datapath) every retry would be abandoned again.
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
         .await
-        .map_err(|_| format!("cilium-cni {command}: no answer within 30s"))?
+        .map_err(|_| format!("cilium-cni {command}: no answer within 2m"))?
         .map_err(|e| format!("cilium-cni {command}: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
@@ -207,7 +210,7 @@ async fn network(
     let netns = super::super::net::Net::add_pod_ns(slot, c.index, seq);
     // The agent learns the pod from the API server: until then ADD fails ("Unable to fetch
     // kubernetes labels"); kubelet retries too.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(180);
     let mut last;
     loop {
         match cni(node, "ADD", &netns, p, &conf).await {

@@ -1,112 +1,23 @@
-//! `cmesh test` end to end on the lab's real datapath: real API servers, the real Cilium chart,
-//! Cilium's agents (eBPF, VXLAN between clusters, kube-proxy replacement), clustermesh-apiserver
-//! and KVStoreMesh, CoreDNS, pods wired by Cilium's CNI plugin, and the machine's real curl in
-//! the client pods (only the nginx and ingress-nginx images stand in; docs/testing.md). Every
-//! part of the suite on two clusters (1.16) and three (1.20), each failure as the right failing
-//! cell (a firewall between two clusters, a Service pruned in one cluster, an admission policy
+//! `cmesh test` stories on the lab's real datapath: Cilium's agents (eBPF, VXLAN between
+//! clusters, kube-proxy replacement), CoreDNS, pods wired by Cilium's CNI plugin, and the
+//! machine's real curl in the client pods (only the nginx and ingress-nginx images stand in;
+//! docs/testing.md). Every part of the suite passing, each failure as the right failing cell (a
+//! firewall between two clusters, a Service pruned in one cluster, an admission policy
 //! stripping the Ingress annotation, nodes nobody can schedule on, a whole cluster lost), and
 //! cleanup on every exit path (success, failure, timeout, Ctrl-C, SIGTERM, SIGKILL followed by
-//! `--cleanup`, and `--keep`). Each lab is set up once and runs several scenarios in order
-//! (a lab with real agents costs a minute or two to mesh).
+//! `--cleanup`, and `--keep`).
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use integration_tests::cli::{self, Run};
+use integration_tests::cli;
 use integration_tests::lab::ADMIN;
 use integration_tests::mesh::{Mesh, check};
 use serde_json::Value;
 
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_cmesh-under-test"))
-}
+use super::{bin, cell, cells, json, nothing_left, set, test_json, until};
 
-fn json(r: &Run) -> Value {
-    serde_json::from_str(&r.stdout)
-        .unwrap_or_else(|e| panic!("{e}\nstdout:\n{}\nstderr:\n{}", r.stdout, r.stderr))
-}
-
-/// Runs `cmesh test args -o json`, expecting exit `code`, and returns the report.
-#[track_caller]
-fn test_json(m: &Mesh, args: &[&str], code: i32) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let r = m.test(bin(), &all);
-    assert_eq!(r.code, code, "{}\n{}", r.stdout, r.stderr);
-    json(&r)
-}
-
-/// `check from[→to]` of every cell with `outcome`.
-fn cells(v: &Value, outcome: &str) -> BTreeSet<String> {
-    v["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["outcome"] == outcome)
-        .map(|c| match c["to"].as_str() {
-            Some(to) => format!(
-                "{} {}→{to}",
-                c["check"].as_str().unwrap(),
-                c["from"].as_str().unwrap()
-            ),
-            None => format!(
-                "{} {}",
-                c["check"].as_str().unwrap(),
-                c["from"].as_str().unwrap()
-            ),
-        })
-        .collect()
-}
-
-fn set(v: &[&str]) -> BTreeSet<String> {
-    v.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn cell<'a>(v: &'a Value, check: &str, from: &str, to: Option<&str>) -> &'a Value {
-    v["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == check && c["from"] == from && c["to"].as_str() == to)
-        .unwrap_or_else(|| panic!("no cell {check} {from} {to:?}"))
-}
-
-/// No test namespace is left in any cluster, once the namespace controller has finished the
-/// deletions cmesh asked for (a namespace whose pods kwok is still finalising is
-/// `Terminating` for a few seconds).
-#[track_caller]
-fn nothing_left(m: &Mesh) {
-    for i in 0..m.lab.clusters.len() {
-        let start = Instant::now();
-        let mut left = m.test_namespaces(i);
-        while !left.is_empty() && start.elapsed() < Duration::from_secs(60) {
-            std::thread::sleep(Duration::from_millis(500));
-            left = m.test_namespaces(i);
-        }
-        assert_eq!(left, Vec::<String>::new(), "leftovers in cluster {i}");
-    }
-}
-
-/// Two clusters on Cilium 1.16.19 (ingress-nginx in both): the whole suite passes and cleans up;
-/// then an Ingress that loses `service-upstream`; `--keep` and a killed run followed by
-/// `--cleanup`; SIGTERM; a setup timeout (tainted nodes); usage errors.
-#[test]
-#[ignore = "needs the lab: root, network namespaces, the components of scripts/install-test-deps"]
-fn two_clusters_on_1_16() {
-    let m = Mesh::meshed(bin(), 2, "1.16.19").expect("the lab");
-    for i in 0..2 {
-        m.install_ingress_nginx(i, "nginx");
-    }
-    the_whole_suite_passes_and_cleans_up(&m);
-    an_ingress_that_loses_service_upstream(&m);
-    keep_and_a_killed_run_leave_leftovers_that_cleanup_removes(&m);
-    sigterm_cleans_up_too(&m);
-    a_timeout_in_setup_is_reported_and_cleaned_up(&m);
-    usage_errors(&m);
-}
-
-fn the_whole_suite_passes_and_cleans_up(m: &Mesh) {
+pub(crate) fn the_whole_suite_passes_and_cleans_up(m: &Mesh) {
     let v = test_json(m, &[], 0);
     assert_eq!(v["ok"], true);
     assert_eq!(cells(&v, "fail"), BTreeSet::new());
@@ -159,7 +70,7 @@ fn the_whole_suite_passes_and_cleans_up(m: &Mesh) {
     }
 }
 
-fn an_ingress_that_loses_service_upstream(m: &Mesh) {
+pub(crate) fn an_ingress_that_loses_service_upstream(m: &Mesh) {
     // A policy engine in k8s02 strips the annotation from every Ingress.
     strip_service_upstream(m, 1);
     let v = test_json(m, &["--only", "ingress"], 1);
@@ -186,7 +97,7 @@ fn an_ingress_that_loses_service_upstream(m: &Mesh) {
     nothing_left(m);
 }
 
-fn keep_and_a_killed_run_leave_leftovers_that_cleanup_removes(m: &Mesh) {
+pub(crate) fn keep_and_a_killed_run_leave_leftovers_that_cleanup_removes(m: &Mesh) {
     let v = test_json(m, &["--only", "pod", "--keep"], 0);
     let kept = v["namespace"].as_str().unwrap().to_owned();
     assert_eq!(v["cleanup"][0]["outcome"], "kept");
@@ -234,7 +145,7 @@ fn keep_and_a_killed_run_leave_leftovers_that_cleanup_removes(m: &Mesh) {
     m.untaint_nodes(0);
 }
 
-fn sigterm_cleans_up_too(m: &Mesh) {
+pub(crate) fn sigterm_cleans_up_too(m: &Mesh) {
     m.taint_nodes(0);
     let helm = m.helm.display().to_string();
     let child = cli::spawn(
@@ -255,7 +166,7 @@ fn sigterm_cleans_up_too(m: &Mesh) {
     m.untaint_nodes(0);
 }
 
-fn a_timeout_in_setup_is_reported_and_cleaned_up(m: &Mesh) {
+pub(crate) fn a_timeout_in_setup_is_reported_and_cleaned_up(m: &Mesh) {
     // Nothing can be scheduled in k8s02: its pods stay Pending, while k8s01's start (their
     // network from the CNI plugin, readiness probes) well within the budget.
     m.taint_nodes(1);
@@ -282,7 +193,7 @@ fn a_timeout_in_setup_is_reported_and_cleaned_up(m: &Mesh) {
     m.untaint_nodes(1);
 }
 
-fn usage_errors(m: &Mesh) {
+pub(crate) fn usage_errors(m: &Mesh) {
     let r = m.test(bin(), &["--cluster", "k8s01"]);
     assert_eq!(r.code, 2);
     assert!(
@@ -297,21 +208,7 @@ fn usage_errors(m: &Mesh) {
     assert_eq!(r.code, 2);
 }
 
-/// Three clusters on Cilium 1.20.0 (global namespaces; ingress-nginx in k8s03 only): the
-/// suite; live lint; Ctrl-C; then k8s03 lost as a whole: the others' global Services keep
-/// answering from the remaining clusters and `test` and `status` name the lost one.
-#[test]
-#[ignore = "needs the lab: root, network namespaces, the components of scripts/install-test-deps"]
-fn three_clusters_on_1_20() {
-    let m = Mesh::meshed(bin(), 3, "1.20.0").expect("the lab");
-    m.install_ingress_nginx(2, "nginx");
-    three_clusters_pass_with_global_namespaces(&m);
-    lint_live_flags_a_namespace_that_is_not_global_on_1_20(&m);
-    ctrl_c_cleans_up_and_exits_130(&m);
-    a_lost_cluster(&m);
-}
-
-fn three_clusters_pass_with_global_namespaces(m: &Mesh) {
+pub(crate) fn three_clusters_pass_with_global_namespaces(m: &Mesh) {
     let v = test_json(m, &[], 0);
     assert_eq!(cells(&v, "fail"), BTreeSet::new());
     let pods: Vec<&Value> = v["cells"]
@@ -342,7 +239,7 @@ fn three_clusters_pass_with_global_namespaces(m: &Mesh) {
     nothing_left(m);
 }
 
-fn lint_live_flags_a_namespace_that_is_not_global_on_1_20(m: &Mesh) {
+pub(crate) fn lint_live_flags_a_namespace_that_is_not_global_on_1_20(m: &Mesh) {
     // Leave a run's objects in place: three global Services per cluster in a namespace the
     // suite annotates as global.
     let r = m.test(bin(), &["--only", "service", "--keep", "-o", "json"]);
@@ -382,7 +279,7 @@ fn lint_live_flags_a_namespace_that_is_not_global_on_1_20(m: &Mesh) {
     nothing_left(m);
 }
 
-fn ctrl_c_cleans_up_and_exits_130(m: &Mesh) {
+pub(crate) fn ctrl_c_cleans_up_and_exits_130(m: &Mesh) {
     // The servers never become ready: the run waits in setup until interrupted.
     for i in 0..3 {
         m.taint_nodes(i);
@@ -443,7 +340,7 @@ fn ctrl_c_cleans_up_and_exits_130(m: &Mesh) {
 
 /// Not in the reference article: k8s03 is lost as a whole (its nodes go: agents,
 /// clustermesh-apiserver, every pod; its control plane still answers).
-fn a_lost_cluster(m: &Mesh) {
+pub(crate) fn a_lost_cluster(m: &Mesh) {
     m.lab.lose_nodes(2);
     // status names the lost cluster from the others' side, through Cilium's own reports.
     let (r, v) = m.status_wait(bin(), "60s");
@@ -497,17 +394,7 @@ fn a_lost_cluster(m: &Mesh) {
     }
 }
 
-/// Three clusters on Cilium 1.16.19: a firewall between k8s01 and k8s02 that drops the tunnel,
-/// then a Service pruned in k8s02.
-#[test]
-#[ignore = "needs the lab: root, network namespaces, the components of scripts/install-test-deps"]
-fn three_clusters_on_1_16() {
-    let m = Mesh::meshed(bin(), 3, "1.16.19").expect("the lab");
-    a_firewall_between_two_clusters_fails_exactly_their_cells(&m);
-    a_global_service_missing_in_one_cluster(&m);
-}
-
-fn a_firewall_between_two_clusters_fails_exactly_their_cells(m: &Mesh) {
+pub(crate) fn a_firewall_between_two_clusters_fails_exactly_their_cells(m: &Mesh) {
     // k8s01's nodes drop the VXLAN packets they send to k8s02's nodes. Replies travel the same
     // tunnel, so pod traffic between the two fails both ways; the clustermesh control plane
     // (etcd over TCP) is untouched, so each still sees the other's Services and nodes.
@@ -576,7 +463,7 @@ fn a_firewall_between_two_clusters_fails_exactly_their_cells(m: &Mesh) {
     m.lab.unblock(0, 1);
 }
 
-fn a_global_service_missing_in_one_cluster(m: &Mesh) {
+pub(crate) fn a_global_service_missing_in_one_cluster(m: &Mesh) {
     // Something (a GitOps prune) deletes the Service `echo` in k8s02.
     let _pruner = m.prune_services(1, "cmesh-test-", "echo");
     let v = test_json(m, &["--only", "service,failover"], 1);
@@ -616,7 +503,7 @@ fn a_global_service_missing_in_one_cluster(m: &Mesh) {
 }
 
 /// A MutatingAdmissionPolicy in cluster `i` that removes `service-upstream` from Ingresses.
-fn strip_service_upstream(m: &Mesh, i: usize) {
+pub(crate) fn strip_service_upstream(m: &Mesh, i: usize) {
     m.apply_objects(
         i,
         &[
@@ -651,16 +538,4 @@ fn strip_service_upstream(m: &Mesh, i: usize) {
     );
     // Policies take effect once the API server has loaded them.
     std::thread::sleep(Duration::from_secs(2));
-}
-
-/// Waits until `cond` holds (the run under test got that far).
-fn until(what: &str, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
