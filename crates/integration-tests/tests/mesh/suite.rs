@@ -8,7 +8,7 @@
 //! `--cleanup`, and `--keep`).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use integration_tests::cli;
 use integration_tests::lab::ADMIN;
@@ -536,6 +536,41 @@ pub(crate) fn strip_service_upstream(m: &Mesh, i: usize) {
             }),
         ],
     );
-    // Policies take effect once the API server has loaded them.
-    std::thread::sleep(Duration::from_secs(2));
+    // Policies take effect once the API server has loaded them: wait until a dry-run Ingress
+    // comes back without the annotation.
+    let probe = serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {
+            "name": "policy-probe", "namespace": "default",
+            "annotations": {"nginx.ingress.kubernetes.io/service-upstream": "true"},
+        },
+        "spec": {"defaultBackend": {"service": {"name": "probe", "port": {"number": 80}}}},
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stripped = m.kube(i, async |c| {
+            let api: kube::Api<k8s_openapi::api::networking::v1::Ingress> =
+                kube::Api::namespaced(c, "default");
+            let ing: k8s_openapi::api::networking::v1::Ingress =
+                serde_json::from_value(probe.clone()).expect("probe");
+            let pp = kube::api::PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            let got = api.create(&pp, &ing).await?;
+            Ok(!got
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key("nginx.ingress.kubernetes.io/service-upstream"))
+        });
+        if stripped {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mutating policy is not in force"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
