@@ -5,6 +5,7 @@
 //! I/O: no sockets, no processes, no async runtime, no file system. Functions take text,
 //! bytes and a clock, and return values and plans that the `cmesh` binary carries out.
 
+pub mod apply;
 pub mod diag;
 pub mod lab;
 pub mod lint;

@@ -10,34 +10,34 @@ use cmesh_core::diag::Counts;
 use cmesh_core::pki::PkiError;
 
 /// Process exit codes. Documented in docs/ARCHITECTURE.md and `cmesh --help`.
-pub mod exit {
+pub(crate) mod exit {
     /// Success.
-    pub const OK: u8 = 0;
+    pub(crate) const OK: u8 = 0;
     /// The command ran and what it checked failed (a probe, a status check, a test).
-    pub const CHECKS_FAILED: u8 = 1;
+    pub(crate) const CHECKS_FAILED: u8 = 1;
     /// Invalid command line.
-    pub const USAGE: u8 = 2;
+    pub(crate) const USAGE: u8 = 2;
     /// mesh.yaml is invalid (errors were printed).
-    pub const SPEC: u8 = 3;
+    pub(crate) const SPEC: u8 = 3;
     /// A file could not be read or written.
-    pub const IO: u8 = 4;
+    pub(crate) const IO: u8 = 4;
     /// The PKI is missing, invalid, or would have to be regenerated.
-    pub const PKI: u8 = 5;
+    pub(crate) const PKI: u8 = 5;
     /// `render --check`: the tree on disk differs from what would be rendered.
-    pub const DRIFT: u8 = 6;
+    pub(crate) const DRIFT: u8 = 6;
     /// An operation on a cluster, or an external tool (helm), failed.
-    pub const CLUSTER: u8 = 7;
+    pub(crate) const CLUSTER: u8 = 7;
     /// Another cmesh run holds the lock on pki.dir or the output directory (after the wait).
-    pub const BUSY: u8 = 8;
+    pub(crate) const BUSY: u8 = 8;
     /// Interrupted (Ctrl-C).
-    pub const INTERRUPTED: u8 = 130;
+    pub(crate) const INTERRUPTED: u8 = 130;
     /// Terminated (SIGTERM).
-    pub const TERMINATED: u8 = 143;
+    pub(crate) const TERMINATED: u8 = 143;
 }
 
 /// Everything that can go wrong, as the user sees it.
 #[derive(Debug, thiserror::Error)]
-pub enum ExpectedError {
+pub(crate) enum ExpectedError {
     /// mesh.yaml has errors; they were already printed.
     #[error("{file} has {} error(s)", counts.errors)]
     SpecInvalid {
@@ -189,7 +189,7 @@ pub enum ExpectedError {
 
 impl ExpectedError {
     /// The process exit code for this error.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             ExpectedError::SpecInvalid { .. }
             | ExpectedError::SpecTooLarge { .. }
@@ -206,14 +206,14 @@ impl ExpectedError {
             | ExpectedError::PkiRefused { .. }
             | ExpectedError::PkiFile { .. } => exit::PKI,
             ExpectedError::Locked { .. } => exit::BUSY,
-            ExpectedError::Interrupted => crate::signals::exit_code(),
+            ExpectedError::Interrupted => crate::host::signals::exit_code(),
             ExpectedError::Drift { .. } => exit::DRIFT,
             ExpectedError::Internal(_) => exit::CHECKS_FAILED,
         }
     }
 
     /// Hints shown under the error.
-    pub fn hints(&self) -> Vec<String> {
+    pub(crate) fn hints(&self) -> Vec<String> {
         match self {
             ExpectedError::SpecInvalid { .. } => {
                 vec!["fix the errors above; `cmesh check` lists them all".into()]
@@ -258,7 +258,7 @@ impl ExpectedError {
     }
 
     /// Writes the error, its causes and hints to `w` (stderr in the binary).
-    pub fn display_to(&self, w: &mut dyn Write) -> io::Result<()> {
+    pub(crate) fn display_to(&self, w: &mut dyn Write) -> io::Result<()> {
         write!(w, "error: {self}")?;
         let mut source = std::error::Error::source(self);
         while let Some(s) = source {

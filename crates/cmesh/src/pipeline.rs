@@ -189,7 +189,7 @@ pub(crate) fn prepare(
         None,
         false,
     )?;
-    if crate::signals::interrupted() {
+    if crate::host::signals::interrupted() {
         return Err(ExpectedError::Interrupted);
     }
     let tree = render_in_memory(&loaded, pki.as_ref(), phase, out_dir, secrets_dir)?;

@@ -1,8 +1,8 @@
 //! Snapshots of output formats built from fixed data: the pure formatters behind `apply`,
 //! `status` and `probe`.
 
-use cmesh::apply::{DryRun, Step, StepOutcome};
 use cmesh::ui;
+use cmesh_core::apply::{DryRun, Step, StepOutcome};
 use cmesh_core::render::Phase;
 use cmesh_core::status::{Check, Outcome};
 use cmesh_core::value::Change;

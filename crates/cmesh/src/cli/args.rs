@@ -24,7 +24,7 @@ Exit codes:
 /// Turn one mesh.yaml into a working Cilium Cluster Mesh across N Kubernetes clusters.
 #[derive(Debug, Parser)]
 #[command(name = "cmesh", bin_name = "cmesh", version, about, after_help = EXIT_CODES, max_term_width = 100, args_override_self = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Options every command takes.
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -35,7 +35,7 @@ pub struct Cli {
 
 /// Options shared by all commands.
 #[derive(Debug, Args)]
-pub struct GlobalArgs {
+pub(crate) struct GlobalArgs {
     /// The mesh spec (`-` reads stdin).
     #[arg(
         short = 'f',
@@ -59,7 +59,7 @@ pub struct GlobalArgs {
 
 impl GlobalArgs {
     /// Where to read the spec from.
-    pub fn spec_source(&self) -> SpecSourceArg {
+    pub(crate) fn spec_source(&self) -> SpecSourceArg {
         if self.example {
             SpecSourceArg::Example
         } else {
@@ -70,7 +70,7 @@ impl GlobalArgs {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Write a commented mesh.yaml (by default the reference article's two-cluster lab).
     Init(InitArgs),
     /// Validate mesh.yaml and the PKI: every problem, with where and how to fix it.
@@ -101,7 +101,7 @@ pub enum Command {
 
 /// `cmesh lab`.
 #[derive(Debug, Args)]
-pub struct LabArgs {
+pub(crate) struct LabArgs {
     /// What to do.
     #[command(subcommand)]
     pub action: LabAction,
@@ -109,7 +109,7 @@ pub struct LabArgs {
 
 /// `cmesh lab up|down|status`.
 #[derive(Debug, Subcommand)]
-pub enum LabAction {
+pub(crate) enum LabAction {
     /// Create the clusters that do not exist yet (no CNI, mesh.yaml's pod and service ranges,
     /// no kube-proxy when Cilium replaces it), write their kubeconfigs next to mesh.yaml and
     /// update mesh.yaml's kubeconfig, context, apiServer and clustermesh.address.
@@ -122,7 +122,7 @@ pub enum LabAction {
 
 /// `--provider`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum ProviderArg {
+pub(crate) enum ProviderArg {
     /// kind clusters in Docker or Podman.
     #[default]
     Kind,
@@ -132,7 +132,7 @@ pub enum ProviderArg {
 
 /// `--engine`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EngineArg {
+pub(crate) enum EngineArg {
     /// Docker.
     Docker,
     /// Podman.
@@ -141,7 +141,7 @@ pub enum EngineArg {
 
 /// Options of every `lab` action.
 #[derive(Debug, Args)]
-pub struct LabCommonArgs {
+pub(crate) struct LabCommonArgs {
     /// Where the clusters run.
     #[arg(long, value_enum, default_value_t = ProviderArg::Kind)]
     pub provider: ProviderArg,
@@ -161,7 +161,7 @@ pub struct LabCommonArgs {
 
 /// `cmesh lab up`.
 #[derive(Debug, Args)]
-pub struct LabUpArgs {
+pub(crate) struct LabUpArgs {
     /// Options of every `lab` action.
     #[command(flatten)]
     pub common: LabCommonArgs,
@@ -228,7 +228,7 @@ impl From<KindArg> for cmesh_core::meshtest::Kind {
 
 /// Output of `test`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum TestOutput {
+pub(crate) enum TestOutput {
     /// Result matrices, failures with fixes, cleanup.
     #[default]
     Table,
@@ -240,7 +240,7 @@ pub enum TestOutput {
 
 /// `cmesh test`.
 #[derive(Debug, Args)]
-pub struct TestArgs {
+pub(crate) struct TestArgs {
     /// Only these clusters (repeatable; at least two).
     #[arg(long)]
     pub cluster: Vec<String>,
@@ -288,7 +288,7 @@ pub struct TestArgs {
 
 /// `cmesh lint`.
 #[derive(Debug, Args)]
-pub struct LintArgs {
+pub(crate) struct LintArgs {
     /// Only these clusters (live; repeatable).
     #[arg(long)]
     pub cluster: Vec<String>,
@@ -312,7 +312,7 @@ pub struct LintArgs {
 
 /// `cmesh apply`.
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     /// Only this phase (default: base on every cluster, then mesh on every cluster).
     #[arg(long, value_enum)]
     pub phase: Option<PhaseArg>,
@@ -341,7 +341,7 @@ pub struct ApplyArgs {
 
 /// `cmesh status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Only these clusters (repeatable).
     #[arg(long)]
     pub cluster: Vec<String>,
@@ -367,7 +367,7 @@ pub struct StatusArgs {
 
 /// A timeout such as `5s` or `500ms`.
 #[derive(Debug, Clone)]
-pub struct TimeoutArg(pub std::time::Duration);
+pub(crate) struct TimeoutArg(pub std::time::Duration);
 
 /// A wait that may be zero.
 fn parse_wait(s: &str) -> Result<TimeoutArg, String> {
@@ -399,7 +399,7 @@ fn parse_timeout(s: &str) -> Result<TimeoutArg, String> {
 
 /// `cmesh probe`.
 #[derive(Debug, Args)]
-pub struct ProbeArgs {
+pub(crate) struct ProbeArgs {
     /// Probe only these clusters' endpoints (repeatable; default all).
     #[arg(long)]
     pub cluster: Vec<String>,
@@ -445,7 +445,7 @@ impl From<PhaseArg> for cmesh_core::render::Phase {
 
 /// `cmesh render`.
 #[derive(Debug, Args)]
-pub struct RenderArgs {
+pub(crate) struct RenderArgs {
     /// Output directory (replaced as a whole, atomically).
     #[arg(long, default_value = "cmesh-out", value_name = "DIR")]
     pub out: PathBuf,
@@ -474,7 +474,7 @@ pub struct RenderArgs {
 
 /// `cmesh pki`.
 #[derive(Debug, Args)]
-pub struct PkiArgs {
+pub(crate) struct PkiArgs {
     /// The operation.
     #[command(subcommand)]
     pub command: PkiCommand,
@@ -482,7 +482,7 @@ pub struct PkiArgs {
 
 /// A duration such as `30d`, `720h` or `2w`, with its text for messages.
 #[derive(Debug, Clone)]
-pub struct DurationArg(pub time::Duration, pub String);
+pub(crate) struct DurationArg(pub time::Duration, pub String);
 
 fn parse_duration(s: &str) -> Result<DurationArg, String> {
     let t = s.trim();
@@ -508,7 +508,7 @@ fn parse_duration(s: &str) -> Result<DurationArg, String> {
 
 /// `cmesh pki` operations.
 #[derive(Debug, Subcommand)]
-pub enum PkiCommand {
+pub(crate) enum PkiCommand {
     /// Create the mesh CA in pki.dir (render does this on first use).
     Init {
         /// Replace an existing CA (every cluster must then be re-rendered and re-applied).
@@ -552,7 +552,7 @@ pub enum PkiCommand {
 
 /// `cmesh init`.
 #[derive(Debug, Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// Number of clusters to generate (distinct IDs, NodePorts and CIDRs).
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub clusters: usize,
@@ -569,7 +569,7 @@ pub struct InitArgs {
 
 /// Output format of reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Output {
+pub(crate) enum Output {
     /// Human-readable.
     #[default]
     Table,
@@ -579,7 +579,7 @@ pub enum Output {
 
 /// `cmesh check`.
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,

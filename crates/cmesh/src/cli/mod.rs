@@ -1,7 +1,6 @@
-//! Command-line parsing and dispatch.
+//! The command line's grammar: clap's types for every command and flag, and nothing that runs
+//! them (that is `commands`, which reads these types).
 
 mod args;
-mod dispatch;
 
-pub use args::*;
-pub use dispatch::main_impl;
+pub(crate) use args::*;

@@ -9,19 +9,20 @@ use cmesh_core::pki::store::CaPolicy;
 use cmesh_core::render::{self, Phase};
 
 use super::common::{emit, load_spec};
-use crate::apply::{self, Artifacts, Options, StepOutcome};
 use crate::cli::{ApplyArgs, GlobalArgs};
-use crate::cluster;
 use crate::errors::{ExpectedError, exit};
-use crate::helm::{self, Chart};
+use crate::live::apply::{self, Artifacts, Options};
+use crate::live::helm::{self, Chart};
+use crate::live::kube;
 use crate::pipeline::{PkiAccess, open_pki, reconcile};
 use crate::ui::{self, Style};
+use cmesh_core::apply::StepOutcome;
 
 /// Runs `cmesh apply`.
 ///
 /// # Errors
 /// Spec, PKI, usage errors; cluster failures are reported and give exit 7.
-pub fn run(
+pub(crate) fn run(
     global: &GlobalArgs,
     args: &ApplyArgs,
     _style: Style,
@@ -98,7 +99,7 @@ pub fn run(
         request_timeout: args.request_timeout.0,
     });
     let runtime = super::common::runtime()?;
-    let conns = runtime.block_on(cluster::connect_all(
+    let conns = runtime.block_on(kube::connect_all(
         spec,
         &loaded.input.base_dir,
         &args.cluster,
@@ -124,7 +125,7 @@ pub fn run(
         conns,
         Arc::new(artifacts),
         opts,
-        Arc::clone(&reporter) as Arc<dyn apply::Progress>,
+        Arc::clone(&reporter) as Arc<dyn ui::progress::Progress>,
     ));
     reporter.finish();
     emit(out, &ui::apply::summary(&names, &phases, &steps))?;

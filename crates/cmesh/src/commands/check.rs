@@ -13,7 +13,7 @@ use crate::ui::{Style, diagnostics};
 ///
 /// # Errors
 /// Only for an unreadable input; spec problems are reported, not returned.
-pub fn run(
+pub(crate) fn run(
     global: &GlobalArgs,
     args: &CheckArgs,
     style: Style,

@@ -15,7 +15,7 @@ use crate::ui::{Style, diagnostics, term};
 ///
 /// # Errors
 /// [`ExpectedError::SpecInvalid`] and read errors.
-pub fn load_spec(global: &GlobalArgs) -> Result<Loaded, ExpectedError> {
+pub(crate) fn load_spec(global: &GlobalArgs) -> Result<Loaded, ExpectedError> {
     let style = Style::detect_stderr(global.color);
     let loaded = input::load(&global.spec_source(), &mut |diags| {
         term::eprint(&diagnostics::render_list(diags, style));
@@ -27,7 +27,7 @@ pub fn load_spec(global: &GlobalArgs) -> Result<Loaded, ExpectedError> {
 }
 
 /// The wall clock, the only source of time for the core.
-pub fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
@@ -35,7 +35,7 @@ pub fn now() -> OffsetDateTime {
 ///
 /// # Errors
 /// [`ExpectedError::Write`] if stdout is closed.
-pub fn emit(out: &mut dyn Write, s: &str) -> Result<(), ExpectedError> {
+pub(crate) fn emit(out: &mut dyn Write, s: &str) -> Result<(), ExpectedError> {
     out.write_all(s.as_bytes())
         .map_err(|source| ExpectedError::Write {
             path: "<stdout>".into(),
@@ -47,7 +47,7 @@ pub fn emit(out: &mut dyn Write, s: &str) -> Result<(), ExpectedError> {
 ///
 /// # Errors
 /// [`ExpectedError::Internal`] if the runtime cannot start.
-pub fn runtime() -> Result<Runtime, ExpectedError> {
+pub(crate) fn runtime() -> Result<Runtime, ExpectedError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -59,7 +59,7 @@ pub fn runtime() -> Result<Runtime, ExpectedError> {
 /// A tokio runtime that, when the command is done, does not wait for blocking work still
 /// running: a DNS lookup against a resolver that never answers (the system resolver retries
 /// for 30 s) was already given up by its timeout, and must not hold the exit.
-pub struct Runtime(Option<tokio::runtime::Runtime>);
+pub(crate) struct Runtime(Option<tokio::runtime::Runtime>);
 
 impl std::ops::Deref for Runtime {
     type Target = tokio::runtime::Runtime;
@@ -82,7 +82,7 @@ impl Drop for Runtime {
 ///
 /// # Errors
 /// [`ExpectedError::Usage`] naming the unknown cluster and listing the mesh's.
-pub fn known_clusters(
+pub(crate) fn known_clusters(
     spec: &cmesh_core::spec::MeshSpec,
     names: &[String],
 ) -> Result<(), ExpectedError> {
@@ -96,7 +96,7 @@ pub fn known_clusters(
 }
 
 /// `clusters in this mesh: a, b`, for hints.
-pub fn cluster_list(spec: &cmesh_core::spec::MeshSpec) -> String {
+pub(crate) fn cluster_list(spec: &cmesh_core::spec::MeshSpec) -> String {
     let names: Vec<&str> = spec.clusters.iter().map(|c| c.name.as_str()).collect();
     format!("clusters in this mesh: {}", names.join(", "))
 }

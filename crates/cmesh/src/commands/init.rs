@@ -13,7 +13,11 @@ use crate::fs::atomic::{self as fsx, Mode};
 ///
 /// # Errors
 /// Usage errors for impossible options, [`ExpectedError::WouldOverwrite`] without `--force`.
-pub fn run(global: &GlobalArgs, args: &InitArgs, out: &mut dyn Write) -> Result<u8, ExpectedError> {
+pub(crate) fn run(
+    global: &GlobalArgs,
+    args: &InitArgs,
+    out: &mut dyn Write,
+) -> Result<u8, ExpectedError> {
     if global.example {
         return Err(ExpectedError::Usage {
             message: "`init` writes the built-in example; --example has no meaning here".into(),

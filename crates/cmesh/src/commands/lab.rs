@@ -20,7 +20,7 @@ use crate::commands::common::{emit, known_clusters, load_spec};
 use crate::errors::{ExpectedError, exit};
 use crate::fs::atomic::{self as fsx, Mode};
 use crate::fs::spec::Loaded;
-use crate::lab::{self as drive, LabState, Tool};
+use crate::host::lab::{self as drive, LabState, Tool};
 use crate::ui::lab::{self as ui, Row, StepEvent};
 
 /// Runs `cmesh lab`.
@@ -28,7 +28,11 @@ use crate::ui::lab::{self as ui, Row, StepEvent};
 /// # Errors
 /// Usage errors, missing tools ([`ExpectedError::ToolMissing`]), a failed step
 /// ([`ExpectedError::Cluster`]), file errors.
-pub fn run(global: &GlobalArgs, args: &LabArgs, out: &mut dyn Write) -> Result<u8, ExpectedError> {
+pub(crate) fn run(
+    global: &GlobalArgs,
+    args: &LabArgs,
+    out: &mut dyn Write,
+) -> Result<u8, ExpectedError> {
     match &args.action {
         LabAction::Up(a) => up(global, a, out),
         LabAction::Down(a) => down(global, a, out),
@@ -37,7 +41,7 @@ pub fn run(global: &GlobalArgs, args: &LabArgs, out: &mut dyn Write) -> Result<u
 }
 
 /// The kubeconfig `lab up` writes for `cluster`, relative to mesh.yaml's directory.
-pub fn kubeconfig_name(cluster: &str) -> String {
+pub(crate) fn kubeconfig_name(cluster: &str) -> String {
     format!("kubeconfig-{cluster}")
 }
 

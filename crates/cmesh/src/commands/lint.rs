@@ -8,9 +8,9 @@ use cmesh_core::lint::{self, Context, Inventory, Origin, Scope};
 
 use super::common::{emit, load_spec};
 use crate::cli::{GlobalArgs, LintArgs, Output};
-use crate::cluster;
 use crate::errors::{ExpectedError, exit};
 use crate::fs::spec::{self as input, SpecSourceArg};
+use crate::live::kube;
 use crate::ui::{self, Style, diagnostics};
 
 /// Largest manifest file read.
@@ -25,7 +25,7 @@ const MAX_FILES: usize = 20_000;
 ///
 /// # Errors
 /// Spec and usage errors.
-pub fn run(
+pub(crate) fn run(
     global: &GlobalArgs,
     args: &LintArgs,
     style: Style,
@@ -247,8 +247,7 @@ fn live_lint(
     let runtime = super::common::runtime()?;
     let timeout = args.request_timeout.0;
     let results = runtime.block_on(async {
-        let conns =
-            cluster::connect_all(spec, &loaded.input.base_dir, &args.cluster, timeout).await;
+        let conns = kube::connect_all(spec, &loaded.input.base_dir, &args.cluster, timeout).await;
         let mut out = Vec::new();
         for (name, conn) in conns {
             let objects = match conn {
@@ -282,7 +281,7 @@ fn live_lint(
     Ok((lint::lint(&inv, &ctx), problems))
 }
 
-async fn read_cluster(c: &cluster::Conn) -> Result<Vec<serde_json::Value>, String> {
+async fn read_cluster(c: &kube::Conn) -> Result<Vec<serde_json::Value>, kube::KubeError> {
     let mut all = Vec::new();
     for (api, kind) in [
         ("v1", "Service"),
@@ -290,11 +289,7 @@ async fn read_cluster(c: &cluster::Conn) -> Result<Vec<serde_json::Value>, Strin
         ("v1", "Namespace"),
         ("networking.k8s.io/v1", "IngressClass"),
     ] {
-        all.extend(
-            c.list_json(api, kind, None, None)
-                .await
-                .map_err(|e| format!("list {kind}: {e}"))?,
-        );
+        all.extend(c.list_json(api, kind, None, None).await?);
     }
     Ok(all)
 }

@@ -1,13 +1,18 @@
-//! One module per command: each turns parsed arguments into effects and an exit code.
+//! One module per command: each turns parsed arguments (`cli`) into effects and an exit code;
+//! `dispatch` runs the one the command line names, and `common` holds what several share
+//! (loading mesh.yaml with its diagnostics, writing a report). A command never imports another.
 
-pub mod apply;
-pub mod check;
-pub mod common;
-pub mod init;
-pub mod lab;
-pub mod lint;
-pub mod pki;
-pub mod probe;
-pub mod render;
-pub mod status;
-pub mod test;
+pub(crate) use dispatch::main_impl;
+
+pub(crate) mod apply;
+pub(crate) mod check;
+pub(crate) mod common;
+mod dispatch;
+pub(crate) mod init;
+pub(crate) mod lab;
+pub(crate) mod lint;
+pub(crate) mod pki;
+pub(crate) mod probe;
+pub(crate) mod render;
+pub(crate) mod status;
+pub(crate) mod test;

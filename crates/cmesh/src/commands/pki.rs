@@ -18,7 +18,11 @@ use crate::ui;
 ///
 /// # Errors
 /// Spec, PKI and file errors.
-pub fn run(global: &GlobalArgs, args: &PkiArgs, out: &mut dyn Write) -> Result<u8, ExpectedError> {
+pub(crate) fn run(
+    global: &GlobalArgs,
+    args: &PkiArgs,
+    out: &mut dyn Write,
+) -> Result<u8, ExpectedError> {
     let loaded = load_spec(global)?;
     let spec = &loaded.spec;
     let access = match &args.command {

@@ -14,7 +14,7 @@ use super::common::{emit, load_spec};
 use crate::cli::{GlobalArgs, Output, ProbeArgs};
 use crate::errors::{ExpectedError, exit};
 use crate::fs::pki::{PkiDir, pki_dir};
-use crate::probe::{CredentialError, Credentials};
+use crate::live::probe::{CredentialError, Credentials};
 use crate::ui;
 use crate::ui::Style;
 
@@ -22,7 +22,7 @@ use crate::ui::Style;
 ///
 /// # Errors
 /// Spec errors, unknown clusters, missing credentials.
-pub fn run(
+pub(crate) fn run(
     global: &GlobalArgs,
     args: &ProbeArgs,
     style: Style,
@@ -64,7 +64,7 @@ pub fn run(
         )?
     };
     let source = creds.source.clone();
-    let reports = runtime.block_on(crate::probe::run(
+    let reports = runtime.block_on(crate::live::probe::run(
         targets,
         Arc::new(creds),
         args.timeout.0,
@@ -91,7 +91,7 @@ fn from_pki(
 ) -> Result<Credentials, ExpectedError> {
     let files =
         crate::pipeline::with_lock_wait(global, |wait| PkiDir::open_ro(dir, wait))?.read()?;
-    crate::probe::from_pki_dir(spec, &files, peers).map_err(|e| {
+    crate::live::probe::from_pki_dir(spec, &files, peers).map_err(|e| {
         let hint = match e {
             CredentialError::NoCa | CredentialError::NoClientCert(_) => {
                 "run `cmesh render` first (the probe uses the mesh CA and the remote certificates in pki.dir), or use --certs-from-cluster"
@@ -115,13 +115,13 @@ async fn from_clusters(
 ) -> Result<Credentials, ExpectedError> {
     let mut clients = BTreeMap::new();
     let mut problems = Vec::new();
-    for (name, conn) in crate::cluster::connect_all(spec, base, peers, timeout).await {
+    for (name, conn) in crate::live::kube::connect_all(spec, base, peers, timeout).await {
         let data = match conn {
             Ok(c) => c.secret_data("clustermesh-apiserver-remote-cert").await,
             Err(e) => Err(e),
         };
         match data {
-            Ok(Some(d)) => match crate::probe::identity_from_secret(&name, &d) {
+            Ok(Some(d)) => match crate::live::probe::identity_from_secret(&name, &d) {
                 Ok(id) => {
                     clients.insert(name, id);
                 }

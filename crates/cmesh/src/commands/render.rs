@@ -17,7 +17,7 @@ use crate::ui;
 ///
 /// # Errors
 /// Spec, PKI, render and write errors; [`ExpectedError::Drift`] for `--check` differences.
-pub fn run(
+pub(crate) fn run(
     global: &GlobalArgs,
     args: &RenderArgs,
     out: &mut dyn Write,
@@ -81,13 +81,13 @@ pub fn run(
                 .iter()
                 .filter(|e| e.action != store::Action::Reused)
             {
-                drift.push(tree_io::Drift {
+                drift.push(crate::ui::render::Drift {
                     path: format!(
                         "{pki_shown} ({}: {})",
                         e.cluster.clone().unwrap_or_else(|| "CA".into()),
                         e.kind.map(|k| k.file_stem()).unwrap_or("ca")
                     ),
-                    kind: tree_io::DriftKind::Changed,
+                    kind: crate::ui::render::DriftKind::Changed,
                     diff: Some(
                         format!("certificate would be {:?}: {}", e.action, e.reason).to_lowercase(),
                     ),
@@ -118,7 +118,7 @@ pub fn run(
     if let Some(r) = &pki {
         pki_dir.write(&r.writes)?;
     }
-    if crate::signals::interrupted() {
+    if crate::host::signals::interrupted() {
         return Err(ExpectedError::Interrupted);
     }
     let secret_count = tree.secret_files.len();

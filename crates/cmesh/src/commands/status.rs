@@ -11,16 +11,16 @@ use cmesh_core::status;
 use super::common::{emit, load_spec};
 use crate::cli::{GlobalArgs, Output, StatusArgs};
 use crate::errors::{ExpectedError, exit};
+use crate::live::{helm, kube};
 use crate::pipeline::{PkiAccess, open_pki, reconcile};
 use crate::ui::status::ClusterChecks;
 use crate::ui::{self, Style};
-use crate::{cluster, helm};
 
 /// Runs `cmesh status`. Exit 0 when no check fails, 1 otherwise.
 ///
 /// # Errors
 /// Spec and usage errors.
-pub fn run(
+pub(crate) fn run(
     global: &GlobalArgs,
     args: &StatusArgs,
     style: Style,
@@ -50,10 +50,10 @@ pub fn run(
     let runtime = super::common::runtime()?;
     let start = Instant::now();
     let terminal = std::io::stderr().is_terminal();
-    let ask_kvstoremesh = crate::status::asks_kvstoremesh(spec);
+    let ask_kvstoremesh = crate::live::status::asks_kvstoremesh(spec);
     loop {
         let all = runtime.block_on(async {
-            let conns = cluster::connect_all(
+            let conns = kube::connect_all(
                 spec,
                 &loaded.input.base_dir,
                 &args.cluster,
@@ -66,12 +66,12 @@ pub fn run(
                 let timeout = args.request_timeout.0;
                 let peers = spec.clusters.len().saturating_sub(1);
                 let deadline =
-                    crate::status::cluster_deadline(timeout, spec.clusters.len().saturating_sub(1));
+                    crate::live::status::cluster_deadline(timeout, spec.clusters.len().saturating_sub(1));
                 set.spawn(async move {
                     // Whatever one cluster's server does, it cannot hold up the others' report.
                     let obs = tokio::time::timeout(
                         deadline,
-                        crate::status::observe(
+                        crate::live::status::observe(
                             peers,
                             ask_kvstoremesh,
                             conn,

@@ -9,9 +9,9 @@ use cmesh_core::meshtest::{self, Kind, Settings};
 
 use super::common::{emit, load_spec};
 use crate::cli::{GlobalArgs, TestArgs, TestOutput};
-use crate::cluster;
 use crate::errors::{ExpectedError, exit};
-use crate::meshtest::{Options, Suite, remove_leftovers};
+use crate::live::kube;
+use crate::live::meshtest::{Options, Suite, remove_leftovers};
 use crate::ui::{self, Style};
 
 /// Runs `cmesh test`. Exit 0 when every check passed and cleanup worked, 1 otherwise, 130 when
@@ -19,7 +19,7 @@ use crate::ui::{self, Style};
 ///
 /// # Errors
 /// Spec and usage errors, unreachable clusters.
-pub fn run(
+pub(crate) fn run(
     global: &GlobalArgs,
     args: &TestArgs,
     style: Style,
@@ -53,7 +53,7 @@ pub fn run(
         .request_timeout
         .0
         .max(http * 2 + Duration::from_secs(5));
-    let connected = runtime.block_on(cluster::connect_all(
+    let connected = runtime.block_on(kube::connect_all(
         spec,
         &loaded.input.base_dir,
         &selected,

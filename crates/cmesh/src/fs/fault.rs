@@ -21,7 +21,7 @@ pub(crate) fn point(name: &str) {
             let _ = std::fs::write(file, name);
         }
         // Until killed, or until a signal makes the command stop at its next safe point.
-        while !crate::signals::interrupted() {
+        while !crate::host::signals::interrupted() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }

@@ -9,5 +9,5 @@ pub(crate) mod bounded;
 pub(crate) mod fault;
 pub(crate) mod lock;
 pub(crate) mod pki;
-pub mod spec;
-pub mod tree;
+pub(crate) mod spec;
+pub(crate) mod tree;

@@ -12,7 +12,7 @@ use crate::errors::ExpectedError;
 
 /// The mesh.yaml text and where it came from.
 #[derive(Debug, Clone)]
-pub struct SpecInput {
+pub(crate) struct SpecInput {
     /// Name used in messages (the path as given, `<example>` or `<stdin>`).
     pub name: String,
     /// The text.
@@ -23,7 +23,7 @@ pub struct SpecInput {
 
 /// Where to read the spec from, as given on the command line.
 #[derive(Debug, Clone)]
-pub enum SpecSourceArg {
+pub(crate) enum SpecSourceArg {
     /// A path, or `-` for stdin.
     File(PathBuf),
     /// The built-in example.
@@ -34,7 +34,7 @@ pub enum SpecSourceArg {
 ///
 /// # Errors
 /// [`ExpectedError`] for a missing, unreadable, oversized, non-UTF-8 file or a directory.
-pub fn read(arg: &SpecSourceArg) -> Result<SpecInput, ExpectedError> {
+pub(crate) fn read(arg: &SpecSourceArg) -> Result<SpecInput, ExpectedError> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     match arg {
         SpecSourceArg::Example => Ok(SpecInput {
@@ -126,7 +126,7 @@ fn decode(buf: Vec<u8>, path: &Path) -> Result<String, ExpectedError> {
 
 /// A validated spec with the input it came from and its warnings.
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The model.
     pub spec: MeshSpec,
     /// Where it came from.
@@ -139,7 +139,7 @@ pub struct Loaded {
 ///
 /// # Errors
 /// [`ExpectedError::SpecInvalid`] after printing the errors, or a read error.
-pub fn load(
+pub(crate) fn load(
     arg: &SpecSourceArg,
     report: &mut dyn FnMut(&[Diagnostic]),
 ) -> Result<Loaded, ExpectedError> {

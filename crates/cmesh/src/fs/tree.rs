@@ -6,6 +6,7 @@
 //! `--force`, and an output directory may never be or hold pki.dir or mesh.yaml
 //! ([`check_disjoint`]).
 
+use crate::ui::render::{Drift, DriftKind};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -121,7 +122,7 @@ pub(crate) fn write_tree(
         .tempdir_in(&parent)
         .map_err(werr(&parent))?;
     for (rel, f) in files {
-        if crate::signals::interrupted() {
+        if crate::host::signals::interrupted() {
             return Err(ExpectedError::Interrupted);
         }
         let path = tmp.path().join(rel);
@@ -138,7 +139,7 @@ pub(crate) fn write_tree(
     }
     fault::point("tree-staged");
     // The last safe point: after it the old tree is replaced.
-    if crate::signals::interrupted() {
+    if crate::host::signals::interrupted() {
         return Err(ExpectedError::Interrupted);
     }
     if !dir.exists() {
@@ -274,30 +275,6 @@ fn recover(dir: &Path, parent: &Path, name: &str) -> Result<(), ExpectedError> {
         atomic::remove_leftover(path)?;
     }
     Ok(())
-}
-
-/// How a file on disk differs from the rendering.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DriftKind {
-    /// Content differs.
-    Changed,
-    /// Would be created.
-    Missing,
-    /// Would be removed.
-    Extra,
-}
-
-/// One difference.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Drift {
-    /// Path as shown to the user.
-    pub path: String,
-    /// What differs.
-    pub kind: DriftKind,
-    /// A short unified diff (never for sensitive files).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub diff: Option<String>,
 }
 
 /// Compares `files` with `dir` on disk.

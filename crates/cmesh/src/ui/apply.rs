@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use cmesh_core::value::Change;
 use comfy_table::{Table, presets};
 
-use crate::apply::{DryRun, Step, StepOutcome};
+use cmesh_core::apply::{DryRun, Step, StepOutcome};
 
 /// `k8s01  mesh  helm  upgraded (1.2s)`.
 pub fn step_line(s: &Step) -> String {

@@ -6,7 +6,15 @@ use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::apply::{Progress, Step};
+use cmesh_core::apply::Step;
+
+/// Where the live layer reports progress while it works; [`Reporter`] draws it.
+pub trait Progress: Send + Sync {
+    /// `cluster` is now doing `what`.
+    fn working(&self, cluster: &str, what: &str);
+    /// A step finished.
+    fn finished(&self, step: &Step);
+}
 
 /// The progress display.
 pub struct Reporter {

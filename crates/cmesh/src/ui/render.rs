@@ -1,8 +1,31 @@
-//! Text for `render`: what was written, and `--check` differences.
+//! Text for `render`: what was written, and `--check` differences (the [`Drift`] type is
+//! defined here: the file layer fills it in, this module shows it).
 
 use std::fmt::Write as _;
 
-use crate::fs::tree::{Drift, DriftKind};
+/// How a file on disk differs from the rendering.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftKind {
+    /// Content differs.
+    Changed,
+    /// Would be created.
+    Missing,
+    /// Would be removed.
+    Extra,
+}
+
+/// One difference.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Drift {
+    /// Path as shown to the user.
+    pub path: String,
+    /// What differs.
+    pub kind: DriftKind,
+    /// A short unified diff (never for sensitive files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
 
 /// The closing lines of a successful render.
 pub fn written(

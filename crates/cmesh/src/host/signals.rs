@@ -60,7 +60,7 @@ pub(crate) fn interrupted() -> bool {
 /// The exit code for the signal received: 130 for SIGINT, 143 for SIGTERM.
 pub(crate) fn exit_code() -> u8 {
     match RECEIVED.load(Ordering::SeqCst) {
-        SIGTERM => 143,
-        _ => 130,
+        SIGTERM => crate::errors::exit::TERMINATED,
+        _ => crate::errors::exit::INTERRUPTED,
     }
 }

@@ -18,7 +18,7 @@ use crate::fs::atomic::{self as fsx, Mode};
 
 /// An external program `lab` drives, and where to get it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tool {
+pub(crate) struct Tool {
     /// The command name.
     pub name: &'static str,
     /// How to install it.
@@ -26,48 +26,48 @@ pub struct Tool {
 }
 
 /// kind.
-pub const KIND: Tool = Tool {
+pub(crate) const KIND: Tool = Tool {
     name: "kind",
     install: "install kind: `go install sigs.k8s.io/kind@v0.33.0`, or a release binary from https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
 };
 /// Docker.
-pub const DOCKER: Tool = Tool {
+pub(crate) const DOCKER: Tool = Tool {
     name: "docker",
     install: "install Docker (Debian/Ubuntu package `docker.io`), or use Podman with --engine podman",
 };
 /// Podman.
-pub const PODMAN: Tool = Tool {
+pub(crate) const PODMAN: Tool = Tool {
     name: "podman",
     install: "install Podman (Debian/Ubuntu package `podman`), or use Docker with --engine docker",
 };
 /// virsh.
-pub const VIRSH: Tool = Tool {
+pub(crate) const VIRSH: Tool = Tool {
     name: "virsh",
     install: "install libvirt (Debian/Ubuntu packages `libvirt-clients` and `libvirt-daemon-system`)",
 };
 /// virt-install.
-pub const VIRT_INSTALL: Tool = Tool {
+pub(crate) const VIRT_INSTALL: Tool = Tool {
     name: "virt-install",
     install: "install virt-install (Debian/Ubuntu package `virtinst`)",
 };
 /// qemu-img.
-pub const QEMU_IMG: Tool = Tool {
+pub(crate) const QEMU_IMG: Tool = Tool {
     name: "qemu-img",
     install: "install qemu-img (Debian/Ubuntu package `qemu-utils`)",
 };
 /// ssh.
-pub const SSH: Tool = Tool {
+pub(crate) const SSH: Tool = Tool {
     name: "ssh",
     install: "install the OpenSSH client (Debian/Ubuntu package `openssh-client`)",
 };
 /// curl (only for --image-url).
-pub const CURL: Tool = Tool {
+pub(crate) const CURL: Tool = Tool {
     name: "curl",
     install: "install curl (Debian/Ubuntu package `curl`), or download the image yourself and pass --image",
 };
 
 /// Where `name` is on PATH.
-pub fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
@@ -91,7 +91,7 @@ fn is_executable(p: &Path) -> bool {
 ///
 /// # Errors
 /// [`ExpectedError::ToolMissing`].
-pub fn require(tools: &[Tool], provider: Provider) -> Result<(), ExpectedError> {
+pub(crate) fn require(tools: &[Tool], provider: Provider) -> Result<(), ExpectedError> {
     match tools.iter().find(|t| which(t.name).is_none()) {
         None => Ok(()),
         Some(t) => Err(ExpectedError::ToolMissing {
@@ -104,7 +104,7 @@ pub fn require(tools: &[Tool], provider: Provider) -> Result<(), ExpectedError> 
 
 /// What a finished command printed.
 #[derive(Debug, Clone)]
-pub struct Output {
+pub(crate) struct Output {
     /// Whether it exited 0.
     pub ok: bool,
     /// Its exit code, if it exited.
@@ -117,7 +117,7 @@ pub struct Output {
 
 /// Runs `argv` with `env` added, capturing its output. A command that cannot be started at
 /// all (missing after the PATH check, not executable) is an `Err` with the reason.
-pub fn run(argv: &[String], env: &[(String, String)]) -> Result<Output, String> {
+pub(crate) fn run(argv: &[String], env: &[(String, String)]) -> Result<Output, String> {
     let (prog, args) = argv.split_first().ok_or("empty command")?;
     let out = Command::new(prog)
         .args(args)
@@ -138,7 +138,7 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> Result<Output, String> 
 ///
 /// # Errors
 /// [`ExpectedError::Cluster`].
-pub fn run_step(step: &Step) -> Result<Output, ExpectedError> {
+pub(crate) fn run_step(step: &Step) -> Result<Output, ExpectedError> {
     let fail = |why: String| {
         ExpectedError::Cluster {
         message: format!(
@@ -161,7 +161,7 @@ pub fn run_step(step: &Step) -> Result<Output, ExpectedError> {
 }
 
 /// The last few lines of a failed command's output, for an error message.
-pub fn last_lines(out: &Output) -> String {
+pub(crate) fn last_lines(out: &Output) -> String {
     let text = if out.stderr.trim().is_empty() {
         &out.stdout
     } else {
@@ -180,7 +180,7 @@ pub fn last_lines(out: &Output) -> String {
 ///
 /// # Errors
 /// [`ExpectedError::Cluster`] when kind fails (the engine is not running, say).
-pub fn kind_clusters(env: &[(String, String)]) -> Result<Vec<String>, ExpectedError> {
+pub(crate) fn kind_clusters(env: &[(String, String)]) -> Result<Vec<String>, ExpectedError> {
     let step = Step {
         cluster: None,
         phase: "list kind clusters",
@@ -202,7 +202,7 @@ fn names(stdout: &str) -> Vec<String> {
 
 /// Whether a command that only looks something up succeeds (`docker network inspect NAME`,
 /// `virsh net-info NAME`).
-pub fn exists(argv: &[&str]) -> bool {
+pub(crate) fn exists(argv: &[&str]) -> bool {
     let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
     run(&argv, &[]).is_ok_and(|o| o.ok)
 }
@@ -211,7 +211,7 @@ pub fn exists(argv: &[&str]) -> bool {
 ///
 /// # Errors
 /// [`ExpectedError::Cluster`] when virsh cannot reach libvirt.
-pub fn libvirt_domains(uri: &str) -> Result<Vec<String>, ExpectedError> {
+pub(crate) fn libvirt_domains(uri: &str) -> Result<Vec<String>, ExpectedError> {
     let step = Step {
         cluster: None,
         phase: "list VMs",
@@ -228,7 +228,11 @@ pub fn libvirt_domains(uri: &str) -> Result<Vec<String>, ExpectedError> {
 ///
 /// # Errors
 /// [`ExpectedError::Cluster`] when the container is missing or not on the network.
-pub fn container_address(engine: &str, node: &str, net: &str) -> Result<String, ExpectedError> {
+pub(crate) fn container_address(
+    engine: &str,
+    node: &str,
+    net: &str,
+) -> Result<String, ExpectedError> {
     let step = Step {
         cluster: None,
         phase: "read node address",
@@ -262,7 +266,7 @@ pub fn container_address(engine: &str, node: &str, net: &str) -> Result<String, 
 
 /// What `lab up` created, kept in `<state dir>/state.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LabState {
+pub(crate) struct LabState {
     /// The provider the lab was made with.
     pub provider: String,
     /// Whether `up` created the shared network.
@@ -273,7 +277,7 @@ pub struct LabState {
 
 /// One created cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterState {
+pub(crate) struct ClusterState {
     /// The kubeconfig `up` wrote (relative to mesh.yaml's directory), once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
@@ -281,7 +285,7 @@ pub struct ClusterState {
 
 impl LabState {
     /// The state file in `dir`.
-    pub fn path(dir: &Path) -> PathBuf {
+    pub(crate) fn path(dir: &Path) -> PathBuf {
         dir.join("state.json")
     }
 
@@ -289,7 +293,7 @@ impl LabState {
     ///
     /// # Errors
     /// [`ExpectedError::Read`], or [`ExpectedError::Usage`] for a file that is not cmesh's.
-    pub fn load(dir: &Path) -> Result<LabState, ExpectedError> {
+    pub(crate) fn load(dir: &Path) -> Result<LabState, ExpectedError> {
         let path = Self::path(dir);
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| ExpectedError::Usage {
@@ -307,7 +311,7 @@ impl LabState {
     ///
     /// # Errors
     /// [`ExpectedError::Write`].
-    pub fn save(&self, dir: &Path) -> Result<(), ExpectedError> {
+    pub(crate) fn save(&self, dir: &Path) -> Result<(), ExpectedError> {
         let path = Self::path(dir);
         if !self.network && self.clusters.is_empty() {
             return match std::fs::remove_file(&path) {

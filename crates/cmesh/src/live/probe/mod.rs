@@ -2,8 +2,8 @@
 //! TCP, TLS with the mesh CA and the peer's remote certificate, etcd Status, read
 //! cilium/cluster-config/) and record what happened; `cmesh_core::probe::diagnose` explains it.
 
-pub mod etcd;
-pub mod tls;
+pub(crate) mod etcd;
+pub(crate) mod tls;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 /// A peer's identity: its client certificate and key, and the CA it trusts (DER).
 #[derive(Clone)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// Certificate, DER.
     pub cert_der: Vec<u8>,
     /// Key, PKCS#8 DER. Never printed.
@@ -41,7 +41,7 @@ impl std::fmt::Debug for Identity {
 
 /// Where the probe gets each peer's trust anchor and client certificate.
 #[derive(Debug, Clone)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     /// Identity per peer name.
     pub clients: BTreeMap<String, Identity>,
     /// Where they came from, for the report.
@@ -50,7 +50,7 @@ pub struct Credentials {
 
 /// Why credentials could not be assembled.
 #[derive(Debug, thiserror::Error)]
-pub enum CredentialError {
+pub(crate) enum CredentialError {
     /// No CA in pki.dir.
     #[error("pki.dir holds no mesh CA")]
     NoCa,
@@ -86,7 +86,7 @@ fn pem_key_to_pkcs8_der(pem: &str) -> Result<Vec<u8>, CredentialError> {
 ///
 /// # Errors
 /// [`CredentialError`].
-pub fn from_pki_dir(
+pub(crate) fn from_pki_dir(
     spec: &MeshSpec,
     files: &PkiFiles,
     peers: &[String],
@@ -172,7 +172,7 @@ fn trusted(info: &CertInfo) -> TrustedCa {
 ///
 /// # Errors
 /// [`CredentialError::Invalid`] when the Secret's contents are unusable.
-pub fn identity_from_secret(
+pub(crate) fn identity_from_secret(
     peer: &str,
     data: &BTreeMap<String, String>,
 ) -> Result<Identity, CredentialError> {
@@ -200,7 +200,7 @@ pub fn identity_from_secret(
 
 /// Probes every target concurrently (at most `parallel` at once), each stage bounded by
 /// `timeout`, and returns the reports in target order.
-pub async fn run(
+pub(crate) async fn run(
     targets: Vec<Target>,
     creds: Arc<Credentials>,
     timeout: Duration,
@@ -282,7 +282,7 @@ fn ms(since: Instant) -> u64 {
 }
 
 /// Dials one target and records each stage.
-pub async fn observe(t: &Target, creds: &Credentials, timeout: Duration) -> Observation {
+pub(crate) async fn observe(t: &Target, creds: &Credentials, timeout: Duration) -> Observation {
     let mut obs = Observation::default();
 
     // Name resolution, as the agent would: host alias for the ips form, else DNS.

@@ -9,7 +9,7 @@ use tokio::process::Command;
 
 /// Where the chart comes from.
 #[derive(Debug, Clone)]
-pub enum Chart {
+pub(crate) enum Chart {
     /// `cilium` from a repository URL at a version.
     Repo {
         /// Repository URL.
@@ -24,7 +24,7 @@ pub enum Chart {
 impl Chart {
     /// The chart version this installs, when it can be known without helm: the repository
     /// version, or a chart directory's `Chart.yaml` `version:` (an archive says nothing).
-    pub fn version(&self) -> Option<String> {
+    pub(crate) fn version(&self) -> Option<String> {
         match self {
             Chart::Repo { version, .. } => Some(version.clone()),
             Chart::Local(p) if p.is_dir() => {
@@ -38,18 +38,11 @@ impl Chart {
     }
 }
 
-/// A release as `helm list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Release {
-    /// `cilium-1.16.19`.
-    pub chart: String,
-    /// `deployed`, `failed`, `pending-upgrade`, ...
-    pub status: String,
-}
+pub(crate) use cmesh_core::apply::Release;
 
 /// The helm binary.
 #[derive(Debug, Clone)]
-pub struct Helm {
+pub(crate) struct Helm {
     /// Its path.
     pub bin: PathBuf,
 }
@@ -57,7 +50,7 @@ pub struct Helm {
 /// A failed helm run.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("`helm {args}` failed{}: {stderr}", code.map(|c| format!(" (exit {c})")).unwrap_or_default())]
-pub struct HelmError {
+pub(crate) struct HelmError {
     /// The arguments (paths shortened).
     pub args: String,
     /// Exit code, if it exited.
@@ -70,7 +63,7 @@ pub struct HelmError {
 ///
 /// # Errors
 /// A message naming where it looked.
-pub fn locate(flag: Option<&Path>) -> Result<Helm, String> {
+pub(crate) fn locate(flag: Option<&Path>) -> Result<Helm, String> {
     if let Some(p) = flag {
         return if p.is_file() {
             Ok(Helm {
@@ -100,11 +93,21 @@ pub fn locate(flag: Option<&Path>) -> Result<Helm, String> {
 
 /// Kubeconfig and context flags for a cluster.
 #[derive(Debug, Clone, Default)]
-pub struct Target {
+pub(crate) struct Target {
     /// `--kubeconfig`.
     pub kubeconfig: Option<PathBuf>,
     /// `--kube-context`.
     pub context: Option<String>,
+}
+
+impl Target {
+    /// The cluster `conn` reaches, as helm's flags.
+    pub(crate) fn of(conn: &crate::live::kube::Conn) -> Target {
+        Target {
+            kubeconfig: conn.kubeconfig.clone(),
+            context: conn.context.clone(),
+        }
+    }
 }
 
 impl Helm {
@@ -162,7 +165,7 @@ impl Helm {
     ///
     /// # Errors
     /// [`HelmError`] with helm's stderr.
-    pub async fn upgrade_install(
+    pub(crate) async fn upgrade_install(
         &self,
         release: &str,
         chart: &Chart,
@@ -198,7 +201,7 @@ impl Helm {
     ///
     /// # Errors
     /// [`HelmError`].
-    pub async fn release(
+    pub(crate) async fn release(
         &self,
         release: &str,
         namespace: &str,
@@ -232,7 +235,7 @@ impl Helm {
     ///
     /// # Errors
     /// [`HelmError`] for anything but a missing release.
-    pub async fn get_values(
+    pub(crate) async fn get_values(
         &self,
         release: &str,
         namespace: &str,

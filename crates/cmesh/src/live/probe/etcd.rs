@@ -13,7 +13,7 @@ use tonic_prost::ProstCodec;
 
 /// `etcdserverpb.ResponseHeader`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ResponseHeader {
+pub(crate) struct ResponseHeader {
     /// The etcd cluster's ID.
     #[prost(uint64, tag = "1")]
     pub cluster_id: u64,
@@ -30,11 +30,11 @@ pub struct ResponseHeader {
 
 /// `etcdserverpb.StatusRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct StatusRequest {}
+pub(crate) struct StatusRequest {}
 
 /// `etcdserverpb.StatusResponse` (the fields cmesh reads).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct StatusResponse {
+pub(crate) struct StatusResponse {
     /// Header.
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
@@ -51,7 +51,7 @@ pub struct StatusResponse {
 
 /// `etcdserverpb.RangeRequest` (the fields cmesh sets).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct RangeRequest {
+pub(crate) struct RangeRequest {
     /// First key.
     #[prost(bytes = "vec", tag = "1")]
     pub key: Vec<u8>,
@@ -65,7 +65,7 @@ pub struct RangeRequest {
 
 /// `mvccpb.KeyValue` (the fields cmesh reads).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct KeyValue {
+pub(crate) struct KeyValue {
     /// Key.
     #[prost(bytes = "vec", tag = "1")]
     pub key: Vec<u8>,
@@ -76,7 +76,7 @@ pub struct KeyValue {
 
 /// `etcdserverpb.RangeResponse`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct RangeResponse {
+pub(crate) struct RangeResponse {
     /// Header.
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
@@ -92,7 +92,7 @@ pub struct RangeResponse {
 ///
 /// # Errors
 /// The gRPC status.
-pub async fn status(channel: Channel) -> Result<StatusResponse, tonic::Status> {
+pub(crate) async fn status(channel: Channel) -> Result<StatusResponse, tonic::Status> {
     let mut grpc = Grpc::new(channel);
     grpc.ready()
         .await
@@ -109,7 +109,7 @@ pub async fn status(channel: Channel) -> Result<StatusResponse, tonic::Status> {
 ///
 /// # Errors
 /// The gRPC status.
-pub async fn range_prefix(
+pub(crate) async fn range_prefix(
     channel: Channel,
     prefix: &str,
     limit: i64,
@@ -128,7 +128,7 @@ pub async fn range_prefix(
 ///
 /// # Errors
 /// The gRPC status.
-pub async fn get(channel: Channel, key: &str) -> Result<RangeResponse, tonic::Status> {
+pub(crate) async fn get(channel: Channel, key: &str) -> Result<RangeResponse, tonic::Status> {
     range(channel, key.as_bytes(), Vec::new(), 1).await
 }
 

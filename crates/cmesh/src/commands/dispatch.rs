@@ -5,14 +5,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use super::args::{Cli, Command};
+use crate::cli::{Cli, Command};
 use crate::commands;
 use crate::errors::{ExpectedError, exit};
 use crate::ui::term::Sanitizer;
 use crate::ui::{ColorChoice, Style};
 
 /// Runs cmesh with the process's arguments and returns its exit code.
-pub fn main_impl() -> ExitCode {
+pub(crate) fn main_impl() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -48,12 +48,12 @@ pub fn main_impl() -> ExitCode {
 ///
 /// # Errors
 /// The command's [`ExpectedError`].
-pub fn run(cli: Cli, style: Style, out: &mut dyn Write) -> Result<u8, ExpectedError> {
+pub(super) fn run(cli: Cli, style: Style, out: &mut dyn Write) -> Result<u8, ExpectedError> {
     if matches!(
         cli.command,
         Command::Init(_) | Command::Render(_) | Command::Pki(_)
     ) {
-        crate::signals::install();
+        crate::host::signals::install();
     }
     match cli.command {
         Command::Init(args) => commands::init::run(&cli.global, &args, out),

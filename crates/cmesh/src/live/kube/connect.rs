@@ -4,6 +4,7 @@
 //! than held in memory; and a kubeconfig `exec` credential plugin runs under the same
 //! timeout, killed when it overruns (kube-rs would wait for it without limit, blocking).
 
+use super::KubeError;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -121,7 +122,7 @@ pub(crate) async fn resolve_exec_plugin(
     kubeconfig: &mut Kubeconfig,
     context: Option<&str>,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), KubeError> {
     let Some(ctx_name) = context
         .map(str::to_owned)
         .or_else(|| kubeconfig.current_context.clone())
@@ -173,9 +174,11 @@ async fn run_plugin(
     exec: &ExecConfig,
     cluster: Option<&kube::config::Cluster>,
     timeout: Duration,
-) -> Result<ExecStatus, String> {
+) -> Result<ExecStatus, KubeError> {
     let Some(command) = exec.command.as_deref() else {
-        return Err("the kubeconfig's exec plugin has no command".into());
+        return Err(KubeError::ExecPlugin(
+            "the kubeconfig's exec plugin has no command".into(),
+        ));
     };
     let mut cmd = tokio::process::Command::new(command);
     cmd.args(exec.args.iter().flatten());
@@ -214,9 +217,11 @@ async fn run_plugin(
         .as_deref()
         .map(|h| format!(" ({})", h.trim()))
         .unwrap_or_default();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("the kubeconfig's exec plugin `{command}` cannot start: {e}{hint}"))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        KubeError::ExecPlugin(format!(
+            "the kubeconfig's exec plugin `{command}` cannot start: {e}{hint}"
+        ))
+    })?;
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let run = async {
@@ -240,28 +245,34 @@ async fn run_plugin(
         Ok(r) => r,
         Err(_) => {
             // `kill_on_drop` ends the plugin when `child` goes with the future.
-            return Err(format!(
+            return Err(KubeError::ExecPlugin(format!(
                 "the kubeconfig's exec plugin `{command}` did not answer within {}s (--request-timeout)",
                 timeout.as_secs_f64()
-            ));
+            )));
         }
     };
-    let status = status.map_err(|e| format!("exec plugin `{command}`: {e}"))?;
+    let status =
+        status.map_err(|e| KubeError::ExecPlugin(format!("exec plugin `{command}`: {e}")))?;
     if !status.success() {
         let err = String::from_utf8_lossy(&err);
-        return Err(format!(
+        return Err(KubeError::ExecPlugin(format!(
             "the kubeconfig's exec plugin `{command}` failed ({status}): {}",
             err.trim().lines().last().unwrap_or_default()
-        ));
+        )));
     }
     let cred: ExecCredential = serde_json::from_slice(&out).map_err(|e| {
-        format!("the kubeconfig's exec plugin `{command}` printed no ExecCredential: {e}")
+        KubeError::ExecPlugin(format!(
+            "the kubeconfig's exec plugin `{command}` printed no ExecCredential: {e}"
+        ))
     })?;
-    cred.status
-        .ok_or_else(|| format!("the exec plugin `{command}`'s ExecCredential has no status"))
+    cred.status.ok_or_else(|| {
+        KubeError::ExecPlugin(format!(
+            "the exec plugin `{command}`'s ExecCredential has no status"
+        ))
+    })
 }
 
-fn apply_credential(info: &mut AuthInfo, cred: ExecStatus) -> Result<(), String> {
+fn apply_credential(info: &mut AuthInfo, cred: ExecStatus) -> Result<(), KubeError> {
     info.exec = None;
     if let Some(token) = cred.token {
         info.token = Some(secrecy::SecretString::from(token));
@@ -276,9 +287,9 @@ fn apply_credential(info: &mut AuthInfo, cred: ExecStatus) -> Result<(), String>
             info.client_key_data = Some(secrecy::SecretString::from(b64.encode(key)));
             Ok(())
         }
-        _ => Err(
+        _ => Err(KubeError::ExecPlugin(
             "the exec plugin's credential has neither a token nor a client certificate and key"
                 .into(),
-        ),
+        )),
     }
 }

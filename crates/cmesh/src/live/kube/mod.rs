@@ -19,6 +19,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::io::AsyncReadExt;
 
 mod connect;
+mod error;
+
+pub(crate) use error::KubeError;
 
 /// Most output kept of one command run in a pod (an agent's `node list` in a 5,000-node mesh
 /// is about 1 MiB).
@@ -26,7 +29,7 @@ const MAX_EXEC_OUTPUT: u64 = 16 * 1024 * 1024;
 
 /// A connection to one cluster.
 #[derive(Clone)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// The cluster's name in mesh.yaml.
     pub name: String,
     /// The client.
@@ -40,7 +43,7 @@ pub struct Conn {
 }
 
 /// Resolves `cluster.kubeconfig` relative to mesh.yaml's directory.
-pub fn kubeconfig_path(cluster: &Cluster, base_dir: &Path) -> Option<PathBuf> {
+pub(crate) fn kubeconfig_path(cluster: &Cluster, base_dir: &Path) -> Option<PathBuf> {
     cluster.kubeconfig.as_ref().map(|k| {
         let p = Path::new(k);
         if p.is_absolute() {
@@ -55,22 +58,29 @@ pub fn kubeconfig_path(cluster: &Cluster, base_dir: &Path) -> Option<PathBuf> {
 ///
 /// # Errors
 /// A readable reason.
-pub async fn connect(
+pub(crate) async fn connect(
     cluster: &Cluster,
     base_dir: &Path,
     timeout: Duration,
-) -> Result<Conn, String> {
+) -> Result<Conn, KubeError> {
     let path = kubeconfig_path(cluster, base_dir);
     let mut kubeconfig = match &path {
         Some(p) => {
             // Checked first: a kubeconfig path could name a FIFO (kube would wait on it for
             // ever) or a huge file. kube then reads it, resolving its relative paths.
-            crate::fs::bounded::read(p, 16 * 1024 * 1024)
-                .map_err(|e| format!("kubeconfig {}: {e}", p.display()))?;
-            Kubeconfig::read_from(p).map_err(|e| format!("kubeconfig {}: {e}", p.display()))?
+            crate::fs::bounded::read(p, 16 * 1024 * 1024).map_err(|e| KubeError::Kubeconfig {
+                what: format!("kubeconfig {}", p.display()),
+                reason: e.to_string(),
+            })?;
+            Kubeconfig::read_from(p).map_err(|e| KubeError::Kubeconfig {
+                what: format!("kubeconfig {}", p.display()),
+                reason: e.to_string(),
+            })?
         }
-        None => Kubeconfig::read()
-            .map_err(|e| format!("kubeconfig ($KUBECONFIG or ~/.kube/config): {e}"))?,
+        None => Kubeconfig::read().map_err(|e| KubeError::Kubeconfig {
+            what: "kubeconfig ($KUBECONFIG or ~/.kube/config)".into(),
+            reason: e.to_string(),
+        })?,
     };
     connect::resolve_exec_plugin(&mut kubeconfig, cluster.context.as_deref(), timeout).await?;
     let opts = KubeConfigOptions {
@@ -79,14 +89,17 @@ pub async fn connect(
     };
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &opts)
         .await
-        .map_err(|e| match &cluster.context {
-            Some(c) => format!("context `{c}`: {e}"),
-            None => e.to_string(),
+        .map_err(|e| KubeError::Kubeconfig {
+            what: match &cluster.context {
+                Some(c) => format!("context `{c}`"),
+                None => "kubeconfig".into(),
+            },
+            reason: e.to_string(),
         })?;
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
-    let client = connect::client(config, timeout).map_err(|e| e.to_string())?;
+    let client = connect::client(config, timeout).map_err(KubeError::api("client"))?;
     Ok(Conn {
         name: cluster.name.clone(),
         client,
@@ -97,12 +110,12 @@ pub async fn connect(
 }
 
 /// Connects to `clusters` of `spec` (all when empty) concurrently, keeping mesh.yaml's order.
-pub async fn connect_all(
+pub(crate) async fn connect_all(
     spec: &cmesh_core::spec::MeshSpec,
     base_dir: &Path,
     clusters: &[String],
     timeout: Duration,
-) -> Vec<(String, Result<Conn, String>)> {
+) -> Vec<(String, Result<Conn, KubeError>)> {
     let mut set = tokio::task::JoinSet::new();
     for (i, c) in spec
         .clusters
@@ -122,61 +135,46 @@ pub async fn connect_all(
     out.into_iter().map(|(_, n, c)| (n, c)).collect()
 }
 
-fn err(e: kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
-        other => {
-            let mut m = other.to_string();
-            let mut src = std::error::Error::source(&other);
-            while let Some(s) = src {
-                let t = s.to_string();
-                if !m.contains(&t) {
-                    m.push_str(": ");
-                    m.push_str(&t);
-                }
-                src = s.source();
-            }
-            m
-        }
-    }
-}
-
 impl Conn {
     /// The API server's version.
     ///
     /// # Errors
     /// Unreachable.
-    pub async fn version(&self) -> Result<String, String> {
+    pub(crate) async fn version(&self) -> Result<String, KubeError> {
         self.client
             .apiserver_version()
             .await
             .map(|v| v.git_version)
-            .map_err(err)
+            .map_err(KubeError::api(""))
     }
 
     /// DaemonSet rollout state.
     ///
     /// # Errors
     /// API errors.
-    pub async fn daemonset(&self, name: &str) -> Result<Option<Rollout>, String> {
+    pub(crate) async fn daemonset(&self, name: &str) -> Result<Option<Rollout>, KubeError> {
         let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
-        Ok(api.get_opt(name).await.map_err(err)?.map(|d| {
-            let s = d.status.unwrap_or_default();
-            Rollout {
-                desired: i64::from(s.desired_number_scheduled),
-                ready: i64::from(s.number_ready),
-                updated: i64::from(s.updated_number_scheduled.unwrap_or(0)),
-                generation: d.metadata.generation.unwrap_or(0),
-                observed_generation: s.observed_generation.unwrap_or(0),
-            }
-        }))
+        Ok(api
+            .get_opt(name)
+            .await
+            .map_err(KubeError::api(""))?
+            .map(|d| {
+                let s = d.status.unwrap_or_default();
+                Rollout {
+                    desired: i64::from(s.desired_number_scheduled),
+                    ready: i64::from(s.number_ready),
+                    updated: i64::from(s.updated_number_scheduled.unwrap_or(0)),
+                    generation: d.metadata.generation.unwrap_or(0),
+                    observed_generation: s.observed_generation.unwrap_or(0),
+                }
+            }))
     }
 
     /// Deployment rollout state.
     ///
     /// # Errors
     /// API errors.
-    pub async fn deployment(&self, name: &str) -> Result<Option<Rollout>, String> {
+    pub(crate) async fn deployment(&self, name: &str) -> Result<Option<Rollout>, KubeError> {
         self.deployment_in(CILIUM_NAMESPACE, name).await
     }
 
@@ -184,30 +182,38 @@ impl Conn {
     ///
     /// # Errors
     /// API errors.
-    pub async fn deployment_in(&self, ns: &str, name: &str) -> Result<Option<Rollout>, String> {
+    pub(crate) async fn deployment_in(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Rollout>, KubeError> {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-        Ok(api.get_opt(name).await.map_err(err)?.map(|d| {
-            let s = d.status.unwrap_or_default();
-            Rollout {
-                desired: i64::from(d.spec.replicas.unwrap_or(1)),
-                ready: i64::from(s.ready_replicas.unwrap_or(0)),
-                updated: i64::from(s.updated_replicas.unwrap_or(0)),
-                generation: d.metadata.generation.unwrap_or(0),
-                observed_generation: s.observed_generation.unwrap_or(0),
-            }
-        }))
+        Ok(api
+            .get_opt(name)
+            .await
+            .map_err(KubeError::api(""))?
+            .map(|d| {
+                let s = d.status.unwrap_or_default();
+                Rollout {
+                    desired: i64::from(d.spec.replicas.unwrap_or(1)),
+                    ready: i64::from(s.ready_replicas.unwrap_or(0)),
+                    updated: i64::from(s.updated_replicas.unwrap_or(0)),
+                    generation: d.metadata.generation.unwrap_or(0),
+                    observed_generation: s.observed_generation.unwrap_or(0),
+                }
+            }))
     }
 
     /// The clustermesh-apiserver Service.
     ///
     /// # Errors
     /// API errors.
-    pub async fn apiserver_service(&self) -> Result<Option<ServiceObs>, String> {
+    pub(crate) async fn apiserver_service(&self) -> Result<Option<ServiceObs>, KubeError> {
         let api: Api<Service> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
         Ok(api
             .get_opt("clustermesh-apiserver")
             .await
-            .map_err(err)?
+            .map_err(KubeError::api(""))?
             .map(|s| {
                 let spec = s.spec.unwrap_or_default();
                 let node_port = spec
@@ -228,25 +234,29 @@ impl Conn {
     ///
     /// # Errors
     /// API errors.
-    pub async fn secret_data(
+    pub(crate) async fn secret_data(
         &self,
         name: &str,
-    ) -> Result<Option<BTreeMap<String, String>>, String> {
+    ) -> Result<Option<BTreeMap<String, String>>, KubeError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
-        Ok(api.get_opt(name).await.map_err(err)?.map(|s| {
-            s.data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                .collect()
-        }))
+        Ok(api
+            .get_opt(name)
+            .await
+            .map_err(KubeError::api(""))?
+            .map(|s| {
+                s.data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                    .collect()
+            }))
     }
 
     /// Creates or updates a Secret by server-side apply (field manager `cmesh`).
     ///
     /// # Errors
     /// API errors.
-    pub async fn apply_secret(&self, secret: &serde_json::Value) -> Result<(), String> {
+    pub(crate) async fn apply_secret(&self, secret: &serde_json::Value) -> Result<(), KubeError> {
         let name = secret
             .pointer("/metadata/name")
             .and_then(|n| n.as_str())
@@ -260,32 +270,36 @@ impl Conn {
         )
         .await
         .map(|_| ())
-        .map_err(|e| format!("Secret {name}: {}", err(e)))
+        .map_err(KubeError::api(format!("Secret {name}")))
     }
 
     /// Restarts a DaemonSet's pods as `kubectl rollout restart` does.
     ///
     /// # Errors
     /// API errors.
-    pub async fn rollout_restart(&self, daemonset: &str, stamp: &str) -> Result<(), String> {
+    pub(crate) async fn rollout_restart(
+        &self,
+        daemonset: &str,
+        stamp: &str,
+    ) -> Result<(), KubeError> {
         let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
         let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}});
         api.patch(daemonset, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map(|_| ())
-            .map_err(err)
+            .map_err(KubeError::api(""))
     }
 
     /// Agent pods (`k8s-app=cilium`) with their Ready condition.
     ///
     /// # Errors
     /// API errors.
-    pub async fn agent_pods(&self) -> Result<Vec<(String, bool)>, String> {
+    pub(crate) async fn agent_pods(&self) -> Result<Vec<(String, bool)>, KubeError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
         let pods = api
             .list(&ListParams::default().labels("k8s-app=cilium"))
             .await
-            .map_err(err)?;
+            .map_err(KubeError::api(""))?;
         Ok(pods
             .items
             .into_iter()
@@ -305,12 +319,12 @@ impl Conn {
     ///
     /// # Errors
     /// Exec failures and non-zero exits.
-    pub async fn exec(
+    pub(crate) async fn exec(
         &self,
         pod: &str,
         container: &str,
         command: &[&str],
-    ) -> Result<String, String> {
+    ) -> Result<String, KubeError> {
         self.exec_within(pod, container, command, self.timeout)
             .await
     }
@@ -320,13 +334,13 @@ impl Conn {
     ///
     /// # Errors
     /// Exec failures, non-zero exits and the bound.
-    pub async fn exec_within(
+    pub(crate) async fn exec_within(
         &self,
         pod: &str,
         container: &str,
         command: &[&str],
         bound: Duration,
-    ) -> Result<String, String> {
+    ) -> Result<String, KubeError> {
         // An exec stream can stay open without traffic (seen when the command exits on a
         // kubelet that never sends the status frame): bound the whole call.
         match tokio::time::timeout(
@@ -336,11 +350,12 @@ impl Conn {
         .await
         {
             Ok(r) => r,
-            Err(_) => Err(format!(
-                "`{}` in {pod}/{container} did not finish within {}s",
-                command.join(" "),
-                bound.as_secs_f64()
-            )),
+            Err(_) => Err(KubeError::ExecTimeout {
+                command: command.join(" "),
+                pod: pod.to_owned(),
+                container: container.to_owned(),
+                bound,
+            }),
         }
     }
 
@@ -348,20 +363,23 @@ impl Conn {
     ///
     /// # Errors
     /// Exec failures and non-zero exits.
-    pub async fn exec_in(
+    pub(crate) async fn exec_in(
         &self,
         ns: &str,
         pod: &str,
         container: &str,
         command: &[&str],
-    ) -> Result<String, String> {
+    ) -> Result<String, KubeError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let ap = AttachParams::default()
             .container(container)
             .stdin(false)
             .stdout(true)
             .stderr(true);
-        let mut proc = api.exec(pod, command.to_vec(), &ap).await.map_err(err)?;
+        let mut proc = api
+            .exec(pod, command.to_vec(), &ap)
+            .await
+            .map_err(KubeError::api(""))?;
         let mut stdout = String::new();
         let mut stderr = String::new();
         // Bounded, and both streams at once (a command filling stderr while stdout is read
@@ -389,15 +407,22 @@ impl Conn {
         };
         let _ = proc.join().await;
         match status {
-            Some(s) if s.status.as_deref() == Some("Failure") => Err(format!(
-                "`{}` failed: {}",
-                command.join(" "),
-                if stderr.trim().is_empty() {
+            Some(s) if s.status.as_deref() == Some("Failure") => Err(KubeError::CommandFailed {
+                command: command.join(" "),
+                // The exit code, as the kubelet reports it (reason NonZeroExitCode, cause
+                // ExitCode).
+                exit_code: s
+                    .details
+                    .as_ref()
+                    .and_then(|d| d.causes.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
+                    .and_then(|c| c.message.as_deref()?.parse().ok()),
+                message: if stderr.trim().is_empty() {
                     s.message.unwrap_or_default()
                 } else {
                     stderr.trim().to_owned()
-                }
-            )),
+                },
+            }),
             _ => Ok(stdout),
         }
     }
@@ -405,7 +430,7 @@ impl Conn {
 
 /// A pod as `test` needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodObs {
+pub(crate) struct PodObs {
     /// Name.
     pub name: String,
     /// Pod IP, once assigned.
@@ -440,7 +465,7 @@ impl Conn {
     ///
     /// # Errors
     /// API errors, such as AlreadyExists.
-    pub async fn create(&self, obj: &serde_json::Value) -> Result<(), String> {
+    pub(crate) async fn create(&self, obj: &serde_json::Value) -> Result<(), KubeError> {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default();
         let kind = obj["kind"].as_str().unwrap_or_default();
         let ns = obj.pointer("/metadata/namespace").and_then(|v| v.as_str());
@@ -449,44 +474,52 @@ impl Conn {
             .and_then(|v| v.as_str())
             .unwrap_or_default();
         let dynamic: DynamicObject =
-            serde_json::from_value(obj.clone()).map_err(|e| format!("{kind} {name}: {e}"))?;
+            serde_json::from_value(obj.clone()).map_err(|e| KubeError::Object {
+                what: format!("{kind} {name}"),
+                reason: e.to_string(),
+            })?;
         dynamic_api(&self.client, api_version, kind, ns)
             .create(&PostParams::default(), &dynamic)
             .await
             .map(|_| ())
-            .map_err(|e| format!("create {kind} {name}: {}", err(e)))
+            .map_err(KubeError::api(format!("create {kind} {name}")))
     }
 
     /// Reads one object as JSON (`None` when it does not exist).
     ///
     /// # Errors
     /// API errors.
-    pub async fn get_json(
+    pub(crate) async fn get_json(
         &self,
         api_version: &str,
         kind: &str,
         ns: Option<&str>,
         name: &str,
-    ) -> Result<Option<serde_json::Value>, String> {
+    ) -> Result<Option<serde_json::Value>, KubeError> {
         let o = dynamic_api(&self.client, api_version, kind, ns)
             .get_opt(name)
             .await
-            .map_err(err)?;
-        o.map(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
-            .transpose()
+            .map_err(KubeError::api(""))?;
+        o.map(|o| {
+            serde_json::to_value(o).map_err(|e| KubeError::Object {
+                what: format!("{kind} {name}"),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
     }
 
     /// Lists objects as JSON (`ns` `None`: every namespace), optionally by label selector.
     ///
     /// # Errors
     /// API errors.
-    pub async fn list_json(
+    pub(crate) async fn list_json(
         &self,
         api_version: &str,
         kind: &str,
         ns: Option<&str>,
         selector: Option<&str>,
-    ) -> Result<Vec<serde_json::Value>, String> {
+    ) -> Result<Vec<serde_json::Value>, KubeError> {
         let mut lp = ListParams::default();
         if let Some(s) = selector {
             lp = lp.labels(s);
@@ -494,10 +527,13 @@ impl Conn {
         let list = dynamic_api(&self.client, api_version, kind, ns)
             .list(&lp)
             .await
-            .map_err(err)?;
+            .map_err(KubeError::api(format!("list {kind}")))?;
         let mut out = Vec::new();
         for o in list.items {
-            let mut v = serde_json::to_value(o).map_err(|e| e.to_string())?;
+            let mut v = serde_json::to_value(o).map_err(|e| KubeError::Object {
+                what: kind.to_owned(),
+                reason: e.to_string(),
+            })?;
             // List items come without apiVersion and kind; put them back for the readers.
             v["apiVersion"] = serde_json::json!(api_version);
             v["kind"] = serde_json::json!(kind);
@@ -510,44 +546,49 @@ impl Conn {
     ///
     /// # Errors
     /// API errors.
-    pub async fn merge_patch(
+    pub(crate) async fn merge_patch(
         &self,
         api_version: &str,
         kind: &str,
         ns: Option<&str>,
         name: &str,
         patch: &serde_json::Value,
-    ) -> Result<(), String> {
+    ) -> Result<(), KubeError> {
         dynamic_api(&self.client, api_version, kind, ns)
             .patch(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map(|_| ())
-            .map_err(|e| format!("patch {kind} {name}: {}", err(e)))
+            .map_err(KubeError::api(format!("patch {kind} {name}")))
     }
 
     /// Sets a Deployment's replicas.
     ///
     /// # Errors
     /// API errors.
-    pub async fn scale(&self, ns: &str, deployment: &str, replicas: i32) -> Result<(), String> {
+    pub(crate) async fn scale(
+        &self,
+        ns: &str,
+        deployment: &str,
+        replicas: i32,
+    ) -> Result<(), KubeError> {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
         api.patch_scale(deployment, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map(|_| ())
-            .map_err(|e| format!("scale {deployment}: {}", err(e)))
+            .map_err(KubeError::api(format!("scale {deployment}")))
     }
 
     /// Pods in `ns` matching `selector`.
     ///
     /// # Errors
     /// API errors.
-    pub async fn pods(&self, ns: &str, selector: &str) -> Result<Vec<PodObs>, String> {
+    pub(crate) async fn pods(&self, ns: &str, selector: &str) -> Result<Vec<PodObs>, KubeError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let pods = api
             .list(&ListParams::default().labels(selector))
             .await
-            .map_err(err)?;
+            .map_err(KubeError::api(""))?;
         Ok(pods
             .items
             .into_iter()
@@ -573,12 +614,12 @@ impl Conn {
     ///
     /// # Errors
     /// API errors.
-    pub async fn delete_namespace(&self, name: &str) -> Result<bool, String> {
+    pub(crate) async fn delete_namespace(&self, name: &str) -> Result<bool, KubeError> {
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-            Err(e) => Err(err(e)),
+            Err(e) => Err(KubeError::api("")(e)),
         }
     }
 
@@ -586,21 +627,24 @@ impl Conn {
     ///
     /// # Errors
     /// API errors.
-    pub async fn namespace_exists(&self, name: &str) -> Result<bool, String> {
+    pub(crate) async fn namespace_exists(&self, name: &str) -> Result<bool, KubeError> {
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
-        api.get_opt(name).await.map(|n| n.is_some()).map_err(err)
+        api.get_opt(name)
+            .await
+            .map(|n| n.is_some())
+            .map_err(KubeError::api(""))
     }
 
     /// Names of the namespaces matching `selector`.
     ///
     /// # Errors
     /// API errors.
-    pub async fn namespaces(&self, selector: &str) -> Result<Vec<String>, String> {
+    pub(crate) async fn namespaces(&self, selector: &str) -> Result<Vec<String>, KubeError> {
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
         let list = api
             .list(&ListParams::default().labels(selector))
             .await
-            .map_err(err)?;
+            .map_err(KubeError::api(""))?;
         Ok(list
             .items
             .into_iter()

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// What the verifier saw.
 #[derive(Debug, Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// The server's end-entity certificate.
     pub server_cert: Option<Vec<u8>>,
     /// The verifier's error, if it rejected the certificate.
@@ -110,7 +110,7 @@ impl ResolvesClientCert for RecordingResolver {
 ///
 /// # Errors
 /// When the CA or the client key cannot be loaded.
-pub fn client_config(
+pub(crate) fn client_config(
     ca_der: &[u8],
     client_cert_der: Vec<u8>,
     client_key_pkcs8: Vec<u8>,
@@ -160,7 +160,7 @@ fn load_key(
 ///
 /// # Errors
 /// When `host` is neither.
-pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_owned())
         .map_err(|e| format!("`{host}` is not a valid server name: {e}"))
 }
@@ -168,14 +168,14 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
 /// A stream that first replays bytes read ahead of time, then reads from `inner`: the probe
 /// reads once after the handshake to catch a rejected client certificate (TLS 1.3 reports it
 /// only then), and gRPC must still see whatever arrived.
-pub struct Replay<S> {
+pub(crate) struct Replay<S> {
     pending: Vec<u8>,
     inner: S,
 }
 
 impl<S> Replay<S> {
     /// Wraps `inner`, replaying `pending` first.
-    pub fn new(pending: Vec<u8>, inner: S) -> Self {
+    pub(crate) fn new(pending: Vec<u8>, inner: S) -> Self {
         Self { pending, inner }
     }
 }
@@ -215,7 +215,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
 }
 
 /// Renders a DER distinguished name (as sent in a CertificateRequest) as text.
-pub fn dn_to_string(der: &[u8]) -> String {
+pub(crate) fn dn_to_string(der: &[u8]) -> String {
     use x509_parser::prelude::FromDer;
     use x509_parser::x509::X509Name;
     // The hint is the Name's contents; some stacks send it with the outer SEQUENCE.

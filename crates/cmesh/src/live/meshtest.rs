@@ -18,11 +18,11 @@ use cmesh_core::meshtest::{
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 
-use crate::cluster::Conn;
+use crate::live::kube::{Conn, KubeError};
 
 /// How a run behaves.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// The parts to run.
     pub kinds: Vec<Kind>,
     /// Leave the namespaces in place.
@@ -59,7 +59,7 @@ struct Progress {
 }
 
 /// One run of the suite.
-pub struct Suite {
+pub(crate) struct Suite {
     conns: Vec<Conn>,
     settings: Settings,
     opts: Options,
@@ -67,12 +67,43 @@ pub struct Suite {
     log: Box<dyn Fn(&str) + Send + Sync>,
 }
 
-/// Why a wait ended without success.
-type WaitError = String;
+/// Why a step of the suite could not be done (the cells it needed are then "not run" with
+/// this as the reason).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StepError {
+    /// The API server refused or failed a request.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    /// A request got no answer within the request timeout.
+    #[error("no answer within {}s", .0.as_secs())]
+    NoAnswer(Duration),
+    /// A wait ran out.
+    #[error("timed out after {}s waiting for {what}{}", .after.as_secs(), last_error(.last))]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The bound.
+        after: Duration,
+        /// The last error seen while polling.
+        last: Option<Box<StepError>>,
+    },
+    /// The server pod was ready, then gone before it could be read.
+    #[error("server pod vanished")]
+    ServerVanished,
+    /// No ingress-nginx controller or class to test with.
+    #[error("{0}")]
+    NoIngress(String),
+}
+
+fn last_error(last: &Option<Box<StepError>>) -> String {
+    last.as_ref()
+        .map(|e| format!(" (last error: {e})"))
+        .unwrap_or_default()
+}
 
 impl Suite {
     /// A run over `conns` (mesh order). `log` receives progress lines.
-    pub fn new(
+    pub(crate) fn new(
         conns: Vec<Conn>,
         settings: Settings,
         opts: Options,
@@ -105,19 +136,19 @@ impl Suite {
     }
 
     /// Bounds one API call by the request timeout.
-    async fn api<T>(&self, f: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    async fn api<T>(&self, f: impl Future<Output = Result<T, KubeError>>) -> Result<T, StepError> {
         bounded(self.opts.request_timeout, f).await
     }
 
     /// Runs every selected part. Results accumulate inside the suite, so that a cancelled run
     /// still reports what it did; call [`Suite::cleanup`] and [`Suite::finish`] after.
-    pub async fn run(&self) {
+    pub(crate) async fn run(&self) {
         (self.log)(&format!(
             "namespace {} in {}",
             self.settings.namespace,
             self.names().join(", ")
         ));
-        let servers: Vec<Result<Server, String>> =
+        let servers: Vec<Result<Server, StepError>> =
             join_all(self.conns.iter().map(|c| self.setup(c))).await;
         for (c, s) in self.conns.iter().zip(&servers) {
             if let Err(e) = s {
@@ -143,7 +174,7 @@ impl Suite {
         }
     }
 
-    async fn setup(&self, c: &Conn) -> Result<Server, String> {
+    async fn setup(&self, c: &Conn) -> Result<Server, StepError> {
         self.with(|p| p.created.push(c.name.clone()));
         for obj in manifests::setup(&self.settings, &c.name) {
             self.api(c.create(&obj)).await?;
@@ -168,30 +199,31 @@ impl Suite {
     }
 
     /// Polls `check` until it returns true or `opts.wait` expires.
-    async fn wait_until<F, Fut>(&self, what: &str, check: F) -> Result<(), WaitError>
+    async fn wait_until<F, Fut>(&self, what: &str, check: F) -> Result<(), StepError>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<bool, String>>,
+        Fut: Future<Output = Result<bool, StepError>>,
     {
         let deadline = Instant::now() + self.opts.wait;
-        let mut last = String::new();
+        let mut last = None;
         loop {
             match check().await {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
-                Err(e) => last = format!(" (last error: {e})"),
+                Err(e) => last = Some(Box::new(e)),
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "timed out after {}s waiting for {what}{last}",
-                    self.opts.wait.as_secs()
-                ));
+                return Err(StepError::Timeout {
+                    what: what.to_owned(),
+                    after: self.opts.wait,
+                    last,
+                });
             }
             tokio::time::sleep(self.opts.poll).await;
         }
     }
 
-    async fn wait_server(&self, c: &Conn) -> Result<Server, String> {
+    async fn wait_server(&self, c: &Conn) -> Result<Server, StepError> {
         let ns = &self.settings.namespace;
         let sel = format!("app.kubernetes.io/name={SERVER_APP}");
         let found: Mutex<Option<Server>> = Mutex::new(None);
@@ -211,10 +243,10 @@ impl Suite {
         found
             .into_inner()
             .unwrap_or_else(|p| p.into_inner())
-            .ok_or_else(|| "server pod vanished".to_owned())
+            .ok_or(StepError::ServerVanished)
     }
 
-    async fn wait_no_server(&self, c: &Conn) -> Result<(), String> {
+    async fn wait_no_server(&self, c: &Conn) -> Result<(), StepError> {
         let ns = &self.settings.namespace;
         let sel = format!("app.kubernetes.io/name={SERVER_APP}");
         self.wait_until(&format!("{}: server pods gone", c.name), || async {
@@ -263,7 +295,7 @@ impl Suite {
                 }
                 a
             }
-            Ok(Err(e)) => failed(e),
+            Ok(Err(e)) => failed(e.to_string()),
             Err(_) => failed(format!("no result within {}s", bound.as_secs())),
         }
     }
@@ -288,7 +320,7 @@ impl Suite {
         }
     }
 
-    async fn pods(&self, servers: &[Result<Server, String>]) {
+    async fn pods(&self, servers: &[Result<Server, StepError>]) {
         (self.log)("pod to pod");
         let names = self.names();
         let mut jobs = Vec::new();
@@ -332,7 +364,7 @@ impl Suite {
         }
     }
 
-    async fn services(&self, servers: &[Result<Server, String>]) {
+    async fn services(&self, servers: &[Result<Server, StepError>]) {
         (self.log)("global service");
         let names = self.names();
         let ready: Vec<String> = names
@@ -403,7 +435,7 @@ impl Suite {
         }
     }
 
-    async fn scale(&self, c: &Conn, replicas: i32) -> Result<(), String> {
+    async fn scale(&self, c: &Conn, replicas: i32) -> Result<(), StepError> {
         self.api(c.scale(&self.settings.namespace, SERVER, replicas))
             .await?;
         if replicas == 0 {
@@ -434,7 +466,7 @@ impl Suite {
         false
     }
 
-    async fn failover(&self, c: &Conn, ready: bool, servers: &[Result<Server, String>]) {
+    async fn failover(&self, c: &Conn, ready: bool, servers: &[Result<Server, StepError>]) {
         let others = servers
             .iter()
             .filter(|s| s.is_ok())
@@ -495,16 +527,16 @@ impl Suite {
     }
 
     /// The ingress-nginx controller Service (`http://name.ns.svc:port/`) and the class to use.
-    async fn find_ingress(&self, c: &Conn) -> Result<(String, String), String> {
+    async fn find_ingress(&self, c: &Conn) -> Result<(String, String), StepError> {
         let sel = "app.kubernetes.io/name=ingress-nginx,app.kubernetes.io/component=controller";
         let services = self
             .api(c.list_json("v1", "Service", None, Some(sel)))
             .await?;
         let Some(svc) = services.first() else {
-            return Err(format!(
+            return Err(StepError::NoIngress(format!(
                 "no ingress-nginx controller in {} (no Service labelled {sel})",
                 c.name
-            ));
+            )));
         };
         let ports = svc
             .pointer("/spec/ports")
@@ -551,11 +583,11 @@ impl Suite {
             .or(nginx.first())
             .and_then(|k| k.pointer("/metadata/name").and_then(|v| v.as_str()))
             .ok_or_else(|| {
-                format!(
+                StepError::NoIngress(format!(
                     "no IngressClass with controller {} in {}; pass --ingress-class",
                     ann::NGINX_CONTROLLER,
                     c.name
-                )
+                ))
             })?;
         Ok((url, class.to_owned()))
     }
@@ -586,7 +618,7 @@ impl Suite {
             Ok(x) => x,
             Err(e) => {
                 (self.log)(&format!("ingress: {}: skipped: {e}", c.name));
-                skip_all(&e, false);
+                skip_all(&e.to_string(), false);
                 return;
             }
         };
@@ -600,7 +632,7 @@ impl Suite {
             .await
         {
             self.error(format!("{}: {e}", c.name));
-            skip_all(&e, true);
+            skip_all(&e.to_string(), true);
             return;
         }
         let host = self.settings.ingress_host();
@@ -655,7 +687,7 @@ impl Suite {
                 "ingress-with-upstream",
                 &c.name,
                 None,
-                &e,
+                &e.to_string(),
                 true,
             ));
         } else {
@@ -685,7 +717,7 @@ impl Suite {
 
     /// Deletes the run's namespace wherever it may have been created (unless `--keep`), and
     /// waits for it to go.
-    pub async fn cleanup(&self) -> Vec<Cleanup> {
+    pub(crate) async fn cleanup(&self) -> Vec<Cleanup> {
         let created = self.with(|p| p.created.clone());
         let ns = self.settings.namespace.clone();
         if self.opts.keep {
@@ -715,7 +747,7 @@ impl Suite {
     }
 
     /// The report of the run.
-    pub fn finish(
+    pub(crate) fn finish(
         &self,
         cleanup: Vec<Cleanup>,
         interrupted: bool,
@@ -767,16 +799,16 @@ const CHECK_ORDER: [&str; 10] = [
 
 async fn bounded<T>(
     limit: Duration,
-    f: impl Future<Output = Result<T, String>>,
-) -> Result<T, String> {
+    f: impl Future<Output = Result<T, KubeError>>,
+) -> Result<T, StepError> {
     match tokio::time::timeout(limit, f).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {}s", limit.as_secs())),
+        Ok(r) => Ok(r?),
+        Err(_) => Err(StepError::NoAnswer(limit)),
     }
 }
 
 /// Deletes each (cluster, namespace) and waits up to `wait` for it to disappear.
-pub async fn delete_namespaces(
+pub(crate) async fn delete_namespaces(
     targets: &[(&Conn, String)],
     request_timeout: Duration,
     wait: Duration,
@@ -784,7 +816,9 @@ pub async fn delete_namespaces(
 ) -> Vec<Cleanup> {
     let jobs = targets.iter().map(|(c, ns)| async move {
         let outcome = match bounded(request_timeout, c.delete_namespace(ns)).await {
-            Err(e) => CleanupOutcome::Failed { reason: e },
+            Err(e) => CleanupOutcome::Failed {
+                reason: e.to_string(),
+            },
             Ok(_) => {
                 let deadline = Instant::now() + wait;
                 loop {
@@ -794,7 +828,9 @@ pub async fn delete_namespaces(
                             break CleanupOutcome::Terminating;
                         }
                         Err(e) if Instant::now() >= deadline => {
-                            break CleanupOutcome::Failed { reason: e };
+                            break CleanupOutcome::Failed {
+                                reason: e.to_string(),
+                            };
                         }
                         _ => tokio::time::sleep(poll).await,
                     }
@@ -811,7 +847,7 @@ pub async fn delete_namespaces(
 }
 
 /// Finds the namespaces of any run (by label) in every cluster and deletes them.
-pub async fn remove_leftovers(
+pub(crate) async fn remove_leftovers(
     conns: &[Conn],
     request_timeout: Duration,
     wait: Duration,
@@ -826,7 +862,9 @@ pub async fn remove_leftovers(
             Err(e) => failed.push(Cleanup {
                 cluster: c.name.clone(),
                 namespace: "*".into(),
-                outcome: CleanupOutcome::Failed { reason: e },
+                outcome: CleanupOutcome::Failed {
+                    reason: e.to_string(),
+                },
             }),
         }
     }

@@ -10,32 +10,32 @@ use cmesh_core::status::{AgentObs, KVSTOREMESH_DBG_SINCE, MeshObs, Observed};
 
 /// How many peers `status` asks KVStoreMesh about: `None` unless it runs and its release
 /// answers `kvstoremesh-dbg`.
-pub fn asks_kvstoremesh(spec: &MeshSpec) -> Option<usize> {
+pub(crate) fn asks_kvstoremesh(spec: &MeshSpec) -> Option<usize> {
     (spec.clustermesh.kvstoremesh_enabled(&spec.cilium.version)
         && spec.cilium.version.at_least(KVSTOREMESH_DBG_SINCE))
     .then(|| spec.clusters.len().saturating_sub(1))
 }
 use cmesh_core::value::Value;
 
-use crate::cluster::Conn;
-use crate::helm::{Helm, Target};
+use crate::live::helm::{Helm, Target};
+use crate::live::kube::{Conn, KubeError};
 
 /// How many agents are asked at the same time, per cluster.
 const AGENTS_AT_ONCE: usize = 8;
 
 /// The bound on reading one cluster: a few request timeouts, plus the time KVStoreMesh's
 /// troubleshoot may take to dial every peer. docs/status.md states it.
-pub fn cluster_deadline(request_timeout: Duration, peers: usize) -> Duration {
+pub(crate) fn cluster_deadline(request_timeout: Duration, peers: usize) -> Duration {
     request_timeout * 4 + Duration::from_secs(3 * peers as u64)
 }
 
 /// Runs a cilium CLI command in an agent, `cilium-dbg` first and `cilium` when the image has
 /// no `cilium-dbg` (Cilium 1.14).
-async fn cilium(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, String> {
+async fn cilium(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, KubeError> {
     let mut cmd = vec!["cilium-dbg"];
     cmd.extend_from_slice(args);
     match conn.exec(pod, "cilium-agent", &cmd).await {
-        Err(e) if e.contains("not found") || e.contains("no such file") => {
+        Err(e) if e.command_not_found() => {
             let mut old = vec!["cilium"];
             old.extend_from_slice(args);
             conn.exec(pod, "cilium-agent", &old).await
@@ -46,7 +46,7 @@ async fn cilium(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, String>
 
 /// A cilium CLI command in Cilium's machine-readable form (`-o json`), its text form when the
 /// agent cannot give JSON.
-async fn cilium_json(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, String> {
+async fn cilium_json(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, KubeError> {
     let mut json = args.to_vec();
     json.extend_from_slice(&["-o", "json"]);
     match cilium(conn, pod, &json).await {
@@ -61,7 +61,7 @@ async fn cilium_json(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, St
 async fn troubleshoot(
     conn: &Conn,
     pod: &str,
-    status: &Result<String, String>,
+    status: &Result<String, KubeError>,
     peers: usize,
 ) -> Option<Result<String, String>> {
     let s = status.as_ref().ok()?;
@@ -83,7 +83,8 @@ async fn troubleshoot(
             ],
             bound,
         )
-        .await,
+        .await
+        .map_err(|e| e.to_string()),
     )
 }
 
@@ -128,34 +129,34 @@ async fn kvstoremesh(conn: &Conn, peers: usize) -> Vec<MeshObs> {
                     .await;
                 out.push(MeshObs {
                     pod: p.name,
-                    status,
-                    troubleshoot,
+                    status: status.map_err(|e| e.to_string()),
+                    troubleshoot: troubleshoot.map_err(|e| e.to_string()),
                 });
             }
             out
         }
         Err(e) => vec![MeshObs {
             pod: "(listing pods)".into(),
-            status: Err(e.clone()),
-            troubleshoot: Err(e),
+            status: Err(e.to_string()),
+            troubleshoot: Err(e.to_string()),
         }],
     }
 }
 
 /// Reads one cluster (one of `peers + 1`); with `ask_kvstoremesh`, also what its KVStoreMesh
 /// reports.
-pub async fn observe(
+pub(crate) async fn observe(
     peers: usize,
     ask_kvstoremesh: Option<usize>,
-    conn: Result<Conn, String>,
+    conn: Result<Conn, KubeError>,
     helm: Result<&Helm, &str>,
     timeout: Duration,
 ) -> Observed {
     let conn = match conn {
         Ok(c) => c,
-        Err(e) => return Observed::unreachable(e),
+        Err(e) => return Observed::unreachable(e.to_string()),
     };
-    let api = conn.version().await;
+    let api = conn.version().await.map_err(|e| e.to_string());
     if let Err(e) = api {
         return Observed::unreachable(e);
     }
@@ -176,8 +177,8 @@ pub async fn observe(
                     AgentObs {
                         pod,
                         ready,
-                        status,
-                        nodes,
+                        status: status.map_err(|e| e.to_string()),
+                        nodes: nodes.map_err(|e| e.to_string()),
                         troubleshoot,
                     }
                 })
@@ -188,8 +189,8 @@ pub async fn observe(
         Err(e) => agent_reports.push(AgentObs {
             pod: "(listing pods)".into(),
             ready: false,
-            status: Err(e.clone()),
-            nodes: Err(e),
+            status: Err(e.to_string()),
+            nodes: Err(e.to_string()),
             troubleshoot: None,
         }),
     }
@@ -199,10 +200,7 @@ pub async fn observe(
     };
     let release_values = match helm {
         Ok(h) => {
-            let target = Target {
-                kubeconfig: conn.kubeconfig.clone(),
-                context: conn.context.clone(),
-            };
+            let target = Target::of(&conn);
             h.get_values("cilium", CILIUM_NAMESPACE, &target, timeout)
                 .await
                 .map(|v| v.map(|j| Value::from_json(&j)))
@@ -212,18 +210,21 @@ pub async fn observe(
             "helm unavailable ({why}): cannot compare the release's values"
         )),
     };
+    // The core judges observations as text: each error becomes its message here.
+    let text = |e: KubeError| e.to_string();
     Observed {
         api,
-        agents: conn.daemonset("cilium").await,
-        operator: conn.deployment("cilium-operator").await,
-        apiserver: conn.deployment("clustermesh-apiserver").await,
-        service: conn.apiserver_service().await,
+        agents: conn.daemonset("cilium").await.map_err(text),
+        operator: conn.deployment("cilium-operator").await.map_err(text),
+        apiserver: conn.deployment("clustermesh-apiserver").await.map_err(text),
+        service: conn.apiserver_service().await.map_err(text),
         ca_crt: conn
             .secret_data("cilium-ca")
             .await
-            .map(|d| d.and_then(|m| m.get("ca.crt").cloned())),
-        clustermesh: conn.secret_data("cilium-clustermesh").await,
-        kvstoremesh: conn.secret_data("cilium-kvstoremesh").await,
+            .map(|d| d.and_then(|m| m.get("ca.crt").cloned()))
+            .map_err(text),
+        clustermesh: conn.secret_data("cilium-clustermesh").await.map_err(text),
+        kvstoremesh: conn.secret_data("cilium-kvstoremesh").await.map_err(text),
         agent_reports,
         kvstoremesh_reports,
         release_values,

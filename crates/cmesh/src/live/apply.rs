@@ -1,0 +1,503 @@
+//! `cmesh apply`, the effects: for each phase in order (base completes on every cluster before
+//! mesh starts on any), for every cluster concurrently: pre-create Secrets by server-side
+//! apply, `helm upgrade --install`, wait for the rollouts, and restart the agents when an
+//! existing release's mesh configuration or certificates changed (the article deletes the
+//! pods by hand). A cluster that fails is reported; the others carry on.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cmesh_core::apply::{
+    self as decide, DryRun, HelmAction, RELEASE, Restart, Step, StepOutcome, Workload,
+};
+use cmesh_core::render::{ClusterArtifacts, Phase};
+use cmesh_core::spec::CILIUM_NAMESPACE;
+use cmesh_core::value::Value;
+
+use crate::live::helm::{Chart, Helm, Target};
+use crate::live::kube::{Conn, KubeError};
+use crate::ui::progress::Progress;
+
+/// How to apply.
+pub(crate) struct Options {
+    /// Phases, in order.
+    pub phases: Vec<Phase>,
+    /// The chart.
+    pub chart: Chart,
+    /// helm.
+    pub helm: Helm,
+    /// Bound on helm and on each rollout wait.
+    pub timeout: Duration,
+    /// Poll interval while waiting for rollouts.
+    pub poll: Duration,
+    /// Bound on one request (and on a `helm get values`, which reads one Secret).
+    pub request_timeout: Duration,
+}
+
+/// What to install per cluster and phase.
+pub(crate) type Artifacts = BTreeMap<(String, Phase), ClusterArtifacts>;
+
+fn ms(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Applies `phases` to the connected clusters. `conns` holds, per cluster, the connection or
+/// why it failed. Returns every step, in order of completion per cluster.
+pub(crate) async fn run(
+    conns: Vec<(String, Result<Conn, KubeError>)>,
+    artifacts: Arc<Artifacts>,
+    opts: Arc<Options>,
+    progress: Arc<dyn Progress>,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut alive: Vec<Conn> = Vec::new();
+    // Every cluster's API server at once: a slow one costs its own timeout, not everyone's.
+    let versions = futures_util::future::join_all(conns.iter().map(|(_, c)| async move {
+        let t = Instant::now();
+        match c {
+            Ok(conn) => match conn.version().await {
+                Ok(v) => (StepOutcome::Ok, format!("Kubernetes {v}"), ms(t)),
+                Err(e) => (
+                    StepOutcome::Failed,
+                    format!("API server unreachable: {e}"),
+                    ms(t),
+                ),
+            },
+            Err(e) => (StepOutcome::Failed, e.to_string(), 0),
+        }
+    }))
+    .await;
+    for ((name, c), (outcome, detail, millis)) in conns.into_iter().zip(versions) {
+        let s = Step {
+            cluster: name,
+            phase: None,
+            step: "connect",
+            outcome,
+            detail,
+            millis,
+        };
+        progress.finished(&s);
+        let ok = s.outcome == StepOutcome::Ok;
+        steps.push(s);
+        if let (true, Ok(conn)) = (ok, c) {
+            alive.push(conn);
+        }
+    }
+    for &phase in &opts.phases {
+        let mut set = tokio::task::JoinSet::new();
+        for conn in alive.clone() {
+            let artifacts = Arc::clone(&artifacts);
+            let opts = Arc::clone(&opts);
+            let progress = Arc::clone(&progress);
+            set.spawn(async move {
+                let Some(a) = artifacts.get(&(conn.name.clone(), phase)) else {
+                    return (conn.name.clone(), Vec::new());
+                };
+                // helm and the rollout waits have their own --timeout; this bounds the rest
+                // (many requests, each within --request-timeout) in the worst case.
+                let bound = opts.timeout * 2 + Duration::from_secs(60);
+                let steps = tokio::time::timeout(
+                    bound,
+                    apply_phase(&conn, phase, a, &opts, progress.as_ref()),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    vec![Step {
+                        cluster: conn.name.clone(),
+                        phase: Some(phase),
+                        step: "deadline",
+                        outcome: StepOutcome::Failed,
+                        detail: format!(
+                            "the {phase:?} phase did not finish within {}s",
+                            bound.as_secs()
+                        ),
+                        millis: u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
+                    }]
+                });
+                (conn.name.clone(), steps)
+            });
+        }
+        let mut failed = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok((name, s)) = r {
+                if s.iter().any(|x| x.outcome == StepOutcome::Failed) {
+                    failed.push(name);
+                }
+                steps.extend(s);
+            }
+        }
+        // A cluster that failed a phase does not go on to the next one.
+        alive.retain(|c| !failed.contains(&c.name));
+    }
+    steps
+}
+
+/// One cluster's phase: Secrets, chart, rollouts, restart; stops at the first failed step.
+async fn apply_phase(
+    conn: &Conn,
+    phase: Phase,
+    a: &ClusterArtifacts,
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let at = At {
+        conn,
+        phase,
+        progress,
+    };
+    let push = |s: Step, steps: &mut Vec<Step>| {
+        progress.finished(&s);
+        let failed = s.outcome == StepOutcome::Failed;
+        steps.push(s);
+        failed
+    };
+
+    // 1. Secrets first: the chart mounts them by name.
+    let (secrets, secrets_changed) = apply_secrets(&at, a).await;
+    if push(secrets, &mut steps) {
+        return steps;
+    }
+    // 2. The chart.
+    let chart = match apply_chart(&at, a, opts).await {
+        Ok(c) => c,
+        Err(s) => {
+            push(s, &mut steps);
+            return steps;
+        }
+    };
+    if push(chart.step, &mut steps) {
+        return steps;
+    }
+    // 3. Rollouts.
+    let t = Instant::now();
+    let waited = wait_rollouts(conn, &decide::workloads(phase), opts, progress, phase).await;
+    let ok = waited.is_ok();
+    let detail = waited.unwrap_or_else(|e| e);
+    if push(
+        at.step("rollout", StepOutcome::of(ok), detail, t),
+        &mut steps,
+    ) {
+        return steps;
+    }
+    // 4. Agents read the mesh configuration and certificates only at start.
+    let rolled_by_chart = match (chart.agents_generation, conn.daemonset("cilium").await) {
+        (Some(before), Ok(Some(now))) => now.generation > before,
+        _ => false,
+    };
+    let decision = decide::restart(
+        chart.previous.as_ref(),
+        &a.values,
+        secrets_changed,
+        rolled_by_chart,
+    );
+    push(restart_agents(&at, decision, opts).await, &mut steps);
+    steps
+}
+
+/// Where a step runs, for its report.
+struct At<'a> {
+    conn: &'a Conn,
+    phase: Phase,
+    progress: &'a dyn Progress,
+}
+
+impl At<'_> {
+    fn step(&self, step: &'static str, outcome: StepOutcome, detail: String, t: Instant) -> Step {
+        Step {
+            cluster: self.conn.name.clone(),
+            phase: Some(self.phase),
+            step,
+            outcome,
+            detail,
+            millis: ms(t),
+        }
+    }
+
+    fn working(&self, what: &str) {
+        self.progress
+            .working(&self.conn.name, &format!("{}: {what}", self.phase.as_str()));
+    }
+}
+
+/// Applies the phase's Secrets (server-side apply); the step and whether one that existed
+/// changed (then the agents must restart to read it).
+async fn apply_secrets(at: &At<'_>, a: &ClusterArtifacts) -> (Step, bool) {
+    at.working(&format!("applying {} Secret(s)", a.secrets.len()));
+    let t = Instant::now();
+    let mut changed = false;
+    let mut error = None;
+    for s in &a.secrets {
+        let before = at
+            .conn
+            .secret_data(decide::secret_name(s))
+            .await
+            .ok()
+            .flatten();
+        changed |= decide::secret_changed(before.as_ref(), s);
+        if let Err(e) = at.conn.apply_secret(&s.to_json()).await {
+            error = Some(e.to_string());
+            break;
+        }
+    }
+    let (outcome, detail) = decide::secrets_step(a.secrets.len(), changed, error.as_deref());
+    (at.step("secrets", outcome, detail, t), changed)
+}
+
+/// What the chart step saw and did.
+struct ChartStep {
+    step: Step,
+    /// The release's values before (`None`: no release, or they could not be read).
+    previous: Option<Value>,
+    /// The agents' DaemonSet generation before the upgrade: if the chart changes the pod
+    /// template, the rollout itself restarts every agent with the new configuration.
+    agents_generation: Option<i64>,
+}
+
+/// `helm upgrade --install`, or nothing when the release already has this chart and values.
+/// `Err` is a failed step before helm could run.
+async fn apply_chart(at: &At<'_>, a: &ClusterArtifacts, opts: &Options) -> Result<ChartStep, Step> {
+    at.working("helm upgrade --install");
+    let t = Instant::now();
+    let target = Target::of(at.conn);
+    let previous = opts
+        .helm
+        .get_values(RELEASE, CILIUM_NAMESPACE, &target, opts.request_timeout * 2)
+        .await;
+    let agents_generation = at
+        .conn
+        .daemonset("cilium")
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.generation);
+    let prev = match &previous {
+        Ok(Some(p)) => Some(Value::from_json(p)),
+        _ => None,
+    };
+    // `helm list` only when the values already match: otherwise it is an upgrade anyway.
+    let release = if decide::same_values(prev.as_ref(), &a.values) {
+        opts.helm
+            .release(RELEASE, CILIUM_NAMESPACE, &target, opts.timeout)
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let version = opts.chart.version();
+    let action = match (
+        &previous,
+        decide::helm_action(
+            prev.as_ref(),
+            release.as_ref(),
+            version.as_deref(),
+            &a.values,
+        ),
+    ) {
+        // Values that could not be read are not "no release": upgrade over whatever is there.
+        (Err(_), HelmAction::Install) => HelmAction::Upgrade,
+        (_, action) => action,
+    };
+    let step = match action {
+        HelmAction::Skip { chart } => at.step(
+            "helm",
+            StepOutcome::Skipped,
+            format!("no change ({chart})"),
+            t,
+        ),
+        HelmAction::Install | HelmAction::Upgrade => {
+            let done = if matches!(previous, Ok(Some(_))) {
+                "upgraded"
+            } else {
+                "installed"
+            };
+            match upgrade_install(a, opts, &target).await {
+                Ok(()) => at.step("helm", StepOutcome::Ok, done.into(), t),
+                Err(e) => at.step("helm", StepOutcome::Failed, e, t),
+            }
+        }
+    };
+    Ok(ChartStep {
+        step,
+        previous: prev,
+        agents_generation,
+    })
+}
+
+/// Writes the values to a private temporary file (they can hold private keys: versions that
+/// take certificates only as values) and runs helm with it.
+async fn upgrade_install(
+    a: &ClusterArtifacts,
+    opts: &Options,
+    target: &Target,
+) -> Result<(), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("cmesh-values-")
+        .tempdir()
+        .map_err(|e| format!("temporary directory: {e}"))?;
+    let values_path: PathBuf = dir.path().join("values.yaml");
+    crate::fs::atomic::write_new(
+        &values_path,
+        a.values_text.as_bytes(),
+        crate::fs::atomic::Mode::Private,
+    )
+    .map_err(|e| e.to_string())?;
+    opts.helm
+        .upgrade_install(
+            RELEASE,
+            &opts.chart,
+            CILIUM_NAMESPACE,
+            &values_path,
+            target,
+            opts.timeout,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Carries out the restart decision: `kubectl rollout restart` of the agents, then waits.
+async fn restart_agents(at: &At<'_>, decision: Restart, opts: &Options) -> Step {
+    let why = match decision {
+        Restart::Skip(why) => {
+            return Step {
+                millis: 0,
+                ..at.step("restart", StepOutcome::Skipped, why, Instant::now())
+            };
+        }
+        Restart::Restart(why) => why,
+    };
+    at.working("restarting agents");
+    let t = Instant::now();
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let agents = [Workload {
+        name: "cilium",
+        daemonset: true,
+    }];
+    let result = match at.conn.rollout_restart("cilium", &stamp).await {
+        Ok(()) => wait_rollouts(at.conn, &agents, opts, at.progress, at.phase)
+            .await
+            .map(|d| format!("{why}: restarted, {d}")),
+        Err(e) => Err(format!("rollout restart: {e}")),
+    };
+    let ok = result.is_ok();
+    at.step(
+        "restart",
+        StepOutcome::of(ok),
+        result.unwrap_or_else(|e| e),
+        t,
+    )
+}
+
+/// Waits until every workload has rolled out and is ready; `Err` names what is not.
+async fn wait_rollouts(
+    conn: &Conn,
+    workloads: &[Workload],
+    opts: &Options,
+    progress: &dyn Progress,
+    phase: Phase,
+) -> Result<String, String> {
+    let deadline = Instant::now() + opts.timeout;
+    // Give controllers a moment to see a new spec before judging it complete.
+    tokio::time::sleep(opts.poll.min(Duration::from_millis(200))).await;
+    loop {
+        let mut states = Vec::new();
+        let mut done = true;
+        for &Workload { name: w, daemonset } in workloads {
+            let r = if daemonset {
+                conn.daemonset(w).await
+            } else {
+                conn.deployment(w).await
+            };
+            match r {
+                Ok(Some(r)) => {
+                    done &= r.complete();
+                    states.push(format!("{w} {}/{}", r.ready, r.desired));
+                }
+                Ok(None) => {
+                    done = false;
+                    states.push(format!("{w} missing"));
+                }
+                Err(e) => {
+                    done = false;
+                    states.push(format!("{w}: {e}"));
+                }
+            }
+        }
+        let text = states.join(", ");
+        if done {
+            return Ok(text);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "not ready after {}s: {text}",
+                opts.timeout.as_secs()
+            ));
+        }
+        progress.working(
+            &conn.name,
+            &format!("{}: waiting for {text}", phase.as_str()),
+        );
+        tokio::time::sleep(opts.poll).await;
+    }
+}
+
+/// Plans without changing anything: reads the current release's values to diff against.
+pub(crate) async fn dry_run(
+    conns: Vec<(String, Result<Conn, KubeError>)>,
+    artifacts: &Artifacts,
+    opts: &Options,
+) -> Vec<DryRun> {
+    // Clusters at once, each cluster's phases in order; results in mesh.yaml's order.
+    futures_util::future::join_all(
+        conns
+            .into_iter()
+            .map(|(name, c)| dry_run_cluster(name, c, artifacts, opts)),
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+async fn dry_run_cluster(
+    name: String,
+    c: Result<Conn, KubeError>,
+    artifacts: &Artifacts,
+    opts: &Options,
+) -> Vec<DryRun> {
+    // One observation per cluster, planned for each phase.
+    let observed: Result<Option<Value>, String> = match &c {
+        Err(e) => Err(e.to_string()),
+        Ok(conn) => match conn.version().await {
+            Err(e) => Err(format!("API server unreachable: {e}")),
+            Ok(_) => opts
+                .helm
+                .get_values(
+                    RELEASE,
+                    CILIUM_NAMESPACE,
+                    &Target::of(conn),
+                    opts.request_timeout * 2,
+                )
+                .await
+                .map(|v| v.as_ref().map(Value::from_json))
+                .map_err(|e| e.to_string()),
+        },
+    };
+    opts.phases
+        .iter()
+        .filter_map(|&phase| {
+            let a = artifacts.get(&(name.clone(), phase))?;
+            let obs = match &observed {
+                Ok(v) => Ok(v.as_ref()),
+                Err(e) => Err(e.as_str()),
+            };
+            Some(decide::dry_run(&name, phase, a, obs))
+        })
+        .collect()
+}
