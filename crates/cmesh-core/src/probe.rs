@@ -399,374 +399,29 @@ fn san_key(v: &CiliumVersion, dns: bool) -> String {
 pub fn diagnose(t: &Target, obs: Observation, ca: &TrustedCa) -> Report {
     let mut stages = Vec::new();
     let mut diagnosis: Option<Diagnosis> = None;
-    let fail =
-        |stage: &'static str, cause: String, fix: String| Some(Diagnosis { stage, cause, fix });
-    let endpoint = format!("{}:{}", t.host, t.port);
 
-    // DNS
-    match &obs.dns {
-        Some((DnsObs::Literal, ms)) => stages.push(stage(
-            "dns",
-            Outcome::Skip,
-            Some(*ms),
-            format!("{} is an IP address", t.host),
-        )),
-        Some((DnsObs::Static { ips }, ms)) => stages.push(stage(
-            "dns",
-            Outcome::Ok,
-            Some(*ms),
-            format!("{} -> {} (host alias of the ips form)", t.host, join(ips)),
-        )),
-        Some((DnsObs::Resolved { addrs }, ms)) => stages.push(stage(
-            "dns",
-            Outcome::Ok,
-            Some(*ms),
-            format!("{} -> {}", t.host, join(addrs)),
-        )),
-        Some((DnsObs::Failed { error }, ms)) => {
-            stages.push(stage("dns", Outcome::Fail, Some(*ms), error.clone()));
-            diagnosis = fail(
-                "dns",
-                format!("`{}` does not resolve from here: {error}", t.host),
-                format!(
-                    "peers of {} dial this name too: publish it in DNS (or /etc/hosts on this machine and every node), or give cluster {} `clustermesh.ips` in mesh.yaml so that Cilium resolves <name>.<domain> with a host alias",
-                    t.cluster, t.cluster
-                ),
-            );
-        }
-        Some((DnsObs::Timeout, ms)) => {
-            stages.push(stage("dns", Outcome::Fail, Some(*ms), "timed out"));
-            diagnosis = fail(
-                "dns",
-                format!("resolving `{}` timed out", t.host),
-                "check the resolver of this machine and the nodes".into(),
-            );
-        }
-        None => {}
+    if let Some(dns) = &obs.dns {
+        diagnosis = dns_stage(t, dns, &mut stages);
     }
-
-    // TCP
     if diagnosis.is_none()
         && let Some((attempts, ms)) = &obs.tcp
     {
-        match attempts.iter().find_map(|a| {
-            if let TcpObs::Connected { addr } = a {
-                Some(*addr)
-            } else {
-                None
-            }
-        }) {
-            Some(addr) => stages.push(stage(
-                "tcp",
-                Outcome::Ok,
-                Some(*ms),
-                format!("connected to {addr}"),
-            )),
-            None => {
-                let detail = attempts
-                    .iter()
-                    .map(describe_tcp)
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                stages.push(stage("tcp", Outcome::Fail, Some(*ms), detail.clone()));
-                let refused = attempts.iter().any(|a| matches!(a, TcpObs::Refused { .. }));
-                let timeout = attempts.iter().any(|a| matches!(a, TcpObs::Timeout { .. }));
-                let (cause, fix) = if refused {
-                    (
-                        format!(
-                            "connection refused: {detail}. Nothing listens on port {} there",
-                            t.port
-                        ),
-                        format!(
-                            "check that {} runs clustermesh-apiserver exposed on {}: `kubectl -n kube-system get svc clustermesh-apiserver` should show {} (apply the mesh phase with `cmesh apply` if it is missing), and that {} is an address of one of its nodes or of its load balancer",
-                            t.cluster,
-                            t.port,
-                            match t.service_type {
-                                crate::spec::ServiceType::LoadBalancer => format!(
-                                    "type LoadBalancer with an external address, port {}",
-                                    t.port
-                                ),
-                                crate::spec::ServiceType::NodePort =>
-                                    format!("type NodePort, ports 2379:{}/TCP", t.port),
-                            },
-                            t.host
-                        ),
-                    )
-                } else if timeout {
-                    (
-                        format!("no answer from {detail}"),
-                        format!(
-                            "packets to port {} are dropped: open it in the firewalls and security groups between the clusters' nodes (and from this machine), and check that {} is routable",
-                            t.port, t.host
-                        ),
-                    )
-                } else {
-                    (
-                        format!("cannot connect: {detail}"),
-                        format!(
-                            "check the route to {} from here and from the other clusters' nodes",
-                            t.host
-                        ),
-                    )
-                };
-                diagnosis = fail("tcp", cause, fix);
-            }
-        }
+        diagnosis = tcp_stage(t, attempts, *ms, &mut stages);
     }
-
-    // TLS and certificate
     if diagnosis.is_none()
         && let Some((tls, ms)) = &obs.tls
     {
-        match tls {
-            TlsObs::Ok {
-                version,
-                cipher,
-                server,
-            } => {
-                stages.push(stage(
-                    "tls",
-                    Outcome::Ok,
-                    Some(*ms),
-                    format!("{version} {cipher}, client certificate CN={}", t.client_cn),
-                ));
-                stages.push(stage(
-                    "certificate",
-                    Outcome::Ok,
-                    None,
-                    format!(
-                        "CN={} covers {}, signed by the mesh CA, valid until {}",
-                        server.common_name,
-                        t.host,
-                        fmt_date(server.not_after)
-                    ),
-                ));
-            }
-            TlsObs::ServerCertRejected {
-                problem,
-                server,
-                error,
-            } => {
-                stages.push(stage(
-                    "tls",
-                    Outcome::Fail,
-                    Some(*ms),
-                    "aborted: server certificate rejected",
-                ));
-                stages.push(stage("certificate", Outcome::Fail, None, error.clone()));
-                diagnosis = Some(cert_diagnosis(t, problem, server.as_deref(), error, ca));
-            }
-            TlsObs::ClientCertRejected {
-                alert,
-                acceptable_issuers,
-            } => {
-                stages.push(stage(
-                    "tls",
-                    Outcome::Fail,
-                    Some(*ms),
-                    format!("server rejected the client certificate: {alert}"),
-                ));
-                let asked = if acceptable_issuers.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " It accepts client certificates from: {}.",
-                        acceptable_issuers.join("; ")
-                    )
-                };
-                diagnosis = fail(
-                    "tls",
-                    format!(
-                        "{endpoint} rejected the client certificate `{}` (signed by the mesh CA `{}`, sha256 {}) with TLS alert `{alert}`: {} does not trust the mesh CA, so the clusters do not share one CA (the article's \"authentication handshake failed\").{asked}",
-                        t.client_cn, ca.subject, ca.sha256, t.cluster
-                    ),
-                    format!(
-                        "give {} the mesh CA: render with cmesh and apply ({}'s cilium-ca and certificates must come from pki.dir), or adopt {}'s CA for the whole mesh with `cmesh pki import` and render every cluster again",
-                        t.cluster, t.cluster, t.cluster
-                    ),
-                );
-            }
-            TlsObs::Failed { error } => {
-                stages.push(stage("tls", Outcome::Fail, Some(*ms), error.clone()));
-                diagnosis = fail(
-                    "tls",
-                    format!("TLS with {endpoint} failed: {error}"),
-                    format!(
-                        "is {endpoint} really clustermesh-apiserver's etcd port (2379 behind the Service)? Something else answered, or it is not TLS"
-                    ),
-                );
-            }
-            TlsObs::Timeout => {
-                stages.push(stage(
-                    "tls",
-                    Outcome::Fail,
-                    Some(*ms),
-                    "no handshake in time",
-                ));
-                diagnosis = fail(
-                    "tls",
-                    format!(
-                        "{endpoint} accepted the connection but did not complete a TLS handshake in time"
-                    ),
-                    format!(
-                        "something other than clustermesh-apiserver holds {endpoint}, or it is overloaded: check its pods (`kubectl -n kube-system get pods -l app.kubernetes.io/name=clustermesh-apiserver`)"
-                    ),
-                );
-            }
-        }
+        diagnosis = tls_stage(t, tls, *ms, ca, &mut stages);
     }
-
-    // etcd
     if diagnosis.is_none()
         && let Some((etcd, ms)) = &obs.etcd
     {
-        match etcd {
-            EtcdObs::Ok {
-                version,
-                cluster_id,
-                member_id,
-                db_size,
-            } => stages.push(stage(
-                "etcd",
-                Outcome::Ok,
-                Some(*ms),
-                format!(
-                    "etcd {version}, cluster {cluster_id}, member {member_id}, {} KiB",
-                    db_size / 1024
-                ),
-            )),
-            EtcdObs::Error { code, message } => {
-                stages.push(stage(
-                    "etcd",
-                    Outcome::Fail,
-                    Some(*ms),
-                    format!("{code}: {message}"),
-                ));
-                diagnosis = Some(etcd_diagnosis(t, code, message, ca, "Maintenance.Status"));
-            }
-            EtcdObs::Timeout => {
-                stages.push(stage("etcd", Outcome::Fail, Some(*ms), "no answer in time"));
-                diagnosis = fail(
-                    "etcd",
-                    format!("etcd on {endpoint} did not answer in time"),
-                    "check the clustermesh-apiserver pod's etcd container logs".into(),
-                );
-            }
-        }
+        diagnosis = etcd_stage(t, etcd, *ms, ca, &mut stages);
     }
-
-    // cluster-config
     if diagnosis.is_none()
         && let Some((cfg, ms)) = &obs.config
     {
-        match cfg {
-            ConfigObs::Read { entries } => {
-                let own = entries.iter().find(|(n, _)| *n == t.cluster);
-                match own {
-                    Some((_, value)) => match parse_cluster_id(value) {
-                        Some(id) if id == t.id => stages.push(stage(
-                            "cluster-config",
-                            Outcome::Ok,
-                            Some(*ms),
-                            format!("cilium/cluster-config/{}: id {id}", t.cluster),
-                        )),
-                        Some(id) => {
-                            stages.push(stage(
-                                "cluster-config",
-                                Outcome::Fail,
-                                Some(*ms),
-                                format!("id {id}, mesh.yaml says {}", t.id),
-                            ));
-                            diagnosis = fail(
-                                "cluster-config",
-                                format!(
-                                    "cilium/cluster-config/{} at {endpoint} says cluster ID {id}, but mesh.yaml gives {} ID {}",
-                                    t.cluster, t.cluster, t.id
-                                ),
-                                format!(
-                                    "either {} runs with another cluster.id (render and apply it; a running cluster's ID cannot change without reinstalling Cilium), or two clusters claim one ID: IDs must be unique across the mesh",
-                                    t.cluster
-                                ),
-                            );
-                        }
-                        None => stages.push(stage(
-                            "cluster-config",
-                            Outcome::Warn,
-                            Some(*ms),
-                            format!(
-                                "cilium/cluster-config/{} holds no cluster ID: {}",
-                                t.cluster,
-                                truncate(value, 80)
-                            ),
-                        )),
-                    },
-                    None if entries.is_empty() => stages.push(stage(
-                        "cluster-config",
-                        Outcome::Skip,
-                        Some(*ms),
-                        "no cilium/cluster-config/ key yet",
-                    )),
-                    None => {
-                        let others: Vec<String> = entries
-                            .iter()
-                            .map(|(n, v)| {
-                                format!(
-                                    "{n} (id {})",
-                                    parse_cluster_id(v).map_or("?".into(), |i| i.to_string())
-                                )
-                            })
-                            .collect();
-                        stages.push(stage(
-                            "cluster-config",
-                            Outcome::Fail,
-                            Some(*ms),
-                            format!("serves {}", others.join(", ")),
-                        ));
-                        diagnosis = fail(
-                            "cluster-config",
-                            format!(
-                                "{endpoint} serves cluster {} (cilium/cluster-config/), not {}: the address or port of {} in mesh.yaml reaches another cluster's clustermesh-apiserver",
-                                others.join(", "),
-                                t.cluster,
-                                t.cluster
-                            ),
-                            format!(
-                                "fix {}'s clustermesh address/port in mesh.yaml; if the clusters share a NodePort on Cilium < 1.19, give each its own (cilium#24692)",
-                                t.cluster
-                            ),
-                        );
-                    }
-                }
-            }
-            ConfigObs::Error { code, message } => {
-                stages.push(stage(
-                    "cluster-config",
-                    Outcome::Fail,
-                    Some(*ms),
-                    format!("{code}: {message}"),
-                ));
-                diagnosis = Some(etcd_diagnosis(
-                    t,
-                    code,
-                    message,
-                    ca,
-                    "reading cilium/cluster-config/",
-                ));
-            }
-            ConfigObs::Timeout => {
-                stages.push(stage(
-                    "cluster-config",
-                    Outcome::Fail,
-                    Some(*ms),
-                    "no answer in time",
-                ));
-                diagnosis = fail(
-                    "cluster-config",
-                    format!("reading cilium/cluster-config/ from {endpoint} timed out"),
-                    "check the clustermesh-apiserver pod's etcd container".into(),
-                );
-            }
-        }
+        diagnosis = config_stage(t, cfg, *ms, ca, &mut stages);
     }
 
     // Stages never reached.
@@ -782,6 +437,406 @@ pub fn diagnose(t: &Target, obs: Observation, ca: &TrustedCa) -> Report {
         diagnosis,
         observed: obs,
     }
+}
+
+/// The failed stage's cause and fix.
+fn fail(stage: &'static str, cause: String, fix: String) -> Option<Diagnosis> {
+    Some(Diagnosis { stage, cause, fix })
+}
+
+/// Name resolution.
+fn dns_stage(t: &Target, dns: &(DnsObs, u64), stages: &mut Vec<Stage>) -> Option<Diagnosis> {
+    let mut diagnosis = None;
+    match dns {
+        (DnsObs::Literal, ms) => stages.push(stage(
+            "dns",
+            Outcome::Skip,
+            Some(*ms),
+            format!("{} is an IP address", t.host),
+        )),
+        (DnsObs::Static { ips }, ms) => stages.push(stage(
+            "dns",
+            Outcome::Ok,
+            Some(*ms),
+            format!("{} -> {} (host alias of the ips form)", t.host, join(ips)),
+        )),
+        (DnsObs::Resolved { addrs }, ms) => stages.push(stage(
+            "dns",
+            Outcome::Ok,
+            Some(*ms),
+            format!("{} -> {}", t.host, join(addrs)),
+        )),
+        (DnsObs::Failed { error }, ms) => {
+            stages.push(stage("dns", Outcome::Fail, Some(*ms), error.clone()));
+            diagnosis = fail(
+                "dns",
+                format!("`{}` does not resolve from here: {error}", t.host),
+                format!(
+                    "peers of {} dial this name too: publish it in DNS (or /etc/hosts on this machine and every node), or give cluster {} `clustermesh.ips` in mesh.yaml so that Cilium resolves <name>.<domain> with a host alias",
+                    t.cluster, t.cluster
+                ),
+            );
+        }
+        (DnsObs::Timeout, ms) => {
+            stages.push(stage("dns", Outcome::Fail, Some(*ms), "timed out"));
+            diagnosis = fail(
+                "dns",
+                format!("resolving `{}` timed out", t.host),
+                "check the resolver of this machine and the nodes".into(),
+            );
+        }
+    }
+    diagnosis
+}
+
+/// The TCP connection (every address tried).
+fn tcp_stage(
+    t: &Target,
+    attempts: &[TcpObs],
+    ms: u64,
+    stages: &mut Vec<Stage>,
+) -> Option<Diagnosis> {
+    let mut diagnosis = None;
+    match attempts.iter().find_map(|a| {
+        if let TcpObs::Connected { addr } = a {
+            Some(*addr)
+        } else {
+            None
+        }
+    }) {
+        Some(addr) => stages.push(stage(
+            "tcp",
+            Outcome::Ok,
+            Some(ms),
+            format!("connected to {addr}"),
+        )),
+        None => {
+            let detail = attempts
+                .iter()
+                .map(describe_tcp)
+                .collect::<Vec<_>>()
+                .join("; ");
+            stages.push(stage("tcp", Outcome::Fail, Some(ms), detail.clone()));
+            let refused = attempts.iter().any(|a| matches!(a, TcpObs::Refused { .. }));
+            let timeout = attempts.iter().any(|a| matches!(a, TcpObs::Timeout { .. }));
+            let (cause, fix) = if refused {
+                (
+                    format!(
+                        "connection refused: {detail}. Nothing listens on port {} there",
+                        t.port
+                    ),
+                    format!(
+                        "check that {} runs clustermesh-apiserver exposed on {}: `kubectl -n kube-system get svc clustermesh-apiserver` should show {} (apply the mesh phase with `cmesh apply` if it is missing), and that {} is an address of one of its nodes or of its load balancer",
+                        t.cluster,
+                        t.port,
+                        match t.service_type {
+                            crate::spec::ServiceType::LoadBalancer => format!(
+                                "type LoadBalancer with an external address, port {}",
+                                t.port
+                            ),
+                            crate::spec::ServiceType::NodePort =>
+                                format!("type NodePort, ports 2379:{}/TCP", t.port),
+                        },
+                        t.host
+                    ),
+                )
+            } else if timeout {
+                (
+                    format!("no answer from {detail}"),
+                    format!(
+                        "packets to port {} are dropped: open it in the firewalls and security groups between the clusters' nodes (and from this machine), and check that {} is routable",
+                        t.port, t.host
+                    ),
+                )
+            } else {
+                (
+                    format!("cannot connect: {detail}"),
+                    format!(
+                        "check the route to {} from here and from the other clusters' nodes",
+                        t.host
+                    ),
+                )
+            };
+            diagnosis = fail("tcp", cause, fix);
+        }
+    }
+    diagnosis
+}
+
+/// The TLS handshake, and the certificates either side presented.
+fn tls_stage(
+    t: &Target,
+    tls: &TlsObs,
+    ms: u64,
+    ca: &TrustedCa,
+    stages: &mut Vec<Stage>,
+) -> Option<Diagnosis> {
+    let mut diagnosis = None;
+    let endpoint = format!("{}:{}", t.host, t.port);
+    match tls {
+        TlsObs::Ok {
+            version,
+            cipher,
+            server,
+        } => {
+            stages.push(stage(
+                "tls",
+                Outcome::Ok,
+                Some(ms),
+                format!("{version} {cipher}, client certificate CN={}", t.client_cn),
+            ));
+            stages.push(stage(
+                "certificate",
+                Outcome::Ok,
+                None,
+                format!(
+                    "CN={} covers {}, signed by the mesh CA, valid until {}",
+                    server.common_name,
+                    t.host,
+                    fmt_date(server.not_after)
+                ),
+            ));
+        }
+        TlsObs::ServerCertRejected {
+            problem,
+            server,
+            error,
+        } => {
+            stages.push(stage(
+                "tls",
+                Outcome::Fail,
+                Some(ms),
+                "aborted: server certificate rejected",
+            ));
+            stages.push(stage("certificate", Outcome::Fail, None, error.clone()));
+            diagnosis = Some(cert_diagnosis(t, problem, server.as_deref(), error, ca));
+        }
+        TlsObs::ClientCertRejected {
+            alert,
+            acceptable_issuers,
+        } => {
+            stages.push(stage(
+                "tls",
+                Outcome::Fail,
+                Some(ms),
+                format!("server rejected the client certificate: {alert}"),
+            ));
+            let asked = if acceptable_issuers.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " It accepts client certificates from: {}.",
+                    acceptable_issuers.join("; ")
+                )
+            };
+            diagnosis = fail(
+                "tls",
+                format!(
+                    "{endpoint} rejected the client certificate `{}` (signed by the mesh CA `{}`, sha256 {}) with TLS alert `{alert}`: {} does not trust the mesh CA, so the clusters do not share one CA (the article's \"authentication handshake failed\").{asked}",
+                    t.client_cn, ca.subject, ca.sha256, t.cluster
+                ),
+                format!(
+                    "give {} the mesh CA: render with cmesh and apply ({}'s cilium-ca and certificates must come from pki.dir), or adopt {}'s CA for the whole mesh with `cmesh pki import` and render every cluster again",
+                    t.cluster, t.cluster, t.cluster
+                ),
+            );
+        }
+        TlsObs::Failed { error } => {
+            stages.push(stage("tls", Outcome::Fail, Some(ms), error.clone()));
+            diagnosis = fail(
+                "tls",
+                format!("TLS with {endpoint} failed: {error}"),
+                format!(
+                    "is {endpoint} really clustermesh-apiserver's etcd port (2379 behind the Service)? Something else answered, or it is not TLS"
+                ),
+            );
+        }
+        TlsObs::Timeout => {
+            stages.push(stage(
+                "tls",
+                Outcome::Fail,
+                Some(ms),
+                "no handshake in time",
+            ));
+            diagnosis = fail(
+                "tls",
+                format!(
+                    "{endpoint} accepted the connection but did not complete a TLS handshake in time"
+                ),
+                format!(
+                    "something other than clustermesh-apiserver holds {endpoint}, or it is overloaded: check its pods (`kubectl -n kube-system get pods -l app.kubernetes.io/name=clustermesh-apiserver`)"
+                ),
+            );
+        }
+    }
+    diagnosis
+}
+
+/// etcd's Status: the server's own answer.
+fn etcd_stage(
+    t: &Target,
+    etcd: &EtcdObs,
+    ms: u64,
+    ca: &TrustedCa,
+    stages: &mut Vec<Stage>,
+) -> Option<Diagnosis> {
+    let mut diagnosis = None;
+    let endpoint = format!("{}:{}", t.host, t.port);
+    match etcd {
+        EtcdObs::Ok {
+            version,
+            cluster_id,
+            member_id,
+            db_size,
+        } => stages.push(stage(
+            "etcd",
+            Outcome::Ok,
+            Some(ms),
+            format!(
+                "etcd {version}, cluster {cluster_id}, member {member_id}, {} KiB",
+                db_size / 1024
+            ),
+        )),
+        EtcdObs::Error { code, message } => {
+            stages.push(stage(
+                "etcd",
+                Outcome::Fail,
+                Some(ms),
+                format!("{code}: {message}"),
+            ));
+            diagnosis = Some(etcd_diagnosis(t, code, message, ca, "Maintenance.Status"));
+        }
+        EtcdObs::Timeout => {
+            stages.push(stage("etcd", Outcome::Fail, Some(ms), "no answer in time"));
+            diagnosis = fail(
+                "etcd",
+                format!("etcd on {endpoint} did not answer in time"),
+                "check the clustermesh-apiserver pod's etcd container logs".into(),
+            );
+        }
+    }
+    diagnosis
+}
+
+/// cilium/cluster-config/: the cluster the endpoint serves, and its ID.
+fn config_stage(
+    t: &Target,
+    cfg: &ConfigObs,
+    ms: u64,
+    ca: &TrustedCa,
+    stages: &mut Vec<Stage>,
+) -> Option<Diagnosis> {
+    let mut diagnosis = None;
+    let endpoint = format!("{}:{}", t.host, t.port);
+    match cfg {
+        ConfigObs::Read { entries } => {
+            let own = entries.iter().find(|(n, _)| *n == t.cluster);
+            match own {
+                Some((_, value)) => match parse_cluster_id(value) {
+                    Some(id) if id == t.id => stages.push(stage(
+                        "cluster-config",
+                        Outcome::Ok,
+                        Some(ms),
+                        format!("cilium/cluster-config/{}: id {id}", t.cluster),
+                    )),
+                    Some(id) => {
+                        stages.push(stage(
+                            "cluster-config",
+                            Outcome::Fail,
+                            Some(ms),
+                            format!("id {id}, mesh.yaml says {}", t.id),
+                        ));
+                        diagnosis = fail(
+                            "cluster-config",
+                            format!(
+                                "cilium/cluster-config/{} at {endpoint} says cluster ID {id}, but mesh.yaml gives {} ID {}",
+                                t.cluster, t.cluster, t.id
+                            ),
+                            format!(
+                                "either {} runs with another cluster.id (render and apply it; a running cluster's ID cannot change without reinstalling Cilium), or two clusters claim one ID: IDs must be unique across the mesh",
+                                t.cluster
+                            ),
+                        );
+                    }
+                    None => stages.push(stage(
+                        "cluster-config",
+                        Outcome::Warn,
+                        Some(ms),
+                        format!(
+                            "cilium/cluster-config/{} holds no cluster ID: {}",
+                            t.cluster,
+                            truncate(value, 80)
+                        ),
+                    )),
+                },
+                None if entries.is_empty() => stages.push(stage(
+                    "cluster-config",
+                    Outcome::Skip,
+                    Some(ms),
+                    "no cilium/cluster-config/ key yet",
+                )),
+                None => {
+                    let others: Vec<String> = entries
+                        .iter()
+                        .map(|(n, v)| {
+                            format!(
+                                "{n} (id {})",
+                                parse_cluster_id(v).map_or("?".into(), |i| i.to_string())
+                            )
+                        })
+                        .collect();
+                    stages.push(stage(
+                        "cluster-config",
+                        Outcome::Fail,
+                        Some(ms),
+                        format!("serves {}", others.join(", ")),
+                    ));
+                    diagnosis = fail(
+                        "cluster-config",
+                        format!(
+                            "{endpoint} serves cluster {} (cilium/cluster-config/), not {}: the address or port of {} in mesh.yaml reaches another cluster's clustermesh-apiserver",
+                            others.join(", "),
+                            t.cluster,
+                            t.cluster
+                        ),
+                        format!(
+                            "fix {}'s clustermesh address/port in mesh.yaml; if the clusters share a NodePort on Cilium < 1.19, give each its own (cilium#24692)",
+                            t.cluster
+                        ),
+                    );
+                }
+            }
+        }
+        ConfigObs::Error { code, message } => {
+            stages.push(stage(
+                "cluster-config",
+                Outcome::Fail,
+                Some(ms),
+                format!("{code}: {message}"),
+            ));
+            diagnosis = Some(etcd_diagnosis(
+                t,
+                code,
+                message,
+                ca,
+                "reading cilium/cluster-config/",
+            ));
+        }
+        ConfigObs::Timeout => {
+            stages.push(stage(
+                "cluster-config",
+                Outcome::Fail,
+                Some(ms),
+                "no answer in time",
+            ));
+            diagnosis = fail(
+                "cluster-config",
+                format!("reading cilium/cluster-config/ from {endpoint} timed out"),
+                "check the clustermesh-apiserver pod's etcd container".into(),
+            );
+        }
+    }
+    diagnosis
 }
 
 fn cert_diagnosis(

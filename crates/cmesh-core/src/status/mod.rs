@@ -310,9 +310,33 @@ pub fn evaluate(
         &obs.apiserver,
     ));
 
-    // The apiserver Service: the type and port peers dial.
+    out.push(service_check(spec, cluster, obs));
+    out.push(ca_check(spec, obs, mesh_ca));
+    out.push(peers_check(
+        "peers",
+        "cilium-clustermesh",
+        &obs.clustermesh,
+        &expected_agent_endpoints(spec, cluster),
+    ));
+    if spec.clustermesh.kvstoremesh_enabled(&spec.cilium.version) {
+        out.push(peers_check(
+            "kvstoremesh-peers",
+            "cilium-kvstoremesh",
+            &obs.kvstoremesh,
+            &expected_real_endpoints(spec, cluster),
+        ));
+        out.push(kvstoremesh_check(spec, cluster, &obs.kvstoremesh_reports));
+    }
+
+    out.extend(agents_checks(spec, cluster, obs));
+    out.push(drift_check(obs, rendered));
+    out
+}
+
+/// The apiserver Service: the type and port peers dial.
+fn service_check(spec: &MeshSpec, cluster: &Cluster, obs: &Observed) -> Check {
     let want_type = spec.clustermesh.service_type.as_str();
-    out.push(match &obs.service {
+    match &obs.service {
         Err(e) => check("service", Outcome::Skip, e.clone()),
         Ok(None) => check(
             "service",
@@ -349,15 +373,29 @@ pub fn evaluate(
                 None => format!("{} port 2379", s.service_type),
             },
         ),
-    });
+    }
+}
 
-    // The one prerequisite the article calls crucial: the same CA everywhere.
-    out.push(match (&obs.ca_crt, mesh_ca) {
-        (_, None) if spec.clustermesh.certificates == CertMethod::CertManager => check("ca", Outcome::Skip, "certificates: certManager (no shared CA from cmesh)"),
+/// The one prerequisite the article calls crucial: the same CA everywhere.
+fn ca_check(spec: &MeshSpec, obs: &Observed, mesh_ca: Option<&CertInfo>) -> Check {
+    match (&obs.ca_crt, mesh_ca) {
+        (_, None) if spec.clustermesh.certificates == CertMethod::CertManager => check(
+            "ca",
+            Outcome::Skip,
+            "certificates: certManager (no shared CA from cmesh)",
+        ),
         (Err(e), _) => check("ca", Outcome::Skip, e.clone()),
-        (Ok(None), _) => check("ca", Outcome::Fail, "Secret cilium-ca not found: the cluster does not run with the mesh CA"),
+        (Ok(None), _) => check(
+            "ca",
+            Outcome::Fail,
+            "Secret cilium-ca not found: the cluster does not run with the mesh CA",
+        ),
         (Ok(Some(pem)), Some(ca)) => match CertInfo::from_pem(pem) {
-            Ok(info) if info.sha256 == ca.sha256 => check("ca", Outcome::Pass, format!("cilium-ca is the mesh CA ({})", short(&ca.sha256))),
+            Ok(info) if info.sha256 == ca.sha256 => check(
+                "ca",
+                Outcome::Pass,
+                format!("cilium-ca is the mesh CA ({})", short(&ca.sha256)),
+            ),
             Ok(info) => check(
                 "ca",
                 Outcome::Fail,
@@ -369,28 +407,20 @@ pub fn evaluate(
                     short(&ca.sha256)
                 ),
             ),
-            Err(e) => check("ca", Outcome::Fail, format!("cilium-ca holds no readable certificate: {e}")),
+            Err(e) => check(
+                "ca",
+                Outcome::Fail,
+                format!("cilium-ca holds no readable certificate: {e}"),
+            ),
         },
         (Ok(Some(_)), None) => check("ca", Outcome::Skip, "no mesh CA in pki.dir to compare with"),
-    });
-
-    out.push(peers_check(
-        "peers",
-        "cilium-clustermesh",
-        &obs.clustermesh,
-        &expected_agent_endpoints(spec, cluster),
-    ));
-    if spec.clustermesh.kvstoremesh_enabled(&spec.cilium.version) {
-        out.push(peers_check(
-            "kvstoremesh-peers",
-            "cilium-kvstoremesh",
-            &obs.kvstoremesh,
-            &expected_real_endpoints(spec, cluster),
-        ));
-        out.push(kvstoremesh_check(spec, cluster, &obs.kvstoremesh_reports));
     }
+}
 
-    // What the agents themselves report.
+/// What the agents themselves report: every peer ready (`agents-clustermesh`, with Cilium's
+/// own cause where one is not) and every peer's nodes known (`agents-nodes`).
+fn agents_checks(spec: &MeshSpec, cluster: &Cluster, obs: &Observed) -> Vec<Check> {
+    let mut out = Vec::new();
     let peers: Vec<&str> = spec
         .clusters
         .iter()
@@ -532,8 +562,12 @@ pub fn evaluate(
         });
     }
 
-    // Drift: what is deployed against what cmesh renders.
-    out.push(match (&obs.release_values, rendered) {
+    out
+}
+
+/// Drift: what is deployed against what cmesh renders.
+fn drift_check(obs: &Observed, rendered: Result<&Value, &str>) -> Check {
+    match (&obs.release_values, rendered) {
         (_, Err(why)) => check(
             "drift",
             Outcome::Skip,
@@ -583,8 +617,7 @@ pub fn evaluate(
                 )
             }
         }
-    });
-    out
+    }
 }
 
 /// The sub-line of an agent's not-ready cluster that says why: a failed etcd connection,

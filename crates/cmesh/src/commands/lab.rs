@@ -239,9 +239,31 @@ struct Reached {
 
 fn up(global: &GlobalArgs, a: &LabUpArgs, out: &mut dyn Write) -> Result<u8, ExpectedError> {
     let lab = Lab::open(global, &a.common)?;
-    let spec = lab.spec();
     let clusters = lab.clusters();
-    let net = match lab.provider {
+    let net = lab_network(&lab, a)?;
+    let mut extra = Vec::new();
+    if lab.provider == Provider::Libvirt {
+        extra.extend([drive::VIRT_INSTALL, drive::QEMU_IMG, drive::SSH]);
+        if a.image_url.is_some() {
+            extra.push(drive::CURL);
+        }
+    }
+    lab.tools(&extra)?;
+    let boot = VmBoot::prepare(&lab, a)?;
+    write_configs(&lab, a, &clusters, net.as_ref(), &boot.ssh_pub)?;
+    let mut state = create(&lab, a, &clusters, net.as_ref(), &boot)?;
+    let reached = reach_all(&lab, a, &clusters, net.as_ref(), &boot, &mut state)?;
+    let (target, changed) = point_mesh_yaml(&lab, a, &reached)?;
+    if let Some(net) = &net {
+        host_names(&lab, a, net, out)?;
+    }
+    report_up(out, &state, &reached, &target, changed)
+}
+
+/// libvirt's network for `--network` (none with kind), checked against mesh.yaml's ranges.
+fn lab_network(lab: &Lab, a: &LabUpArgs) -> Result<Option<LabNetwork>, ExpectedError> {
+    let spec = lab.spec();
+    Ok(match lab.provider {
         Provider::Kind => None,
         Provider::Libvirt => {
             let cidr = a.network.parse().map_err(|e| ExpectedError::Usage {
@@ -255,84 +277,106 @@ fn up(global: &GlobalArgs, a: &LabUpArgs, out: &mut dyn Write) -> Result<u8, Exp
             })?;
             Some(net)
         }
-    };
-    let mut extra = Vec::new();
-    if lab.provider == Provider::Libvirt {
-        extra.extend([drive::VIRT_INSTALL, drive::QEMU_IMG, drive::SSH]);
-        if a.image_url.is_some() {
-            extra.push(drive::CURL);
-        }
-    }
-    lab.tools(&extra)?;
+    })
+}
 
-    // libvirt: the base image and the SSH key, before anything is created.
-    let mut pre = Vec::new();
-    let (image, ssh_pub, ssh_private) = if lab.provider == Provider::Libvirt {
-        let image = match (&a.image, &a.image_url) {
-            (Some(p), _) => {
-                if !p.is_file() {
+/// What libvirt VMs boot from: the base image (with the step downloading it, if needed) and
+/// the SSH key pair lab up logs in with. Empty with kind.
+#[derive(Default)]
+struct VmBoot {
+    pre: Vec<Step>,
+    image: Option<PathBuf>,
+    ssh_pub: Vec<String>,
+    ssh_private: Option<PathBuf>,
+}
+
+impl VmBoot {
+    /// Checked before anything is created.
+    fn prepare(lab: &Lab, a: &LabUpArgs) -> Result<VmBoot, ExpectedError> {
+        if lab.provider != Provider::Libvirt {
+            return Ok(VmBoot::default());
+        }
+        let mut pre = Vec::new();
+        {
+            let image = match (&a.image, &a.image_url) {
+                (Some(p), _) => {
+                    if !p.is_file() {
+                        return Err(ExpectedError::Usage {
+                            message: format!("--image {}: no such file", p.display()),
+                            hint: Some("pass a cloud image in qcow2 format (Debian's genericcloud, Ubuntu's cloud image)".into()),
+                        });
+                    }
+                    abs(p)
+                }
+                (None, Some(url)) => {
+                    let p = abs(&lab.state_dir.join("base-image.qcow2"));
+                    if !p.is_file() {
+                        pre.push(Step {
+                            cluster: None,
+                            phase: "download image",
+                            argv: vec![
+                                "curl".into(),
+                                "--fail".into(),
+                                "--location".into(),
+                                "--silent".into(),
+                                "--show-error".into(),
+                                "--output".into(),
+                                p.display().to_string(),
+                                url.clone(),
+                            ],
+                            env: Vec::new(),
+                        });
+                    }
+                    p
+                }
+                (None, None) => {
                     return Err(ExpectedError::Usage {
-                        message: format!("--image {}: no such file", p.display()),
-                        hint: Some("pass a cloud image in qcow2 format (Debian's genericcloud, Ubuntu's cloud image)".into()),
+                        message: "--provider libvirt needs the cloud image the VMs boot: --image PATH".into(),
+                        hint: Some("or --image-url URL to have cmesh download it (e.g. Debian's genericcloud qcow2)".into()),
                     });
                 }
-                abs(p)
-            }
-            (None, Some(url)) => {
-                let p = abs(&lab.state_dir.join("base-image.qcow2"));
-                if !p.is_file() {
-                    pre.push(Step {
-                        cluster: None,
-                        phase: "download image",
-                        argv: vec![
-                            "curl".into(),
-                            "--fail".into(),
-                            "--location".into(),
-                            "--silent".into(),
-                            "--show-error".into(),
-                            "--output".into(),
-                            p.display().to_string(),
-                            url.clone(),
-                        ],
-                        env: Vec::new(),
-                    });
-                }
-                p
-            }
-            (None, None) => {
+            };
+            let key = a.ssh_key.clone().or_else(default_ssh_key).ok_or_else(|| ExpectedError::Usage {
+                message: "no SSH public key to authorize on the VMs (lab up fetches the admin kubeconfig over SSH)".into(),
+                hint: Some("pass --ssh-key PATH.pub, or create one with `ssh-keygen -t ed25519`".into()),
+            })?;
+            let text = std::fs::read_to_string(&key).map_err(|source| ExpectedError::Read {
+                path: key.clone(),
+                source,
+            })?;
+            let private = abs(&key.with_extension(""));
+            if !private.is_file() {
                 return Err(ExpectedError::Usage {
-                    message: "--provider libvirt needs the cloud image the VMs boot: --image PATH".into(),
-                    hint: Some("or --image-url URL to have cmesh download it (e.g. Debian's genericcloud qcow2)".into()),
+                    message: format!(
+                        "--ssh-key {}: its private key {} is missing (lab up logs in with it)",
+                        key.display(),
+                        private.display()
+                    ),
+                    hint: Some("pass the .pub file of a key pair you have".into()),
                 });
             }
-        };
-        let key = a.ssh_key.clone().or_else(default_ssh_key).ok_or_else(|| ExpectedError::Usage {
-            message: "no SSH public key to authorize on the VMs (lab up fetches the admin kubeconfig over SSH)".into(),
-            hint: Some("pass --ssh-key PATH.pub, or create one with `ssh-keygen -t ed25519`".into()),
-        })?;
-        let text = std::fs::read_to_string(&key).map_err(|source| ExpectedError::Read {
-            path: key.clone(),
-            source,
-        })?;
-        let private = abs(&key.with_extension(""));
-        if !private.is_file() {
-            return Err(ExpectedError::Usage {
-                message: format!(
-                    "--ssh-key {}: its private key {} is missing (lab up logs in with it)",
-                    key.display(),
-                    private.display()
-                ),
-                hint: Some("pass the .pub file of a key pair you have".into()),
-            });
+            Ok(VmBoot {
+                pre,
+                image: Some(image),
+                ssh_pub: vec![text.trim().to_owned()],
+                ssh_private: Some(private),
+            })
         }
-        (Some(image), vec![text.trim().to_owned()], Some(private))
-    } else {
-        (None, Vec::new(), None)
-    };
+    }
+}
 
-    // The configs, rewritten every time (they are derived from mesh.yaml).
+/// The configs of every selected cluster (and libvirt's network), rewritten every time: they
+/// are derived from mesh.yaml.
+fn write_configs(
+    lab: &Lab,
+    a: &LabUpArgs,
+    clusters: &[&Cluster],
+    net: Option<&LabNetwork>,
+    ssh_pub: &[String],
+) -> Result<(), ExpectedError> {
+    let spec = lab.spec();
     mkdir(&lab.state_dir)?;
-    for c in &clusters {
+    for c in clusters {
         let dir = lab.cluster_dir(c);
         mkdir(&dir)?;
         match lab.provider {
@@ -353,7 +397,7 @@ fn up(global: &GlobalArgs, a: &LabUpArgs, out: &mut dyn Write) -> Result<u8, Exp
                 )?;
                 let opts = lab::CloudInitOptions {
                     kubeadm,
-                    ssh_keys: ssh_pub.clone(),
+                    ssh_keys: ssh_pub.to_vec(),
                 };
                 let text = lab::cloud_init(spec, c, &opts);
                 fsx::write_atomic(
@@ -365,7 +409,7 @@ fn up(global: &GlobalArgs, a: &LabUpArgs, out: &mut dyn Write) -> Result<u8, Exp
             }
         }
     }
-    if let Some(net) = &net {
+    if let Some(net) = net {
         let text = lab::network_xml(spec, net);
         fsx::write_atomic(
             &lab.state_dir.join("network.xml"),
@@ -374,12 +418,24 @@ fn up(global: &GlobalArgs, a: &LabUpArgs, out: &mut dyn Write) -> Result<u8, Exp
             true,
         )?;
     }
+    Ok(())
+}
 
+/// Plans what is missing (the core decides) and runs it, recording in the state file what was
+/// created as it goes, so that `lab down` removes only that.
+fn create(
+    lab: &Lab,
+    a: &LabUpArgs,
+    clusters: &[&Cluster],
+    net: Option<&LabNetwork>,
+    boot: &VmBoot,
+) -> Result<LabState, ExpectedError> {
+    let spec = lab.spec();
     let (existing, network_exists) = lab.discover()?;
     let mut state = lab.load_state()?;
     state.provider = lab.provider.as_str().to_owned();
     let state_dir = abs(&lab.state_dir).display().to_string();
-    let image_s = image.as_ref().map(|p| p.display().to_string());
+    let image_s = boot.image.as_ref().map(|p| p.display().to_string());
     let input = PlanInput {
         provider: lab.provider,
         engine: &lab.engine,
@@ -390,10 +446,10 @@ fn up(global: &GlobalArgs, a: &LabUpArgs, out: &mut dyn Write) -> Result<u8, Exp
         memory_mib: a.memory,
         vcpus: a.vcpus,
         libvirt_uri: &lab.uri,
-        network: net.as_ref(),
+        network: net,
     };
-    let mut steps = pre;
-    steps.extend(lab::plan(spec, &clusters, &input));
+    let mut steps = boot.pre.clone();
+    steps.extend(lab::plan(spec, clusters, &input));
     if steps.is_empty() {
         let _ = writeln!(
             std::io::stderr(),
@@ -419,17 +475,27 @@ fn up(global: &GlobalArgs, a: &LabUpArgs, out: &mut dyn Write) -> Result<u8, Exp
     });
     state.save(&lab.state_dir)?;
     result?;
+    Ok(state)
+}
 
-    // Addresses and kubeconfigs of every selected cluster.
+/// The addresses and kubeconfig of every selected cluster, once it runs.
+fn reach_all(
+    lab: &Lab,
+    a: &LabUpArgs,
+    clusters: &[&Cluster],
+    net: Option<&LabNetwork>,
+    boot: &VmBoot,
+    state: &mut LabState,
+) -> Result<Vec<(Cluster, Reached)>, ExpectedError> {
     let mut reached = Vec::new();
-    for c in &clusters {
+    for c in clusters {
         let r = match lab.provider {
-            Provider::Kind => reach_kind(&lab, c)?,
+            Provider::Kind => reach_kind(lab, c)?,
             Provider::Libvirt => reach_vm(
-                &lab,
+                lab,
                 c,
-                net.as_ref().expect("libvirt has a network"),
-                ssh_private.as_deref().expect("libvirt has a key"),
+                net.expect("libvirt has a network"),
+                boot.ssh_private.as_deref().expect("libvirt has a key"),
                 a,
             )?,
         };
@@ -439,8 +505,17 @@ fn up(global: &GlobalArgs, a: &LabUpArgs, out: &mut dyn Write) -> Result<u8, Exp
         reached.push(((*c).clone(), r));
     }
     state.save(&lab.state_dir)?;
+    Ok(reached)
+}
 
-    // mesh.yaml, edited in place (or --out).
+/// mesh.yaml, edited in place (or written to `--out`) to point at the lab: the file written
+/// and whether it changed.
+fn point_mesh_yaml(
+    lab: &Lab,
+    a: &LabUpArgs,
+    reached: &[(Cluster, Reached)],
+) -> Result<(PathBuf, bool), ExpectedError> {
+    let spec = lab.spec();
     let mut edits = Vec::new();
     let index = |c: &Cluster| {
         spec.clusters
@@ -448,7 +523,7 @@ fn up(global: &GlobalArgs, a: &LabUpArgs, out: &mut dyn Write) -> Result<u8, Exp
             .position(|x| x.name == c.name)
             .unwrap_or(0)
     };
-    for (c, r) in &reached {
+    for (c, r) in reached {
         let i = index(c);
         let mut set = |key: Vec<&'static str>, value: &str| {
             edits.push(Edit {
@@ -474,41 +549,58 @@ fn up(global: &GlobalArgs, a: &LabUpArgs, out: &mut dyn Write) -> Result<u8, Exp
     if changed {
         fsx::write_atomic(&target, edited.as_bytes(), Mode::Public, true)?;
     }
+    Ok((target, changed))
+}
 
-    // libvirt: the host names of the VMs.
-    if let Some(net) = &net {
-        let entries: Vec<(String, Vec<String>)> = spec
-            .clusters
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| lab.selected.contains(i))
-            .map(|(i, c)| (net.vm_address(i).to_string(), lab::vm_host_names(spec, c)))
-            .collect();
-        let block = ui::hosts_block(&spec.name, &entries);
-        if a.write_hosts {
-            let hosts = hosts_file();
-            let text = std::fs::read_to_string(&hosts).unwrap_or_default();
-            let new = ui::replace_hosts_block(&text, &spec.name, &block);
-            if new != text {
-                std::fs::write(&hosts, new).map_err(|source| ExpectedError::Write {
-                    path: hosts.clone(),
-                    source,
-                })?;
-            }
-            emit(
-                out,
-                &format!("wrote the VMs' host names to {}\n", hosts.display()),
-            )?;
-        } else {
-            emit(
-                out,
-                &format!(
-                    "host names of the lab (add them to /etc/hosts, or pass --write-hosts):\n{block}"
-                ),
-            )?;
+/// libvirt: the host names of the VMs, written to /etc/hosts with `--write-hosts`, else shown.
+fn host_names(
+    lab: &Lab,
+    a: &LabUpArgs,
+    net: &LabNetwork,
+    out: &mut dyn Write,
+) -> Result<(), ExpectedError> {
+    let spec = lab.spec();
+    let entries: Vec<(String, Vec<String>)> = spec
+        .clusters
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| lab.selected.contains(i))
+        .map(|(i, c)| (net.vm_address(i).to_string(), lab::vm_host_names(spec, c)))
+        .collect();
+    let block = ui::hosts_block(&spec.name, &entries);
+    if a.write_hosts {
+        let hosts = hosts_file();
+        let text = std::fs::read_to_string(&hosts).unwrap_or_default();
+        let new = ui::replace_hosts_block(&text, &spec.name, &block);
+        if new != text {
+            std::fs::write(&hosts, new).map_err(|source| ExpectedError::Write {
+                path: hosts.clone(),
+                source,
+            })?;
         }
+        emit(
+            out,
+            &format!("wrote the VMs' host names to {}\n", hosts.display()),
+        )?;
+    } else {
+        emit(
+            out,
+            &format!(
+                "host names of the lab (add them to /etc/hosts, or pass --write-hosts):\n{block}"
+            ),
+        )?;
     }
+    Ok(())
+}
 
+/// The table of reached clusters and what to do next.
+fn report_up(
+    out: &mut dyn Write,
+    state: &LabState,
+    reached: &[(Cluster, Reached)],
+    target: &Path,
+    changed: bool,
+) -> Result<u8, ExpectedError> {
     let rows: Vec<Row> = reached
         .iter()
         .map(|(c, r)| Row {

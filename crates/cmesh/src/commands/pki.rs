@@ -8,13 +8,31 @@ use cmesh_core::pki::{Ca, CertInfo, PkiError, PrivateKey, normalize_pem};
 use cmesh_core::render::values::b64;
 
 use super::common::{emit, load_spec, now};
-use crate::cli::{GlobalArgs, Output, PkiArgs, PkiCommand};
+use crate::cli::{DurationArg, GlobalArgs, Output, PkiArgs, PkiCommand};
 use crate::errors::{ExpectedError, exit};
 use crate::fs::bounded;
 use crate::pipeline::{PkiAccess, open_pki, reconcile};
 use crate::ui;
 
-/// Runs `cmesh pki …`.
+/// What every `pki` subcommand works on.
+struct Ctx<'a> {
+    spec: &'a cmesh_core::spec::MeshSpec,
+    dir: &'a crate::fs::pki::PkiDir,
+    /// pki.dir as shown to the user.
+    shown: String,
+}
+
+impl Ctx<'_> {
+    fn err(&self, source: PkiError) -> ExpectedError {
+        ExpectedError::Pki {
+            context: format!("PKI in {}", self.shown),
+            source,
+        }
+    }
+}
+
+/// Runs `cmesh pki …`: opens pki.dir (locked for writing but by `show`) and runs the
+/// subcommand.
 ///
 /// # Errors
 /// Spec, PKI and file errors.
@@ -24,275 +42,303 @@ pub(crate) fn run(
     out: &mut dyn Write,
 ) -> Result<u8, ExpectedError> {
     let loaded = load_spec(global)?;
-    let spec = &loaded.spec;
     let access = match &args.command {
         PkiCommand::Show { .. } => PkiAccess::Read,
         _ => PkiAccess::Write,
     };
     let dir = open_pki(global, &loaded, access)?;
-    let shown = dir.path().display().to_string();
-    let pki_err = |source| ExpectedError::Pki {
-        context: format!("PKI in {shown}"),
-        source,
+    let cx = Ctx {
+        spec: &loaded.spec,
+        dir: &dir,
+        shown: dir.path().display().to_string(),
     };
     match &args.command {
-        PkiCommand::Init { force } => {
-            let files = dir.read()?;
-            let current = current_fingerprint(&files);
-            if let Some(existing) = store::load_ca(&files, now()).ok().flatten() {
-                if !force {
-                    return Err(ExpectedError::PkiRefused {
-                        message: format!("{shown} already holds the mesh CA `{}` ({})", existing.info().subject, existing.info().sha256),
-                        hint: "cmesh never replaces a CA implicitly; pass --force to create a new one (every cluster must then be re-rendered and re-applied)".into(),
-                    });
-                }
-            } else if !force && (files.contains_key(CA_CERT) || files.contains_key(CA_KEY)) {
-                return Err(pki_err(
-                    store::load_ca(&files, now())
-                        .err()
-                        .unwrap_or(cmesh_core::pki::PkiError::NoCa),
-                ));
-            }
-            let ca = Ca::generate(
-                &format!("cmesh {} CA", spec.name),
-                spec.pki.key_algorithm,
-                spec.pki.ca_validity_days,
-                now(),
-            )
-            .map_err(pki_err)?;
-            let retired = dir.replace_ca(
-                ca.cert_pem().as_bytes(),
-                ca.key().pem().as_bytes(),
-                current.as_deref(),
-                now(),
-            )?;
-            emit(
-                out,
-                &format!(
-                    "created CA `{}` in {shown}\nsha256 {}\n{}",
-                    ca.info().subject,
-                    ca.info().sha256,
-                    retired_line(retired.as_deref())
-                ),
-            )?;
-            Ok(exit::OK)
-        }
-        PkiCommand::Import { cert, key, force } => {
-            let read = |p: &Path| {
-                let bytes = bounded::read(p, 1024 * 1024).map_err(|e| ExpectedError::Read {
-                    path: p.to_path_buf(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-                String::from_utf8(bytes).map_err(|_| ExpectedError::Read {
-                    path: p.to_path_buf(),
-                    source: std::io::Error::other("not PEM text"),
-                })
-            };
-            let (cert_pem, key_pem) = (read(cert)?, read(key)?);
-            let ca = Ca::load(&cert_pem, &key_pem, now()).map_err(|source| ExpectedError::Pki {
-                context: format!("cannot import {} with {}", cert.display(), key.display()),
-                source,
-            })?;
-            let files = dir.read()?;
-            let current = current_fingerprint(&files);
-            if let Ok(Some(existing)) = store::load_ca(&files, now()) {
-                if existing.info().sha256 == ca.info().sha256 {
-                    emit(
-                        out,
-                        &format!("{shown} already uses this CA ({})\n", ca.info().sha256),
-                    )?;
-                    return Ok(exit::OK);
-                }
-                if !force {
-                    return Err(ExpectedError::PkiRefused {
-                        message: format!(
-                            "{shown} already holds a different CA `{}` ({})",
-                            existing.info().subject,
-                            existing.info().sha256
-                        ),
-                        hint: "pass --force to replace it: every certificate is then re-issued and every cluster must be re-rendered and re-applied".into(),
-                    });
-                }
-            }
-            if current.is_some() && !force {
-                // A CA that cannot be loaded (half a pair, a mismatched key): say why.
-                return Err(pki_err(
-                    store::load_ca(&files, now())
-                        .err()
-                        .unwrap_or(PkiError::NoCa),
-                ));
-            }
-            let retired = dir.replace_ca(
-                normalize_pem(&cert_pem).as_bytes(),
-                ca.key().pem().as_bytes(),
-                current.as_deref(),
-                now(),
-            )?;
-            emit(
-                out,
-                &format!(
-                    "imported CA `{}` ({}, {}) into {shown}\nsha256 {}\nvalid until {}\n{}",
-                    ca.info().subject,
-                    ca.key().algorithm_name(),
-                    if key_pem.contains("BEGIN RSA PRIVATE KEY")
-                        || key_pem.contains("BEGIN EC PRIVATE KEY")
-                    {
-                        "key converted to PKCS#8"
-                    } else {
-                        "PKCS#8 key"
-                    },
-                    ca.info().sha256,
-                    cmesh_core::pki::fmt_date(ca.info().not_after),
-                    retired_line(retired.as_deref())
-                ),
-            )?;
-            Ok(exit::OK)
-        }
-        PkiCommand::Show { output, out_dir } => {
-            let files = dir.read()?;
-            let ca = match store::load_ca(&files, now()) {
-                Ok(Some(ca)) => ca.info().clone(),
-                Ok(None) => return Err(pki_err(cmesh_core::pki::PkiError::NoCa)),
-                // An expired CA can still be shown.
-                Err(_) => match files
-                    .get(CA_CERT)
-                    .map(|b| CertInfo::from_pem(&String::from_utf8_lossy(b)))
-                {
-                    Some(Ok(info)) => info,
-                    Some(Err(e)) => return Err(pki_err(e)),
-                    None => return Err(pki_err(cmesh_core::pki::PkiError::NoCa)),
-                },
-            };
-            // The key must be checked, not just parsed: a key of another CA would sign leaves
-            // no peer trusts.
-            let key = match files.get(CA_KEY) {
-                None => ui::pki::CaKey::Missing,
-                Some(k) => match PrivateKey::from_pem(&String::from_utf8_lossy(k)) {
-                    Err(e) => ui::pki::CaKey::Unreadable(e.to_string()),
-                    Ok(k) if k.public_key_spki() != ca.spki => {
-                        ui::pki::CaKey::Mismatch(k.algorithm_name())
-                    }
-                    Ok(k) => ui::pki::CaKey::Matches(k.algorithm_name()),
-                },
-            };
-            let t = now();
-            let mut leaves = Vec::new();
-            for (path, bytes) in files
-                .iter()
-                .filter(|(p, _)| p.starts_with("clusters/") && p.ends_with(".crt"))
-            {
-                if let Ok(info) = CertInfo::from_pem(&String::from_utf8_lossy(bytes)) {
-                    let status = if !info.is_signed_by(&ca) {
-                        "other-ca"
-                    } else if info.days_left(t) < 0 {
-                        "expired"
-                    } else if info.days_left(t) < 30 {
-                        "expiring"
-                    } else {
-                        "ok"
-                    };
-                    leaves.push(ui::pki::LeafRow {
-                        file: path.clone(),
-                        cert: info,
-                        status: status.into(),
-                    });
-                }
-            }
-            let users = files_carrying(out_dir, &files);
-            match output {
-                Output::Json => {
-                    let doc = serde_json::json!({
-                        "dir": shown,
-                        "ca": ca,
-                        "caKey": key.state(),
-                        "keyAlgorithm": key.algorithm(),
-                        "certificates": leaves,
-                        "renderedFiles": users,
-                    });
-                    emit(
-                        out,
-                        &format!(
-                            "{}\n",
-                            serde_json::to_string_pretty(&doc).unwrap_or_default()
-                        ),
-                    )?;
-                }
-                Output::Table => emit(out, &ui::pki::show(&shown, &ca, &key, &leaves, &users, t))?,
-            }
-            match key {
-                ui::pki::CaKey::Matches(_) => Ok(exit::OK),
-                ui::pki::CaKey::Mismatch(_) => Err(pki_err(PkiError::InFile {
-                    file: CA_KEY.into(),
-                    source: Box::new(PkiError::KeyMismatch {
-                        subject: ca.subject.clone(),
-                    }),
-                })),
-                ui::pki::CaKey::Missing => Err(pki_err(PkiError::IncompleteCa {
-                    present: CA_CERT,
-                    missing: CA_KEY,
-                })),
-                ui::pki::CaKey::Unreadable(reason) => Err(pki_err(PkiError::InFile {
-                    file: CA_KEY.into(),
-                    source: Box::new(PkiError::InvalidKey { reason }),
-                })),
-            }
-        }
+        PkiCommand::Init { force } => init(&cx, *force, out),
+        PkiCommand::Import { cert, key, force } => import(&cx, cert, key, *force, out),
+        PkiCommand::Show { output, out_dir } => show(&cx, *output, out_dir, out),
         PkiCommand::Renew {
             renew_before,
             cluster,
             force,
-        } => {
-            let mut r = reconcile(spec, &dir, CaPolicy::MustExist, Some(renew_before.0), *force)?
-                .ok_or_else(|| ExpectedError::PkiRefused {
-                    message: "certificates: certManager issues certificates in the clusters; there is nothing for cmesh to renew".into(),
-                    hint: "cert-manager renews them itself".into(),
-                })?;
-            if !cluster.is_empty() {
-                let unknown: Vec<&String> = cluster
-                    .iter()
-                    .filter(|c| spec.cluster(c).is_none())
-                    .collect();
-                if !unknown.is_empty() {
-                    return Err(ExpectedError::Usage {
-                        message: format!(
-                            "unknown cluster(s): {}",
-                            unknown
-                                .iter()
-                                .map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                        hint: Some(super::common::cluster_list(spec)),
-                    });
-                }
-                // Redo with the selection so that other clusters keep their files.
-                let files = dir.read()?;
-                let opts = store::ReconcileOptions {
-                    now: now(),
-                    renew_before: renew_before.0,
-                    force: *force,
-                    clusters: Some(cluster.clone()),
-                    leaves: true,
-                    ca_policy: CaPolicy::MustExist,
-                };
-                r = store::reconcile(spec, &files, &opts).map_err(pki_err)?;
-            }
-            dir.write(&r.writes)?;
-            let mut s = ui::pki::events_summary(&shown, &r.events);
-            if r.writes.is_empty() {
-                s.push_str(&format!(
-                    "nothing to renew: no certificate expires within {}\n",
-                    renew_before.1
-                ));
-            } else {
-                s.push_str(
-                    "next: `cmesh render` (and apply) so the clusters get the new certificates\n",
-                );
-            }
-            emit(out, &s)?;
-            Ok(exit::OK)
+        } => renew(&cx, renew_before, cluster, *force, out),
+    }
+}
+
+/// `pki init`: a new CA, refusing to replace one unless forced (the old one is retired).
+fn init(cx: &Ctx<'_>, force: bool, out: &mut dyn Write) -> Result<u8, ExpectedError> {
+    let (spec, dir, shown) = (cx.spec, cx.dir, cx.shown.as_str());
+    let files = dir.read()?;
+    let current = current_fingerprint(&files);
+    if let Some(existing) = store::load_ca(&files, now()).ok().flatten() {
+        if !force {
+            return Err(ExpectedError::PkiRefused {
+                message: format!("{shown} already holds the mesh CA `{}` ({})", existing.info().subject, existing.info().sha256),
+                hint: "cmesh never replaces a CA implicitly; pass --force to create a new one (every cluster must then be re-rendered and re-applied)".into(),
+            });
+        }
+    } else if !force && (files.contains_key(CA_CERT) || files.contains_key(CA_KEY)) {
+        return Err(cx.err(
+            store::load_ca(&files, now())
+                .err()
+                .unwrap_or(cmesh_core::pki::PkiError::NoCa),
+        ));
+    }
+    let ca = Ca::generate(
+        &format!("cmesh {} CA", spec.name),
+        spec.pki.key_algorithm,
+        spec.pki.ca_validity_days,
+        now(),
+    )
+    .map_err(|e| cx.err(e))?;
+    let retired = dir.replace_ca(
+        ca.cert_pem().as_bytes(),
+        ca.key().pem().as_bytes(),
+        current.as_deref(),
+        now(),
+    )?;
+    emit(
+        out,
+        &format!(
+            "created CA `{}` in {shown}\nsha256 {}\n{}",
+            ca.info().subject,
+            ca.info().sha256,
+            retired_line(retired.as_deref())
+        ),
+    )?;
+    Ok(exit::OK)
+}
+
+/// `pki import`: the user's CA, refusing to replace another unless forced.
+fn import(
+    cx: &Ctx<'_>,
+    cert: &Path,
+    key: &Path,
+    force: bool,
+    out: &mut dyn Write,
+) -> Result<u8, ExpectedError> {
+    let (dir, shown) = (cx.dir, cx.shown.as_str());
+    let read = |p: &Path| {
+        let bytes = bounded::read(p, 1024 * 1024).map_err(|e| ExpectedError::Read {
+            path: p.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        String::from_utf8(bytes).map_err(|_| ExpectedError::Read {
+            path: p.to_path_buf(),
+            source: std::io::Error::other("not PEM text"),
+        })
+    };
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    let ca = Ca::load(&cert_pem, &key_pem, now()).map_err(|source| ExpectedError::Pki {
+        context: format!("cannot import {} with {}", cert.display(), key.display()),
+        source,
+    })?;
+    let files = dir.read()?;
+    let current = current_fingerprint(&files);
+    if let Ok(Some(existing)) = store::load_ca(&files, now()) {
+        if existing.info().sha256 == ca.info().sha256 {
+            emit(
+                out,
+                &format!("{shown} already uses this CA ({})\n", ca.info().sha256),
+            )?;
+            return Ok(exit::OK);
+        }
+        if !force {
+            return Err(ExpectedError::PkiRefused {
+                message: format!(
+                    "{shown} already holds a different CA `{}` ({})",
+                    existing.info().subject,
+                    existing.info().sha256
+                ),
+                hint: "pass --force to replace it: every certificate is then re-issued and every cluster must be re-rendered and re-applied".into(),
+            });
         }
     }
+    if current.is_some() && !force {
+        // A CA that cannot be loaded (half a pair, a mismatched key): say why.
+        return Err(cx.err(
+            store::load_ca(&files, now())
+                .err()
+                .unwrap_or(PkiError::NoCa),
+        ));
+    }
+    let retired = dir.replace_ca(
+        normalize_pem(&cert_pem).as_bytes(),
+        ca.key().pem().as_bytes(),
+        current.as_deref(),
+        now(),
+    )?;
+    emit(
+        out,
+        &format!(
+            "imported CA `{}` ({}, {}) into {shown}\nsha256 {}\nvalid until {}\n{}",
+            ca.info().subject,
+            ca.key().algorithm_name(),
+            if key_pem.contains("BEGIN RSA PRIVATE KEY") || key_pem.contains("BEGIN EC PRIVATE KEY")
+            {
+                "key converted to PKCS#8"
+            } else {
+                "PKCS#8 key"
+            },
+            ca.info().sha256,
+            cmesh_core::pki::fmt_date(ca.info().not_after),
+            retired_line(retired.as_deref())
+        ),
+    )?;
+    Ok(exit::OK)
+}
+
+/// `pki show`: the CA, whether its key matches, every leaf's state and the rendered files that
+/// carry the CA; exits non-zero when the key is missing, unreadable or another CA's.
+fn show(
+    cx: &Ctx<'_>,
+    output: Output,
+    out_dir: &Path,
+    out: &mut dyn Write,
+) -> Result<u8, ExpectedError> {
+    let (dir, shown) = (cx.dir, cx.shown.as_str());
+    let files = dir.read()?;
+    let ca = match store::load_ca(&files, now()) {
+        Ok(Some(ca)) => ca.info().clone(),
+        Ok(None) => return Err(cx.err(cmesh_core::pki::PkiError::NoCa)),
+        // An expired CA can still be shown.
+        Err(_) => match files
+            .get(CA_CERT)
+            .map(|b| CertInfo::from_pem(&String::from_utf8_lossy(b)))
+        {
+            Some(Ok(info)) => info,
+            Some(Err(e)) => return Err(cx.err(e)),
+            None => return Err(cx.err(cmesh_core::pki::PkiError::NoCa)),
+        },
+    };
+    // The key must be checked, not just parsed: a key of another CA would sign leaves
+    // no peer trusts.
+    let key = match files.get(CA_KEY) {
+        None => ui::pki::CaKey::Missing,
+        Some(k) => match PrivateKey::from_pem(&String::from_utf8_lossy(k)) {
+            Err(e) => ui::pki::CaKey::Unreadable(e.to_string()),
+            Ok(k) if k.public_key_spki() != ca.spki => ui::pki::CaKey::Mismatch(k.algorithm_name()),
+            Ok(k) => ui::pki::CaKey::Matches(k.algorithm_name()),
+        },
+    };
+    let t = now();
+    let mut leaves = Vec::new();
+    for (path, bytes) in files
+        .iter()
+        .filter(|(p, _)| p.starts_with("clusters/") && p.ends_with(".crt"))
+    {
+        if let Ok(info) = CertInfo::from_pem(&String::from_utf8_lossy(bytes)) {
+            let status = if !info.is_signed_by(&ca) {
+                "other-ca"
+            } else if info.days_left(t) < 0 {
+                "expired"
+            } else if info.days_left(t) < 30 {
+                "expiring"
+            } else {
+                "ok"
+            };
+            leaves.push(ui::pki::LeafRow {
+                file: path.clone(),
+                cert: info,
+                status: status.into(),
+            });
+        }
+    }
+    let users = files_carrying(out_dir, &files);
+    match output {
+        Output::Json => {
+            let doc = serde_json::json!({
+                "dir": shown,
+                "ca": ca,
+                "caKey": key.state(),
+                "keyAlgorithm": key.algorithm(),
+                "certificates": leaves,
+                "renderedFiles": users,
+            });
+            emit(
+                out,
+                &format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&doc).unwrap_or_default()
+                ),
+            )?;
+        }
+        Output::Table => emit(out, &ui::pki::show(shown, &ca, &key, &leaves, &users, t))?,
+    }
+    match key {
+        ui::pki::CaKey::Matches(_) => Ok(exit::OK),
+        ui::pki::CaKey::Mismatch(_) => Err(cx.err(PkiError::InFile {
+            file: CA_KEY.into(),
+            source: Box::new(PkiError::KeyMismatch {
+                subject: ca.subject.clone(),
+            }),
+        })),
+        ui::pki::CaKey::Missing => Err(cx.err(PkiError::IncompleteCa {
+            present: CA_CERT,
+            missing: CA_KEY,
+        })),
+        ui::pki::CaKey::Unreadable(reason) => Err(cx.err(PkiError::InFile {
+            file: CA_KEY.into(),
+            source: Box::new(PkiError::InvalidKey { reason }),
+        })),
+    }
+}
+
+/// `pki renew`: re-issues what expires within the window, for the selected clusters only.
+fn renew(
+    cx: &Ctx<'_>,
+    renew_before: &DurationArg,
+    cluster: &[String],
+    force: bool,
+    out: &mut dyn Write,
+) -> Result<u8, ExpectedError> {
+    let (spec, dir, shown) = (cx.spec, cx.dir, cx.shown.as_str());
+    let mut r = reconcile(spec, dir, CaPolicy::MustExist, Some(renew_before.0), force)?
+        .ok_or_else(|| ExpectedError::PkiRefused {
+            message: "certificates: certManager issues certificates in the clusters; there is nothing for cmesh to renew".into(),
+            hint: "cert-manager renews them itself".into(),
+        })?;
+    if !cluster.is_empty() {
+        let unknown: Vec<&String> = cluster
+            .iter()
+            .filter(|c| spec.cluster(c).is_none())
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ExpectedError::Usage {
+                message: format!(
+                    "unknown cluster(s): {}",
+                    unknown
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                hint: Some(super::common::cluster_list(spec)),
+            });
+        }
+        // Redo with the selection so that other clusters keep their files.
+        let files = dir.read()?;
+        let opts = store::ReconcileOptions {
+            now: now(),
+            renew_before: renew_before.0,
+            force,
+            clusters: Some(cluster.to_vec()),
+            leaves: true,
+            ca_policy: CaPolicy::MustExist,
+        };
+        r = store::reconcile(spec, &files, &opts).map_err(|e| cx.err(e))?;
+    }
+    dir.write(&r.writes)?;
+    let mut s = ui::pki::events_summary(shown, &r.events);
+    if r.writes.is_empty() {
+        s.push_str(&format!(
+            "nothing to renew: no certificate expires within {}\n",
+            renew_before.1
+        ));
+    } else {
+        s.push_str("next: `cmesh render` (and apply) so the clusters get the new certificates\n");
+    }
+    emit(out, &s)?;
+    Ok(exit::OK)
 }
 
 /// The fingerprint of the CA in `files` (`unreadable` for one that cannot be parsed), or
