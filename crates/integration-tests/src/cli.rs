@@ -71,6 +71,55 @@ fn find_date(l: &str) -> Option<usize> {
     })
 }
 
+/// The binary under test, `cmesh-under-test`, which cargo builds beside every test binary of
+/// this package (`target/<profile>/`; test binaries live in its `deps/`).
+///
+/// # Panics
+/// When it is not there.
+pub fn bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let bin = dir.join("cmesh-under-test");
+        assert!(bin.is_file(), "{} is not built", bin.display());
+        bin
+    })
+}
+
+/// Runs the binary under test in `dir`.
+pub fn cmesh(dir: &Path, args: &[&str]) -> Run {
+    run(bin(), dir, args, &[])
+}
+
+/// Runs the binary under test in `dir` with extra environment.
+pub fn cmesh_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    run(bin(), dir, args, env)
+}
+
+/// Asserts an exit code, showing the output on failure.
+#[track_caller]
+pub fn assert_code(run: &Run, code: i32) {
+    assert_eq!(
+        run.code, code,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+}
+
+/// Unix mode bits of `path`.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
 /// Runs `bin args…` in `dir` with a clean environment (no colours, fixed width, no
 /// kubeconfig from the developer's machine) plus `env`.
 pub fn run(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {

@@ -107,9 +107,12 @@ fn write(path: &Path, text: &str) {
 }
 
 impl Etcd {
-    /// Starts etcd at `ep`, or returns `None` when etcd is not installed and not required.
-    pub fn start_at(ep: Endpoint, tls: ServerTls<'_>) -> Option<Etcd> {
-        let etcd = tools::find("etcd", "CMESH_ETCD")?;
+    /// Starts etcd at `ep`.
+    ///
+    /// # Panics
+    /// When etcd is not installed or does not come up.
+    pub fn start_at(ep: Endpoint, tls: ServerTls<'_>) -> Etcd {
+        let etcd = tools::find("etcd", "CMESH_ETCD");
         let peer_port = free_port(ep.ip);
         let dir = tempfile::Builder::new()
             .prefix("cmesh-etcd-")
@@ -165,7 +168,7 @@ impl Etcd {
             addr: SocketAddr::from((ep.ip, ep.port)),
         };
         e.wait_ready();
-        Some(e)
+        e
     }
 
     fn wait_ready(&mut self) {
@@ -207,9 +210,7 @@ impl Etcd {
 
     /// Runs etcdctl with the client certificate and key in these files.
     fn etcdctl_with(&self, cert: &Path, key: &Path, args: &[&str]) -> (bool, String) {
-        let Some(etcdctl) = tools::find("etcdctl", "CMESH_ETCDCTL") else {
-            return (false, "etcdctl not found".into());
-        };
+        let etcdctl = tools::find("etcdctl", "CMESH_ETCDCTL");
         let out = Command::new(etcdctl)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints=https://{}", self.addr))

@@ -60,15 +60,17 @@ pub fn node_port(i: usize) -> u16 {
 }
 
 impl Mesh {
-    /// Starts the lab and writes mesh.yaml; `None` when a component is missing and not
-    /// required.
-    pub fn start(opts: &MeshOptions) -> Option<Mesh> {
-        let helm = tools::helm()?;
-        let cilium = components::cilium(&opts.version)?;
+    /// Starts the lab and writes mesh.yaml.
+    ///
+    /// # Panics
+    /// When a component is missing or the lab does not come up.
+    pub fn start(opts: &MeshOptions) -> Mesh {
+        let helm = tools::helm();
+        let cilium = components::cilium(&opts.version);
         let lab = Lab::start(&LabOptions {
             clusters: opts.clusters,
             ..LabOptions::default()
-        })?;
+        });
         let mut yaml = format!(
             "name: lab\ncilium:\n  version: \"{}\"\n  values:\n{LAB_VALUES}clustermesh:\n  domain: mesh.test\n  authMode: cluster\n{}clusters:\n",
             opts.version, opts.clustermesh_extra
@@ -87,7 +89,7 @@ impl Mesh {
             ));
         }
         std::fs::write(lab.dir.path().join("mesh.yaml"), yaml).expect("mesh.yaml");
-        Some(Mesh { lab, cilium, helm })
+        Mesh { lab, cilium, helm }
     }
 
     /// mesh.yaml's directory.
@@ -260,8 +262,8 @@ pub fn check<'a>(status: &'a serde_json::Value, cluster: &str, name: &str) -> (&
 impl Mesh {
     /// Starts `n` clusters and applies Cilium with Cluster Mesh (both phases), waiting until
     /// `status` is green.
-    pub fn meshed(bin: &Path, n: usize, version: &str) -> Option<Mesh> {
-        let m = Mesh::start(&MeshOptions::new(n, version))?;
+    pub fn meshed(bin: &Path, n: usize, version: &str) -> Mesh {
+        let m = Mesh::start(&MeshOptions::new(n, version));
         let r = m.apply(bin, &[]);
         assert_eq!(
             r.code,
@@ -280,7 +282,7 @@ impl Mesh {
             r.stderr,
             m.lab.logs(25)
         );
-        Some(m)
+        m
     }
 
     /// `cmesh test` with fast polling and short retries, plus `extra`.

@@ -1,8 +1,7 @@
 //! Locating external tools the tests use (helm, etcd, etcdctl).
 //!
-//! `scripts/test` installs them and sets `CMESH_REQUIRE_EXTERNAL=1`, which turns a missing tool
-//! into a test failure; without it (a bare `cargo test`), tests that need one say so and pass
-//! without running.
+//! `scripts/test` installs them. A test that needs one is `#[ignore = "needs …"]` (a bare
+//! `cargo test` lists it as ignored); when it runs and the tool is missing, it fails.
 
 use std::path::{Path, PathBuf};
 
@@ -14,15 +13,20 @@ fn on_path(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// True when missing tools must fail tests.
-pub fn required() -> bool {
-    std::env::var_os("CMESH_REQUIRE_EXTERNAL").is_some_and(|v| v == "1")
+/// Fails the test: `what` is missing. Tests that need components are marked
+/// `#[ignore = "needs …"]`, so a bare `cargo test` reports them as ignored; run one (or
+/// `scripts/test`, which installs everything and runs them all) and a missing component is a
+/// failure, never a silent pass.
+pub fn missing(what: &str) -> ! {
+    panic!("{what} missing: run scripts/install-test-deps (or scripts/test, which runs it)")
 }
 
-/// Finds `name` via `env_var`, the workspace's `.tools/bin`, or PATH. Returns `None` (after
-/// printing why) when it is missing and not required; panics when it is required.
-pub fn find(name: &str, env_var: &str) -> Option<PathBuf> {
-    let found = std::env::var_os(env_var)
+/// Finds `name` via `env_var`, the workspace's `.tools/bin`, or PATH.
+///
+/// # Panics
+/// When it is not found ([`missing`]).
+pub fn find(name: &str, env_var: &str) -> PathBuf {
+    std::env::var_os(env_var)
         .map(PathBuf::from)
         .filter(|p| p.is_file())
         .or_else(|| {
@@ -31,19 +35,11 @@ pub fn find(name: &str, env_var: &str) -> Option<PathBuf> {
                 .join(name);
             p.is_file().then_some(p)
         })
-        .or_else(|| on_path(name));
-    if found.is_none() {
-        if required() {
-            panic!(
-                "{name} is required (CMESH_REQUIRE_EXTERNAL=1) but not found: run scripts/install-test-deps"
-            );
-        }
-        eprintln!("SKIPPED: {name} not found (run ./scripts/test, which installs it)");
-    }
-    found
+        .or_else(|| on_path(name))
+        .unwrap_or_else(|| missing(name))
 }
 
 /// The helm binary.
-pub fn helm() -> Option<PathBuf> {
+pub fn helm() -> PathBuf {
     find("helm", "CMESH_HELM")
 }

@@ -14,27 +14,7 @@ use base64::Engine;
 use cmesh_core::pki::Ca;
 use cmesh_core::spec::KeyAlgorithm;
 use integration_tests::cli::{self, Run, snapshot_tree};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_cmesh-under-test"))
-}
-
-fn cmesh(dir: &Path, args: &[&str]) -> Run {
-    cli::run(bin(), dir, args, &[])
-}
-
-fn cmesh_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    cli::run(bin(), dir, args, env)
-}
-
-#[track_caller]
-fn assert_code(run: &Run, code: i32) {
-    assert_eq!(
-        run.code, code,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
-}
+use integration_tests::cli::{assert_code, bin, cmesh, cmesh_env};
 
 /// A scratch directory holding the article's mesh.yaml.
 fn mesh() -> tempfile::TempDir {

@@ -8,12 +8,9 @@
 use std::path::Path;
 use std::process::Command;
 
+use integration_tests::cli::bin;
 use integration_tests::lab::net;
 use integration_tests::mesh::{Mesh, MeshOptions};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_cmesh-under-test"))
-}
 
 /// BPF programs loaded on the machine (`bpftool prog show`), by ID.
 fn bpf_programs() -> Vec<String> {
@@ -97,7 +94,7 @@ fn regression_18_a_panicking_test_leaves_no_namespace_mount_cgroup_bpf_program_o
     let sources_before = files(&sources);
     let mut seen = None;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let m = Mesh::start(&MeshOptions::new(2, "1.20.0")).expect("the lab");
+        let m = Mesh::start(&MeshOptions::new(2, "1.20.0"));
         let r = m.apply(bin(), &["--phase", "base"]);
         assert_eq!(r.code, 0, "{}\n{}\n{}", r.stdout, r.stderr, m.lab.logs(25));
         let slot = m.lab.slot();

@@ -42,9 +42,11 @@ impl Kube {
     }
 }
 
-/// Whether everything the lab needs is installed: `Some` when it is, `None` (after saying why)
-/// when it is not and not required; panics when it is required.
-pub fn kube() -> Option<Kube> {
+/// Everything the lab needs.
+///
+/// # Panics
+/// When something is missing, or the machine cannot make the lab's network.
+pub fn kube() -> Kube {
     let dir = tools_dir().join("k8s");
     let missing: Vec<&str> = [
         "kube-apiserver",
@@ -69,14 +71,8 @@ pub fn kube() -> Option<Kube> {
         net.err()
     };
     match problem {
-        None => Some(Kube { dir }),
-        Some(p) if tools::required() => {
-            panic!("the lab is required (CMESH_REQUIRE_EXTERNAL=1): {p}")
-        }
-        Some(p) => {
-            eprintln!("SKIPPED: the lab cannot run: {p}");
-            None
-        }
+        None => Kube { dir },
+        Some(p) => panic!("the lab cannot run: {p}"),
     }
 }
 
@@ -129,30 +125,30 @@ pub fn coredns() -> Result<PathBuf, String> {
     }
 }
 
-/// The Cilium release `version` (`1.20.0`), if installed.
+/// The Cilium release `version` (`1.20.0`).
 ///
 /// # Panics
-/// When it is missing and the lab is required.
-pub fn cilium(version: &str) -> Option<Cilium> {
+/// When it is not installed.
+pub fn cilium(version: &str) -> Cilium {
+    installed_cilium(version).unwrap_or_else(|| {
+        tools::missing(&format!(
+            "Cilium {version} in {}",
+            tools_dir().join("cilium").display()
+        ))
+    })
+}
+
+/// The Cilium release `version` if it is installed (the kubelet asks this of every image it
+/// is given: only Cilium's images have a release behind them).
+pub fn installed_cilium(version: &str) -> Option<Cilium> {
     let dir = tools_dir().join("cilium").join(format!("v{version}"));
     let ok = dir.join("chart/Chart.yaml").is_file()
         && dir.join("image/usr/bin/clustermesh-apiserver").is_file()
         && dir.join("agent/usr/bin/cilium-agent").is_file();
-    if ok {
-        return Some(Cilium {
-            version: version.into(),
-            dir,
-        });
-    }
-    let why = format!(
-        "Cilium {version} is not installed in {} (run scripts/install-test-deps)",
-        dir.display()
-    );
-    if tools::required() {
-        panic!("{why}");
-    }
-    eprintln!("SKIPPED: {why}");
-    None
+    ok.then(|| Cilium {
+        version: version.into(),
+        dir,
+    })
 }
 
 /// The GitOps tests' components: the Argo CD and Flux CRDs (links into the Go module cache) and
@@ -176,8 +172,11 @@ pub const GITOPS_CRDS: [&str; 7] = [
     "kustomize.toolkit.fluxcd.io_kustomizations.yaml",
 ];
 
-/// The GitOps components, as [`kube`] does for the lab's.
-pub fn gitops() -> Option<GitOps> {
+/// The GitOps components.
+///
+/// # Panics
+/// When one is missing.
+pub fn gitops() -> GitOps {
     let g = GitOps {
         crds: tools_dir().join("crds"),
         expand: tools_dir().join("k8s/appset-expand"),
@@ -185,20 +184,14 @@ pub fn gitops() -> Option<GitOps> {
     let mut missing: Vec<PathBuf> = GITOPS_CRDS.iter().map(|f| g.crds.join(f)).collect();
     missing.push(g.expand.clone());
     missing.retain(|p| !p.is_file());
-    if missing.is_empty() {
-        return Some(g);
+    if !missing.is_empty() {
+        tools::missing(
+            &missing
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
     }
-    let p = format!(
-        "{} missing (run scripts/install-test-deps)",
-        missing
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if tools::required() {
-        panic!("the GitOps components are required (CMESH_REQUIRE_EXTERNAL=1): {p}");
-    }
-    eprintln!("SKIPPED: {p}");
-    None
+    g
 }

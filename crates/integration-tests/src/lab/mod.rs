@@ -238,12 +238,12 @@ struct Prepared {
 }
 
 impl Lab {
-    /// Starts a lab, or `None` when the components are missing and not required.
+    /// Starts a lab.
     ///
     /// # Panics
-    /// When a cluster does not come up (with its components' logs).
-    pub fn start(opts: &LabOptions) -> Option<Lab> {
-        let kube = components::kube()?;
+    /// When a component is missing, or a cluster does not come up (with its components' logs).
+    pub fn start(opts: &LabOptions) -> Lab {
+        let kube = components::kube();
         // Not under /tmp: containers get a private /tmp, and their volumes live in here.
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/lab");
         std::fs::create_dir_all(&base).expect("target/lab");
@@ -442,7 +442,7 @@ impl Lab {
             .iter()
             .map(|c| kubelet::start(&rt, Arc::clone(c), Arc::clone(&spawner), net.slot))
             .collect();
-        Some(Lab {
+        Lab {
             clusters,
             dir,
             rt,
@@ -451,7 +451,7 @@ impl Lab {
             net,
             kube,
             _exclusive: exclusive,
-        })
+        }
     }
 
     /// A firewall on cluster `from`'s nodes (0-based) dropping the VXLAN tunnel packets they

@@ -11,17 +11,13 @@ mod faults;
 mod suite;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use integration_tests::cli::Run;
+pub(crate) use integration_tests::cli::bin;
 use integration_tests::lab::name;
 use integration_tests::mesh::{Mesh, MeshOptions, check};
 use serde_json::Value;
-
-pub(crate) fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_cmesh-under-test"))
-}
 
 #[track_caller]
 pub(crate) fn code(m: &Mesh, r: &Run, want: i32) {
@@ -171,7 +167,7 @@ pub(crate) fn until_fails(m: &Mesh, cluster: &str, name: &str, words: &[&str]) -
 fn lab(n: usize, version: &str, clustermesh_extra: &str) -> Mesh {
     let mut opts = MeshOptions::new(n, version);
     opts.clustermesh_extra = clustermesh_extra.into();
-    Mesh::start(&opts).expect("the lab")
+    Mesh::start(&opts)
 }
 
 /// A healthy, verified mesh: [`lab`], then one apply and status green.

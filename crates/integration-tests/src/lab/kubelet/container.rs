@@ -66,7 +66,7 @@ pub(super) fn resolve(image: &str) -> Result<Image, String> {
     let repo = repo_tag(image).map_or(image, |(r, _)| r);
     let last = repo.rsplit('/').next().unwrap_or(repo);
     if let Some(version) = cilium_release(image) {
-        let release = components::cilium(&version)
+        let release = components::installed_cilium(&version)
             .ok_or_else(|| format!("no Cilium {version} in .tools (image {image})"))?;
         return Ok(match last {
             "clustermesh-apiserver" | "kvstoremesh" => Image::Files {

@@ -277,7 +277,7 @@ const MODULES_BUILTIN: &str = "kernel/net/ipv4/netfilter/ip_tables.ko\nkernel/ne
 /// The node-side effects of the agent pod's init containers the lab does not run.
 fn prepare_agent_node(node: &NodeHost, image: &str) -> Result<(), String> {
     let release = container::cilium_release(image)
-        .and_then(|v| super::super::components::cilium(&v))
+        .and_then(|v| super::super::components::installed_cilium(&v))
         .ok_or_else(|| format!("no Cilium release for image {image}"))?;
     let bin = node.host_path("/opt/cni/bin");
     std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
