@@ -128,9 +128,7 @@ pub(crate) fn run(
         }
         let line = ui::status::waiting_line(&checks, start.elapsed().as_secs());
         if terminal {
-            // Return to the start of the line and clear it (ours), then the escaped line.
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
-            ui::term::eprint(&line);
+            ui::term::replace_line(&line);
         } else {
             let _ = writeln!(std::io::stderr(), "{line}");
         }

@@ -186,6 +186,13 @@ pub fn eprint(text: &str) {
     let _ = w.flush();
 }
 
+/// Replaces the line the cursor is on (a terminal's stderr): back to its start, clear it (the
+/// only escape cmesh writes itself), then `line` through the sanitiser.
+pub fn replace_line(line: &str) {
+    let _ = write!(io::stderr(), "\r\x1b[2K");
+    eprint(line);
+}
+
 /// A one-line notice on stderr (`cmesh: …`).
 pub fn note(line: &str) {
     eprint(&format!("cmesh: {}\n", escape_line(line)));
