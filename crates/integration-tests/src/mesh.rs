@@ -65,6 +65,7 @@ impl Mesh {
     /// # Panics
     /// When a component is missing or the lab does not come up.
     pub fn start(opts: &MeshOptions) -> Mesh {
+        let started = std::time::Instant::now();
         let helm = tools::helm();
         let cilium = components::cilium(&opts.version);
         let lab = Lab::start(&LabOptions {
@@ -89,7 +90,30 @@ impl Mesh {
             ));
         }
         std::fs::write(lab.dir.path().join("mesh.yaml"), yaml).expect("mesh.yaml");
-        Mesh { lab, cilium, helm }
+        let m = Mesh { lab, cilium, helm };
+        m.timing("lab start", 0, started.elapsed());
+        m
+    }
+
+    /// Appends how long something took on this lab to `target/lab/timings.tsv` (clusters,
+    /// Cilium version, what, exit code, seconds): where docs/performance.md's lab figures come
+    /// from.
+    pub fn timing(&self, what: &str, code: i32, took: std::time::Duration) {
+        use std::io::Write as _;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/lab/timings.tsv");
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(
+                f,
+                "{}\t{}\t{what}\t{code}\t{:.1}",
+                self.lab.clusters.len(),
+                self.cilium.version,
+                took.as_secs_f64()
+            );
+        }
     }
 
     /// mesh.yaml's directory.
@@ -100,7 +124,12 @@ impl Mesh {
     /// Runs cmesh in the mesh directory with helm configured.
     pub fn cmesh(&self, bin: &Path, args: &[&str]) -> Run {
         let helm = self.helm.display().to_string();
-        cli::run(bin, self.dir(), args, &[("CMESH_HELM", helm.as_str())])
+        let started = std::time::Instant::now();
+        let r = cli::run(bin, self.dir(), args, &[("CMESH_HELM", helm.as_str())]);
+        if let Some(cmd @ ("apply" | "test" | "status")) = args.first().copied() {
+            self.timing(cmd, r.code, started.elapsed());
+        }
+        r
     }
 
     /// `apply` with the release's chart from the Go module cache.
