@@ -97,6 +97,29 @@ pub(crate) enum Command {
     /// Create the mesh's clusters for a lab (kind, or libvirt VMs with kubeadm as the reference
     /// article does) and point mesh.yaml at them.
     Lab(LabArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or PowerShell (e.g.
+    /// `cmesh completions bash > /etc/bash_completion.d/cmesh`).
+    Completions(CompletionsArgs),
+    /// Print cmesh's man page (roff), e.g. `cmesh man | man -l -`.
+    Man,
+    /// Print cmesh's version and the Cilium releases it supports.
+    Version(VersionArgs),
+}
+
+/// `cmesh completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `cmesh version`.
+#[derive(Debug, Args)]
+pub(crate) struct VersionArgs {
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `cmesh lab`.

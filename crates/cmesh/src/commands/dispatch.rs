@@ -66,5 +66,8 @@ pub(super) fn run(cli: Cli, style: Style, out: &mut dyn Write) -> Result<u8, Exp
         Command::Test(args) => commands::test::run(&cli.global, &args, style, out),
         Command::Lint(args) => commands::lint::run(&cli.global, &args, style, out),
         Command::Lab(args) => commands::lab::run(&cli.global, &args, out),
+        Command::Completions(args) => commands::completions::run(args.shell, out),
+        Command::Man => commands::man::run(out),
+        Command::Version(args) => commands::version::run(args.output, out),
     }
 }

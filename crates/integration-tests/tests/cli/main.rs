@@ -19,3 +19,82 @@ fn help_documents_commands_and_exit_codes() {
     let r = cmesh(d.path(), &["frobnicate"]);
     assert_code(&r, 2);
 }
+
+/// `completions`: a script per shell, generated from the grammar the binary parses; bash's is
+/// valid bash that completes every command.
+#[test]
+fn completions_for_every_shell() {
+    let d = cli::scratch();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let r = cmesh(d.path(), &["completions", shell]);
+        assert_code(&r, 0);
+        assert!(
+            r.stdout.contains("cmesh") && r.stdout.contains("completions"),
+            "{shell}: {}",
+            r.stdout
+        );
+    }
+    let r = cmesh(d.path(), &["completions", "bash"]);
+    let script = d.path().join("cmesh.bash");
+    std::fs::write(&script, &r.stdout).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("bash");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Completing `cmesh l` offers lab and lint, as the shell would ask.
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(cmesh l); COMP_CWORD=1; _cmesh cmesh l cmesh; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .expect("bash");
+    let offered = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        offered.lines().any(|l| l == "lab") && offered.lines().any(|l| l == "lint"),
+        "{offered}"
+    );
+    assert_code(&cmesh(d.path(), &["completions", "tcsh"]), 2);
+}
+
+/// `man`: a roff page naming every command.
+#[test]
+fn man_page_names_every_command() {
+    let d = cli::scratch();
+    let r = cmesh(d.path(), &["man"]);
+    assert_code(&r, 0);
+    assert!(r.stdout.contains(".TH cmesh 1"), "{}", r.stdout);
+    for c in [
+        "init", "check", "render", "pki", "probe", "apply", "status", "test", "lint", "lab",
+    ] {
+        assert!(
+            r.stdout.contains(&format!("cmesh\\-{c}(1)")),
+            "{c}: {}",
+            r.stdout
+        );
+    }
+}
+
+/// `version`: cmesh's version and the supported Cilium range, as text and JSON.
+#[test]
+fn version_names_the_supported_cilium_range() {
+    let d = cli::scratch();
+    let r = cmesh(d.path(), &["version"]);
+    assert_code(&r, 0);
+    assert_eq!(
+        r.stdout,
+        format!("cmesh {}\nCilium 1.14 to 1.20\n", env!("CARGO_PKG_VERSION"))
+    );
+    let r = cmesh(d.path(), &["version", "-o", "json"]);
+    assert_code(&r, 0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["cilium"]["min"], "1.14");
+    assert_eq!(v["cilium"]["max"], "1.20");
+}
