@@ -295,3 +295,74 @@ mod tests {
         ));
     }
 }
+
+/// What `cmesh init` puts in the `.gitignore` beside mesh.yaml: private keys and lab files never
+/// belong in git. `pki_dir` is mesh.yaml's `pki.dir` (relative to mesh.yaml).
+pub fn project_gitignore(pki_dir: &str) -> String {
+    let pki = pki_dir.trim_start_matches("./").trim_end_matches('/');
+    format!(
+        "# Written by `cmesh init`: private keys and lab files never belong in git.\n\
+         # The mesh CA and every key cmesh issued (mesh.yaml pki.dir):\n\
+         /{pki}/\n\
+         # cmesh lab: its state and the kubeconfigs it writes.\n\
+         /.cmesh-lab/\n\
+         /kubeconfig-*\n\
+         # Private keys rendered anywhere (render --secrets-out): seal or encrypt them instead.\n\
+         secrets.yaml\n\
+         secret-values.yaml\n\
+         flux-secret-values.yaml\n"
+    )
+}
+
+/// `existing` (a `.gitignore`'s text) with every entry of `wanted` it lacks appended, or `None`
+/// when it has them all. Comments of `wanted` come along only when an entry does.
+pub fn merge_gitignore(existing: &str, wanted: &str) -> Option<String> {
+    let have: std::collections::BTreeSet<&str> = existing.lines().map(str::trim).collect();
+    let missing: Vec<&str> = wanted
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !have.contains(l.trim()))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let mut s = existing.to_owned();
+    if !s.is_empty() && !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s.push_str("# Added by `cmesh init`: private keys and lab files never belong in git.\n");
+    for l in missing {
+        s.push_str(l);
+        s.push('\n');
+    }
+    Some(s)
+}
+
+#[cfg(test)]
+mod gitignore_tests {
+    use super::*;
+
+    #[test]
+    fn the_project_gitignore_covers_keys_and_the_lab() {
+        let g = project_gitignore("./keys/");
+        for entry in [
+            "/keys/",
+            "/.cmesh-lab/",
+            "/kubeconfig-*",
+            "secrets.yaml",
+            "secret-values.yaml",
+        ] {
+            assert!(g.lines().any(|l| l == entry), "{entry} in\n{g}");
+        }
+    }
+
+    #[test]
+    fn merging_keeps_the_users_lines_and_adds_only_what_is_missing() {
+        let wanted = project_gitignore("pki");
+        assert_eq!(merge_gitignore(&wanted, &wanted), None);
+        let merged = merge_gitignore("target/\n/pki/", &wanted).unwrap();
+        assert!(merged.starts_with("target/\n/pki/\n# Added by `cmesh init`"));
+        assert_eq!(merged.matches("/pki/").count(), 1);
+        assert!(merged.lines().any(|l| l == "/.cmesh-lab/"));
+        assert_eq!(merge_gitignore(&merged, &wanted), None);
+    }
+}

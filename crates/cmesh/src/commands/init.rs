@@ -1,6 +1,7 @@
 //! `cmesh init`: writes the commented example mesh.yaml (the article's lab, or N clusters).
 
 use std::io::Write;
+use std::path::Path;
 
 use cmesh_core::spec::example::{self, ExampleOptions};
 use cmesh_core::version::CiliumVersion;
@@ -49,13 +50,47 @@ pub(crate) fn run(
         return Ok(exit::OK);
     }
     fsx::write_atomic(&global.file, text.as_bytes(), Mode::Public, args.force)?;
+    let ignored = write_gitignore(&global.file)?;
     let _ = writeln!(
         out,
-        "wrote {} ({} clusters, Cilium {}); next: cmesh check -f {}",
+        "wrote {} ({} clusters, Cilium {}){ignored}; next: cmesh check -f {}",
         global.file.display(),
         opts.clusters,
         opts.version,
         global.file.display()
     );
     Ok(exit::OK)
+}
+
+/// The `.gitignore` beside mesh.yaml, so that `git add -A` never stages a private key: written
+/// when there is none, else given the entries it lacks (the user's lines stay). Says what it did.
+fn write_gitignore(mesh: &Path) -> Result<String, ExpectedError> {
+    let dir = mesh
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let path = dir.join(".gitignore");
+    let wanted = example::project_gitignore("pki");
+    let existing = match crate::fs::bounded::read(&path, 1024 * 1024) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            return Err(ExpectedError::Read {
+                path,
+                source: std::io::Error::other(e.to_string()),
+            });
+        }
+    };
+    let (text, said) = match existing {
+        None => (wanted, ", .gitignore (keys and lab files stay out of git)"),
+        Some(old) => match example::merge_gitignore(&old, &wanted) {
+            None => return Ok(String::new()),
+            Some(new) => (
+                new,
+                ", .gitignore updated (keys and lab files stay out of git)",
+            ),
+        },
+    };
+    fsx::write_atomic(&path, text.as_bytes(), Mode::Public, true)?;
+    Ok(said.to_owned())
 }

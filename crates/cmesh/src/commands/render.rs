@@ -52,6 +52,15 @@ pub(crate) fn run(
             o.bytes / 1024
         ));
     }
+    // `git add -A` would commit the CA key: say so before writing any key.
+    let ca_key = prepared.pki_dir.path().join(cmesh_core::pki::store::CA_KEY);
+    if crate::host::git::would_be_committed(&ca_key) == Some(true) {
+        warnings.push_str(&format!(
+            "warning: {} is in a git work tree and not ignored: `git add -A` would commit the mesh CA's private key (add `/{}/` to .gitignore; `cmesh init` writes one)\n",
+            prepared.pki_dir.path().display(),
+            prepared.loaded.spec.pki.dir.trim_start_matches("./").trim_end_matches('/'),
+        ));
+    }
     if !warnings.is_empty() {
         ui::term::eprint(&warnings);
     }

@@ -1,5 +1,7 @@
 //! The host layer: the machine cmesh runs on, outside its own files and the clusters. The
-//! lab's tools on PATH and its state file ([`lab`]), and the process's signals ([`signals`]).
+//! lab's tools on PATH and its state file ([`lab`]), the process's signals ([`signals`]), and
+//! what git says of the user's work tree ([`git`]).
 
+pub(crate) mod git;
 pub(crate) mod lab;
 pub(crate) mod signals;

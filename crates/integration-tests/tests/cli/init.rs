@@ -109,3 +109,86 @@ fn init_rejects_impossible_options() {
     }
     assert!(!d.path().join("mesh.yaml").exists());
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 20: `init` + `render` + `git add -A` stages no private key (the default 1.14 keeps some
+/// keys in values files too), and render warns when pki.dir would be committed.
+#[test]
+fn git_add_after_init_and_render_stages_no_private_key() {
+    let d = cli::scratch();
+    git(d.path(), &["init", "-q"]);
+    let r = cmesh(d.path(), &["init"]);
+    assert_code(&r, 0);
+    assert!(
+        r.stdout
+            .contains(".gitignore (keys and lab files stay out of git)"),
+        "{}",
+        r.stdout
+    );
+    let r = cmesh(d.path(), &["render"]);
+    assert_code(&r, 0);
+    assert!(!r.stderr.contains("would commit"), "{}", r.stderr);
+    git(d.path(), &["add", "-A"]);
+    let staged = git(d.path(), &["diff", "--cached", "--name-only"]);
+    assert!(staged.lines().any(|l| l == "mesh.yaml"), "{staged}");
+    assert!(
+        staged.lines().any(|l| l.ends_with("values.yaml")),
+        "{staged}"
+    );
+    for l in staged.lines() {
+        let text = std::fs::read_to_string(d.path().join(l)).unwrap_or_default();
+        assert!(
+            !l.ends_with(".key")
+                && !text.contains("PRIVATE KEY")
+                && !text.contains("LS0tLS1CRUdJTiBFQyBQUklWQVRF"),
+            "{l} is staged and holds a private key:\n{staged}"
+        );
+    }
+    // Without the .gitignore, render says what `git add -A` would do.
+    git(d.path(), &["rm", "-q", "--cached", "-r", "."]);
+    std::fs::remove_file(d.path().join(".gitignore")).unwrap();
+    let r = cmesh(d.path(), &["render"]);
+    assert_code(&r, 0);
+    assert!(
+        r.stderr
+            .contains("pki is in a git work tree and not ignored")
+            && r.stderr.contains("add `/pki/` to .gitignore"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Issue 20: an existing .gitignore keeps its lines and gains only what it lacks, once.
+#[test]
+fn init_merges_an_existing_gitignore() {
+    let d = cli::scratch();
+    std::fs::write(d.path().join(".gitignore"), "target/\n/pki/").unwrap();
+    let r = cmesh(d.path(), &["init"]);
+    assert_code(&r, 0);
+    assert!(r.stdout.contains(".gitignore updated"), "{}", r.stdout);
+    let text = std::fs::read_to_string(d.path().join(".gitignore")).unwrap();
+    assert!(text.starts_with("target/\n/pki/\n"), "{text}");
+    assert_eq!(text.matches("/pki/").count(), 1, "{text}");
+    assert!(text.lines().any(|l| l == "/.cmesh-lab/"), "{text}");
+    let r = cmesh(d.path(), &["init", "--force"]);
+    assert_code(&r, 0);
+    assert!(!r.stdout.contains(".gitignore"), "{}", r.stdout);
+    assert_eq!(
+        std::fs::read_to_string(d.path().join(".gitignore")).unwrap(),
+        text
+    );
+}
