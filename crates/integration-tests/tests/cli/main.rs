@@ -98,3 +98,18 @@ fn version_names_the_supported_cilium_range() {
     assert_eq!(v["cilium"]["min"], "1.14");
     assert_eq!(v["cilium"]["max"], "1.20");
 }
+
+/// Installed as `kubectl-cmesh`, the binary is a kubectl plugin: kubectl runs it with the
+/// arguments after `cmesh`, and it answers as cmesh.
+#[test]
+fn works_as_a_kubectl_plugin() {
+    let d = cli::scratch();
+    let plugin = d.path().join("kubectl-cmesh");
+    std::os::unix::fs::symlink(cli::bin(), &plugin).unwrap();
+    let r = cli::run(&plugin, d.path(), &["version"], &[]);
+    assert_code(&r, 0);
+    assert!(r.stdout.starts_with("cmesh "), "{}", r.stdout);
+    let r = cli::run(&plugin, d.path(), &["--help"], &[]);
+    assert_code(&r, 0);
+    assert!(r.stdout.contains("Usage: cmesh"), "{}", r.stdout);
+}
