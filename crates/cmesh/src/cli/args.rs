@@ -394,30 +394,15 @@ pub(crate) struct TimeoutArg(pub std::time::Duration);
 
 /// A wait that may be zero.
 fn parse_wait(s: &str) -> Result<TimeoutArg, String> {
-    if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
-        return Ok(TimeoutArg(std::time::Duration::ZERO));
-    }
-    parse_timeout(s)
+    human(s).map(TimeoutArg)
 }
 
 fn parse_timeout(s: &str) -> Result<TimeoutArg, String> {
-    let t = s.trim();
-    let (num, mult) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60_000)
-    } else {
-        (t, 1000)
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a timeout like 5s or 500ms"))?;
-    if n == 0 {
+    let d = human(s)?;
+    if d.is_zero() {
         return Err("a timeout must be positive".into());
     }
-    Ok(TimeoutArg(std::time::Duration::from_millis(n * mult)))
+    Ok(TimeoutArg(d))
 }
 
 /// `cmesh probe`.
@@ -508,25 +493,22 @@ pub(crate) struct PkiArgs {
 pub(crate) struct DurationArg(pub time::Duration, pub String);
 
 fn parse_duration(s: &str) -> Result<DurationArg, String> {
+    let d = human(s)?;
+    let d = time::Duration::try_from(d).map_err(|_| format!("`{s}` is too long"))?;
+    Ok(DurationArg(d, s.trim().to_owned()))
+}
+
+/// Every duration flag reads one grammar, humantime's: `500ms`, `30s`, `1m30s`, `1h`, `90d`,
+/// `2w`. A bare number is refused (it meant seconds in some flags and days in another).
+fn human(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 30d, 720h or 2w"))?;
-    let d = match unit {
-        "s" => time::Duration::seconds(n),
-        "m" => time::Duration::minutes(n),
-        "h" => time::Duration::hours(n),
-        "d" | "" => time::Duration::days(n),
-        "w" => time::Duration::weeks(n),
-        _ => {
-            return Err(format!(
-                "`{s}`: unknown unit `{unit}` (use s, m, h, d or w)"
-            ));
-        }
-    };
-    Ok(DurationArg(d, t.to_owned()))
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "`{t}` has no unit: write {t}s, {t}m, {t}h or {t}d (a duration such as 1m30s or 90d)"
+        ));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("`{t}` is not a duration such as 500ms, 1m30s, 1h or 90d: {e}"))
 }
 
 /// `cmesh pki` operations.
@@ -606,4 +588,27 @@ pub(crate) struct CheckArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_one_grammar() {
+        let secs = |s: &str| parse_timeout(s).map(|t| t.0.as_secs_f64());
+        assert_eq!(secs("500ms"), Ok(0.5));
+        assert_eq!(secs("1m30s"), Ok(90.0));
+        assert_eq!(secs("1h"), Ok(3600.0));
+        assert_eq!(secs("2h 30m"), Ok(9000.0));
+        assert!(secs("0s").unwrap_err().contains("positive"));
+        assert!(secs("30").unwrap_err().contains("has no unit: write 30s"));
+        assert!(secs("5 parsecs").unwrap_err().contains("not a duration"));
+        assert_eq!(parse_wait("0s").map(|t| t.0), Ok(std::time::Duration::ZERO));
+        let days = |s: &str| parse_duration(s).map(|d| d.0.whole_days());
+        assert_eq!(days("90d"), Ok(90));
+        assert_eq!(days("2w"), Ok(14));
+        assert_eq!(days("720h"), Ok(30));
+        assert!(days("30").unwrap_err().contains("30d"));
+    }
 }
