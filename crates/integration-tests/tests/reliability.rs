@@ -554,6 +554,52 @@ fn regression_17_status_and_apply_are_bounded_against_hostile_servers() {
     }
 }
 
+/// Paths asked of [`recording`] servers.
+static ASKED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// [`healthy`], remembering each path it was asked.
+fn recording(s: std::net::TcpStream, path: &str) {
+    ASKED.lock().unwrap().push(path.to_owned());
+    healthy(s, path);
+}
+
+/// Issue 20: `cmesh test` asks every API server first; with one unreachable it says so, one
+/// line per cluster, exits 7 and creates nothing anywhere (the reachable server was asked only
+/// its version).
+#[test]
+fn issue_20_test_creates_nothing_when_a_cluster_is_unreachable() {
+    let d = mesh();
+    let p = d.path();
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let good = serve(recording);
+    std::fs::write(
+        p.join("kubeconfig-k8s01"),
+        kubeconfig(&format!("http://{refused}"), TOKEN),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("kubeconfig-k8s02"),
+        kubeconfig(&format!("http://{good}"), TOKEN),
+    )
+    .unwrap();
+    let r = cmesh(p, &["test", "--request-timeout", "3s"]);
+    assert_code(&r, 7);
+    assert!(
+        r.stderr
+            .contains("cannot reach 1 cluster(s); nothing was created")
+            && r.stderr.contains("\n  k8s01: unreachable"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("k8s02: unreachable"), "{}", r.stderr);
+    let asked = ASKED.lock().unwrap().clone();
+    assert!(!asked.is_empty(), "k8s02 was never asked");
+    assert!(asked.iter().all(|a| a == "/version"), "{asked:?}");
+}
+
 // ---- 6. Memory bombs ------------------------------------------------------------------------------
 
 #[test]

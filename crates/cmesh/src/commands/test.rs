@@ -67,10 +67,24 @@ pub(crate) fn run(
             Err(e) => problems.push(format!("{name}: {e}")),
         }
     }
+    // Every API server must answer before anything is created: a run that cannot reach a
+    // cluster would only report its cells as not run, and leave the others half set up.
+    let versions = runtime.block_on(futures_util::future::join_all(
+        conns.iter().map(|c| c.version()),
+    ));
+    for (c, v) in conns.iter().zip(versions) {
+        if let Err(e) = v {
+            problems.push(format!("{}: unreachable: {e}", c.name));
+        }
+    }
     if !problems.is_empty() {
         return Err(ExpectedError::Cluster {
-            message: format!("cannot connect: {}", problems.join("; ")),
-            hint: "check the clusters' kubeconfig and context in mesh.yaml".into(),
+            message: format!(
+                "cannot reach {} cluster(s); nothing was created:\n  {}",
+                problems.len(),
+                problems.join("\n  ")
+            ),
+            hint: "check the clusters' kubeconfig, context and apiServer in mesh.yaml (`cmesh status` shows every cluster)".into(),
         });
     }
     let stderr_log = |line: &str| {
