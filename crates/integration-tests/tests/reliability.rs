@@ -554,6 +554,38 @@ fn regression_17_status_and_apply_are_bounded_against_hostile_servers() {
     }
 }
 
+/// Issue 20: a context mesh.yaml names that the kubeconfig lacks is named with the contexts
+/// that exist.
+#[test]
+fn issue_20_a_wrong_context_lists_the_contexts_there_are() {
+    let d = mesh();
+    let p = d.path();
+    let good = serve(healthy);
+    for c in ["k8s01", "k8s02"] {
+        std::fs::write(
+            p.join(format!("kubeconfig-{c}")),
+            kubeconfig(&format!("http://{good}"), TOKEN),
+        )
+        .unwrap();
+    }
+    let text = std::fs::read_to_string(p.join("mesh.yaml")).unwrap();
+    let text = text.replacen(
+        "    kubeconfig: kubeconfig-k8s01\n",
+        "    kubeconfig: kubeconfig-k8s01\n    context: prod-k8s01\n",
+        1,
+    );
+    std::fs::write(p.join("mesh.yaml"), text).unwrap();
+    let r = cmesh(p, &["status", "--request-timeout", "3s", "-o", "json"]);
+    assert_code(&r, 1);
+    assert!(
+        r.stdout.contains("context `prod-k8s01` in ")
+            && r.stdout
+                .contains("kubeconfig-k8s01: no such context; it has: c"),
+        "{}",
+        r.stdout
+    );
+}
+
 /// Paths asked of [`recording`] servers.
 static ASKED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
@@ -595,6 +627,13 @@ fn issue_20_test_creates_nothing_when_a_cluster_is_unreachable() {
         r.stderr
     );
     assert!(!r.stderr.contains("k8s02: unreachable"), "{}", r.stderr);
+    // As kubectl would, the error names the server, the kubeconfig and the context.
+    assert!(
+        r.stderr.contains(&format!("http://{refused}/"))
+            && r.stderr.contains("kubeconfig-k8s01, context current)"),
+        "{}",
+        r.stderr
+    );
     let asked = ASKED.lock().unwrap().clone();
     assert!(!asked.is_empty(), "k8s02 was never asked");
     assert!(asked.iter().all(|a| a == "/version"), "{asked:?}");

@@ -40,6 +40,8 @@ pub(crate) struct Conn {
     pub context: Option<String>,
     /// The bound on one request (and on one exec in `exec`).
     pub timeout: Duration,
+    /// Where the cluster was dialled, as errors name it: the server URL, kubeconfig and context.
+    pub(crate) target: String,
 }
 
 /// Resolves `cluster.kubeconfig` relative to mesh.yaml's directory.
@@ -82,6 +84,28 @@ pub(crate) async fn connect(
             reason: e.to_string(),
         })?,
     };
+    if let Some(want) = &cluster.context
+        && !kubeconfig.contexts.iter().any(|c| &c.name == want)
+    {
+        let mut have: Vec<&str> = kubeconfig
+            .contexts
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        have.sort_unstable();
+        return Err(KubeError::Kubeconfig {
+            what: format!(
+                "context `{want}` in {}",
+                path.as_ref()
+                    .map_or("the default kubeconfig".into(), |p| p.display().to_string())
+            ),
+            reason: if have.is_empty() {
+                "no such context: the kubeconfig has none".into()
+            } else {
+                format!("no such context; it has: {}", have.join(", "))
+            },
+        });
+    }
     connect::resolve_exec_plugin(&mut kubeconfig, cluster.context.as_deref(), timeout).await?;
     let opts = KubeConfigOptions {
         context: cluster.context.clone(),
@@ -99,8 +123,18 @@ pub(crate) async fn connect(
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
+    let target = format!(
+        "{} (kubeconfig {}, context {})",
+        config.cluster_url,
+        path.as_ref()
+            .map_or("$KUBECONFIG or ~/.kube/config".into(), |p| p
+                .display()
+                .to_string()),
+        cluster.context.as_deref().unwrap_or("current")
+    );
     let client = connect::client(config, timeout).map_err(KubeError::api("client"))?;
     Ok(Conn {
+        target,
         name: cluster.name.clone(),
         client,
         kubeconfig: path,
@@ -145,7 +179,7 @@ impl Conn {
             .apiserver_version()
             .await
             .map(|v| v.git_version)
-            .map_err(KubeError::api(""))
+            .map_err(KubeError::api(self.target.clone()))
     }
 
     /// DaemonSet rollout state.
