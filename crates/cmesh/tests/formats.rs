@@ -322,6 +322,23 @@ mod meshtest_and_lint {
         );
         assert!(!x.contains("\"true\"\""), "unescaped quotes");
         insta::assert_snapshot!(x);
+        // A setup error is an <error> (not a test's failure), an interruption a failure, and
+        // terminal escapes from the clusters never reach the XML.
+        let mut r = report();
+        r.errors
+            .push("k8s01: setup: timed out \u{1b}[31mwaiting\u{1b}[0m".into());
+        r.interrupted = true;
+        let x = ui::meshtest::report_junit(&r);
+        assert!(
+            x.contains("<error message=\"k8s01: setup: timed out waiting\" type=\"error\"/>"),
+            "{x}"
+        );
+        assert!(
+            x.contains("<failure message=\"interrupted\" type=\"interrupted\"/>"),
+            "{x}"
+        );
+        assert!(x.contains("errors=\"1\""), "{x}");
+        assert!(!x.contains('\u{1b}'), "{x}");
     }
 
     #[test]

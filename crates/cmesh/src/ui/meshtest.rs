@@ -236,121 +236,87 @@ pub fn report_json(r: &Report) -> String {
     s
 }
 
-fn xml(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            // XML 1.0 allows only these control characters.
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => {}
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-/// The report as JUnit XML: one test suite per part, one test case per cell, plus the
-/// run's errors and the cleanup.
+/// The report as JUnit XML (quick-junit): one test suite per part, one test case per cell
+/// (a skipped cell as `<skipped>`, a failed one as `<failure>` with its fix), and a `cmesh.run`
+/// suite for the run itself: each setup or run error as `<error>`, an interruption, and each
+/// namespace cleaned up.
 pub fn report_junit(r: &Report) -> String {
-    let (pass, fail, skip) = r.counts();
-    let extra_fail =
-        r.errors.len() + r.cleanup.iter().filter(|c| !c.ok()).count() + usize::from(r.interrupted);
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        s,
-        "<testsuites name=\"cmesh test {}\" tests=\"{}\" failures=\"{}\" skipped=\"{skip}\" time=\"{:.3}\">",
-        xml(&r.run_id),
-        pass + fail + skip + r.errors.len() + r.cleanup.len() + usize::from(r.interrupted),
-        fail + extra_fail,
-        r.seconds
-    );
+    use quick_junit::{NonSuccessKind, Report as Junit, TestCase, TestCaseStatus, TestSuite};
+
+    let mut report = Junit::new(format!("cmesh test {}", r.run_id));
+    report.set_time(std::time::Duration::from_secs_f64(r.seconds.max(0.0)));
     for kind in &r.kinds {
-        let cells: Vec<&Cell> = r.cells.iter().filter(|c| c.kind == *kind).collect();
-        let f = cells.iter().filter(|c| c.outcome == Outcome::Fail).count();
-        let k = cells.iter().filter(|c| c.outcome == Outcome::Skip).count();
-        let _ = writeln!(
-            s,
-            "  <testsuite name=\"cmesh.{}\" tests=\"{}\" failures=\"{f}\" skipped=\"{k}\">",
-            kind.as_str(),
-            cells.len()
-        );
-        for c in cells {
-            let name = xml(&format!("{} {}", c.check, c.label()));
-            let class = format!("cmesh.{}", kind.as_str());
-            match c.outcome {
-                Outcome::Pass => {
-                    let _ = writeln!(s, "    <testcase classname=\"{class}\" name=\"{name}\">");
-                    let _ = writeln!(s, "      <system-out>{}</system-out>", xml(&c.detail));
-                    s.push_str("    </testcase>\n");
-                }
+        let class = format!("cmesh.{}", kind.as_str());
+        let mut suite = TestSuite::new(class.clone());
+        for c in r.cells.iter().filter(|c| c.kind == *kind) {
+            let status = match c.outcome {
+                Outcome::Pass => TestCaseStatus::success(),
                 Outcome::Skip => {
-                    let _ = writeln!(
-                        s,
-                        "    <testcase classname=\"{class}\" name=\"{name}\"><skipped message=\"{}\"/></testcase>",
-                        xml(&c.detail)
-                    );
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_message(c.detail.as_str());
+                    s
                 }
                 Outcome::Fail => {
-                    let _ = writeln!(s, "    <testcase classname=\"{class}\" name=\"{name}\">");
-                    let body = match &c.fix {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(c.short.as_str()).set_type(c.check);
+                    s.set_description(match &c.fix {
                         Some(fix) => format!("{}\nfix: {fix}", c.detail),
                         None => c.detail.clone(),
-                    };
-                    let _ = writeln!(
-                        s,
-                        "      <failure message=\"{}\" type=\"{}\">{}</failure>",
-                        xml(&c.short),
-                        xml(c.check),
-                        xml(&body)
-                    );
-                    s.push_str("    </testcase>\n");
+                    });
+                    s
                 }
+            };
+            let mut case = TestCase::new(format!("{} {}", c.check, c.label()), status);
+            case.set_classname(class.as_str());
+            if c.outcome == Outcome::Pass {
+                case.set_system_out(c.detail.as_str());
             }
+            suite.add_test_case(case);
         }
-        s.push_str("  </testsuite>\n");
+        report.add_test_suite(suite);
     }
-    let run_cases = r.errors.len() + usize::from(r.interrupted);
-    let _ = writeln!(
-        s,
-        "  <testsuite name=\"cmesh.run\" tests=\"{}\" failures=\"{}\" skipped=\"0\">",
-        run_cases + r.cleanup.len(),
-        extra_fail
-    );
+    let mut run = TestSuite::new("cmesh.run");
+    let case = |name: String, status: TestCaseStatus| {
+        let mut c = TestCase::new(name, status);
+        c.set_classname("cmesh.run");
+        c
+    };
+    let non_success = |kind, message: &str, ty: &str| {
+        let mut s = TestCaseStatus::non_success(kind);
+        s.set_message(message).set_type(ty);
+        s
+    };
     for (i, e) in r.errors.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "    <testcase classname=\"cmesh.run\" name=\"error {}\"><failure message=\"{}\" type=\"error\"/></testcase>",
-            i + 1,
-            xml(e)
-        );
+        run.add_test_case(case(
+            format!("error {}", i + 1),
+            non_success(NonSuccessKind::Error, e, "error"),
+        ));
     }
     if r.interrupted {
-        s.push_str("    <testcase classname=\"cmesh.run\" name=\"completed\"><failure message=\"interrupted\" type=\"interrupted\"/></testcase>\n");
+        run.add_test_case(case(
+            "completed".into(),
+            non_success(NonSuccessKind::Failure, "interrupted", "interrupted"),
+        ));
     }
     for c in &r.cleanup {
-        let name = xml(&format!("cleanup {} {}", c.cluster, c.namespace));
+        let name = format!("cleanup {} {}", c.cluster, c.namespace);
         match &c.outcome {
-            CleanupOutcome::Failed { reason } => {
-                let _ = writeln!(
-                    s,
-                    "    <testcase classname=\"cmesh.run\" name=\"{name}\"><failure message=\"{}\" type=\"cleanup\"/></testcase>",
-                    xml(reason)
-                );
-            }
+            CleanupOutcome::Failed { reason } => run.add_test_case(case(
+                name,
+                non_success(NonSuccessKind::Failure, reason, "cleanup"),
+            )),
             other => {
-                let _ = writeln!(
-                    s,
-                    "    <testcase classname=\"cmesh.run\" name=\"{name}\"><system-out>{}</system-out></testcase>",
-                    xml(&outcome_word(other))
-                );
+                let mut ok = case(name, TestCaseStatus::success());
+                ok.set_system_out(outcome_word(other));
+                run.add_test_case(ok)
             }
-        }
+        };
     }
-    s.push_str("  </testsuite>\n</testsuites>\n");
+    report.add_test_suite(run);
+    let mut s = report.to_string().unwrap_or_default();
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
     s
 }
 
