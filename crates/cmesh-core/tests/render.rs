@@ -341,6 +341,42 @@ fn every_cluster_lists_every_other_for_many_clusters() {
     }
 }
 
+/// The README's Mermaid topology: a node per cluster, an edge per peering up to 16 clusters
+/// (here 16: 120 edges), and above that the nodes with the count of peerings.
+#[test]
+fn the_topology_draws_every_peering_up_to_sixteen_clusters() {
+    for (n, edges) in [(3, 3), (16, 120), (17, 0)] {
+        let o = example::ExampleOptions {
+            clusters: n,
+            version: "1.20.0".parse().unwrap(),
+            ..Default::default()
+        };
+        let spec = spec::load("m", &example::generate(&o).unwrap()).unwrap().0;
+        let pki = pki_for(&spec, &mut PkiFiles::new());
+        let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+        let readme = file(&tree, "README.md");
+        let graph = readme
+            .split("```mermaid\n")
+            .nth(1)
+            .and_then(|g| g.split("```").next())
+            .unwrap_or_else(|| panic!("no mermaid block:\n{readme}"));
+        assert!(graph.starts_with("graph LR\n"), "{graph}");
+        assert_eq!(graph.matches("[\"<b>").count(), n, "{graph}");
+        assert_eq!(graph.matches(" <--> ").count(), edges, "{graph}");
+        for c in &spec.clusters {
+            assert!(
+                graph.contains(&format!("<b>{}</b><br/>id {}<br/>", c.name, c.id)),
+                "{graph}"
+            );
+        }
+        assert_eq!(
+            readme.contains(&format!("{} peerings, not drawn", n * (n - 1) / 2)),
+            n > 16,
+            "{readme}"
+        );
+    }
+}
+
 #[test]
 fn user_values_win_and_are_reported() {
     let text = example::builtin().replace(

@@ -662,6 +662,55 @@ pub struct ReadmeCluster {
     pub secret_leaves: Vec<LeafKind>,
 }
 
+/// Most clusters whose peerings the topology draws one by one: beyond, a full mesh's
+/// N×(N−1)/2 edges would be a picture of nothing but lines (and megabytes of README).
+pub const TOPOLOGY_EDGES_UP_TO: usize = 16;
+
+/// The mesh as a Mermaid graph (GitHub and GitLab draw it in the README): each cluster with its
+/// ID, pod and service ranges and clustermesh endpoint; an edge per peering (every cluster
+/// peers with every other).
+pub fn topology(spec: &MeshSpec, clusters: &[ReadmeCluster]) -> String {
+    let join = |nets: &[ipnet::IpNet]| {
+        nets.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Node IDs are positions, never names: a cluster called `end` would end the graph.
+    let mut s = String::from("```mermaid\ngraph LR\n");
+    for (i, c) in spec.clusters.iter().enumerate() {
+        let endpoint = clusters
+            .iter()
+            .find(|r| r.name == c.name)
+            .map_or(String::new(), |r| format!("<br/>{}", r.endpoint));
+        let _ = writeln!(
+            s,
+            "  c{i}[\"<b>{}</b><br/>id {}<br/>pods {}<br/>services {}{endpoint}\"]",
+            c.name,
+            c.id,
+            join(&c.pod_cidrs),
+            join(&c.service_cidrs)
+        );
+    }
+    let n = spec.clusters.len();
+    if n <= TOPOLOGY_EDGES_UP_TO {
+        for i in 0..n {
+            for j in i + 1..n {
+                let _ = writeln!(s, "  c{i} <--> c{j}");
+            }
+        }
+    }
+    s.push_str("```\n");
+    if n > TOPOLOGY_EDGES_UP_TO {
+        let _ = writeln!(
+            s,
+            "\nEvery cluster peers with every other: {} peerings, not drawn above {TOPOLOGY_EDGES_UP_TO} clusters.",
+            n * (n - 1) / 2
+        );
+    }
+    s
+}
+
 /// The tree's README.md.
 pub fn readme(
     spec: &MeshSpec,
@@ -693,7 +742,9 @@ pub fn readme(
         s,
         "`cmesh render --check` fails if this tree is out of date (use it in CI).\n"
     );
-    let _ = writeln!(s, "## Files\n");
+    let _ = writeln!(s, "## Topology\n");
+    s.push_str(&topology(spec, clusters));
+    let _ = writeln!(s, "\n## Files\n");
     let _ = writeln!(s, "| path | what |\n|---|---|");
     let _ = writeln!(
         s,
