@@ -63,8 +63,10 @@ fn mounts_below(dir: &str) -> Vec<String> {
         .collect()
 }
 
-/// Processes whose command line names `dir` (every lab process runs from or with its files).
-fn processes_of(dir: &str) -> Vec<String> {
+/// Processes whose command line names `dir` (every lab process runs from or with its files),
+/// by the lab's own spelling of the path (`crates/integration-tests/../../target/lab/…`) or the
+/// canonical one.
+fn processes_of(dirs: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -73,7 +75,7 @@ fn processes_of(dir: &str) -> Vec<String> {
         }
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains(dir) {
+        if dirs.iter().any(|d| cmd.contains(d)) {
             out.push(format!("{name}: {cmd}"));
         }
     }
@@ -102,29 +104,38 @@ fn regression_18_a_panicking_test_leaves_no_namespace_mount_cgroup_bpf_program_o
             .unwrap()
             .display()
             .to_string();
-        // While the lab runs: agents, their datapath and the nodes' namespaces exist.
-        let during = bpf_programs();
-        assert!(
-            during.len() > before.len(),
-            "no BPF program loaded by the agents"
-        );
+        let raw = m.dir().display().to_string();
+        // While the lab runs: agents, their datapath and the nodes' namespaces exist. (New
+        // programs by ID: a lab that ended just before may still be freeing its own.)
+        let loaded = bpf_programs()
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .count();
+        assert!(loaded > 0, "no BPF program loaded by the agents");
         assert!(!net::namespaces_of(slot).is_empty());
         assert!(!mounts_below(&dir).is_empty(), "no node bpffs mounted");
-        assert!(!processes_of(&dir).is_empty());
+        assert!(
+            !processes_of(&[&dir, &raw]).is_empty(),
+            "no process of the lab found"
+        );
         // Nothing attaches to the machine's own cgroup root.
         assert_eq!(root_cgroup_programs(), root_before);
-        seen = Some((slot, dir));
+        seen = Some((slot, dir, raw));
         panic!("a test fails while its lab runs");
     }));
     assert!(result.is_err());
-    let (slot, dir) = seen.expect("the lab started");
+    let (slot, dir, raw) = seen.expect("the lab started");
     assert_eq!(
         net::namespaces_of(slot),
         Vec::<String>::new(),
         "namespaces left"
     );
     assert_eq!(mounts_below(&dir), Vec::<String>::new(), "mounts left");
-    assert_eq!(processes_of(&dir), Vec::<String>::new(), "processes left");
+    assert_eq!(
+        processes_of(&[&dir, &raw]),
+        Vec::<String>::new(),
+        "processes left"
+    );
     let cgroup = integration_tests::lab::node::cgroup2_root().join(format!("cmesh-lab-{slot}"));
     assert!(!cgroup.exists(), "{} left", cgroup.display());
     assert!(!Path::new(&dir).exists(), "{dir} left");
