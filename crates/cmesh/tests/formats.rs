@@ -94,6 +94,26 @@ fn apply_summary() {
     let names = vec!["k8s01".to_string(), "k8s02".into(), "k8s03".into()];
     insta::assert_snapshot!(ui::apply::summary(&names, &[Phase::Mesh], &steps));
     insta::assert_snapshot!("apply_step_line", ui::apply::step_line(&steps[2]));
+    // -o json: every step, not ok when one failed.
+    let v: serde_json::Value =
+        serde_json::from_str(&ui::apply::summary_json(&names, &steps)).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(
+        v["clusters"],
+        serde_json::json!(["k8s01", "k8s02", "k8s03"])
+    );
+    assert_eq!(v["steps"].as_array().unwrap().len(), steps.len());
+    let last = &v["steps"][steps.len() - 1];
+    assert_eq!(last["cluster"], "k8s03");
+    assert_eq!(last["outcome"], "failed");
+    assert_eq!(last["phase"], serde_json::Value::Null);
+    let ok: Vec<_> = steps
+        .iter()
+        .filter(|s| s.outcome != StepOutcome::Failed)
+        .cloned()
+        .collect();
+    let v: serde_json::Value = serde_json::from_str(&ui::apply::summary_json(&names, &ok)).unwrap();
+    assert_eq!(v["ok"], true);
 }
 
 #[test]
@@ -118,6 +138,27 @@ fn apply_dry_run() {
         &plans,
         "cilium 1.16.19 from https://helm.cilium.io"
     ));
+    let v: serde_json::Value = serde_json::from_str(&ui::apply::dry_run_json(
+        &plans,
+        "cilium 1.16.19 from https://helm.cilium.io",
+    ))
+    .unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["dryRun"], true);
+    let p = &v["plans"][0];
+    assert_eq!(p["cluster"], "k8s01");
+    assert_eq!(p["phase"], "mesh");
+    assert_eq!(
+        p["changes"][0],
+        serde_json::json!({"path": "clustermesh.config.clusters", "change": "added"})
+    );
+    assert_eq!(p["restart"], "clustermesh.config.clusters changed");
+    let mut failed = plans.clone();
+    failed[0].error = Some("API server unreachable".into());
+    let v: serde_json::Value =
+        serde_json::from_str(&ui::apply::dry_run_json(&failed, "cilium")).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["plans"][0]["error"], "API server unreachable");
 }
 
 #[test]

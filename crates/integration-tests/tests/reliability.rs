@@ -586,6 +586,55 @@ fn issue_20_a_wrong_context_lists_the_contexts_there_are() {
     );
 }
 
+/// Issue 20: `apply --dry-run -o json` is one JSON document, with the unreachable cluster's
+/// plan carrying the error (server, kubeconfig and context) and exit 7.
+#[test]
+#[ignore = "needs helm: apply --dry-run reads the release with it (scripts/install-test-deps; scripts/test runs it)"]
+fn issue_20_apply_dry_run_as_json() {
+    let helm = integration_tests::tools::helm();
+    let helm = helm.to_str().expect("helm's path");
+    let d = mesh();
+    let p = d.path();
+    assert_code(&cmesh(p, &["render"]), 0);
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for c in ["k8s01", "k8s02"] {
+        std::fs::write(
+            p.join(format!("kubeconfig-{c}")),
+            kubeconfig(&format!("http://{refused}"), TOKEN),
+        )
+        .unwrap();
+    }
+    let r = cmesh_env(
+        p,
+        &[
+            "apply",
+            "--dry-run",
+            "--request-timeout",
+            "3s",
+            "-o",
+            "json",
+        ],
+        &[("CMESH_HELM", helm)],
+    );
+    assert_code(&r, 7);
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["dryRun"], true);
+    let plans = v["plans"].as_array().unwrap();
+    assert_eq!(plans.len(), 4, "two clusters, two phases: {v:#}");
+    for plan in plans {
+        let e = plan["error"].as_str().unwrap_or_default();
+        assert!(
+            e.contains("API server unreachable") && e.contains(&format!("http://{refused}/")),
+            "{plan}"
+        );
+    }
+}
+
 /// Paths asked of [`recording`] servers.
 static ASKED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 

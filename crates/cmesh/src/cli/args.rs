@@ -360,6 +360,9 @@ pub(crate) struct ApplyArgs {
     /// How often to poll rollouts.
     #[arg(long, default_value = "1s", value_parser = parse_timeout, hide = true)]
     pub poll: TimeoutArg,
+    /// Output format: the summary (or the `--dry-run` plan) as a table, or one JSON document.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `cmesh status`.

@@ -9,7 +9,7 @@ use cmesh_core::pki::store::CaPolicy;
 use cmesh_core::render::{self, Phase};
 
 use super::common::{emit, load_spec};
-use crate::cli::{ApplyArgs, GlobalArgs};
+use crate::cli::{ApplyArgs, GlobalArgs, Output};
 use crate::errors::{ExpectedError, exit};
 use crate::live::apply::{self, Artifacts, Options};
 use crate::live::helm::{self, Chart};
@@ -109,7 +109,13 @@ pub(crate) fn run(
 
     if args.dry_run {
         let plans = runtime.block_on(apply::dry_run(conns, &artifacts, &opts));
-        emit(out, &ui::apply::dry_run(&plans, &chart_text))?;
+        emit(
+            out,
+            &match args.output {
+                Output::Table => ui::apply::dry_run(&plans, &chart_text),
+                Output::Json => ui::apply::dry_run_json(&plans, &chart_text),
+            },
+        )?;
         return Ok(if plans.iter().any(|p| p.error.is_some()) {
             exit::CLUSTER
         } else {
@@ -128,7 +134,13 @@ pub(crate) fn run(
         Arc::clone(&reporter) as Arc<dyn ui::progress::Progress>,
     ));
     reporter.finish();
-    emit(out, &ui::apply::summary(&names, &phases, &steps))?;
+    emit(
+        out,
+        &match args.output {
+            Output::Table => ui::apply::summary(&names, &phases, &steps),
+            Output::Json => ui::apply::summary_json(&names, &steps),
+        },
+    )?;
     Ok(if steps.iter().any(|s| s.outcome == StepOutcome::Failed) {
         exit::CLUSTER
     } else {

@@ -167,3 +167,45 @@ pub fn dry_run(plans: &[DryRun], chart: &str) -> String {
     s.push_str("dry run: nothing was changed\n");
     s
 }
+
+/// `apply -o json`: every step, and whether all succeeded.
+pub fn summary_json(clusters: &[String], steps: &[Step]) -> String {
+    let ok = !steps.iter().any(|s| s.outcome == StepOutcome::Failed);
+    let mut s = serde_json::to_string_pretty(&serde_json::json!({
+        "ok": ok,
+        "clusters": clusters,
+        "steps": steps,
+    }))
+    .unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// `apply --dry-run -o json`: the plan per cluster and phase, each values change as
+/// `{path, change}`.
+pub fn dry_run_json(plans: &[DryRun], chart: &str) -> String {
+    let plans: Vec<serde_json::Value> = plans
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "cluster": p.cluster,
+                "phase": p.phase,
+                "secrets": p.secrets,
+                "helm": p.helm,
+                "changes": p.changes.iter().map(|(path, change)| serde_json::json!({"path": path, "change": change})).collect::<Vec<_>>(),
+                "restart": p.restart,
+                "error": p.error,
+            })
+        })
+        .collect();
+    let ok = plans.iter().all(|p| p["error"].is_null());
+    let mut s = serde_json::to_string_pretty(&serde_json::json!({
+        "ok": ok,
+        "dryRun": true,
+        "chart": chart,
+        "plans": plans,
+    }))
+    .unwrap_or_default();
+    s.push('\n');
+    s
+}
