@@ -757,3 +757,211 @@ fn cert_manager_method() {
         );
     }
 }
+
+/// The keyless check (issue 20): from the committed files alone (the CA certificate and the
+/// leaf certificates the values carry), rendering reproduces every committed file byte for
+/// byte, for every method, phase and a version on each side of the values/Secrets split; and
+/// each committed leaf is judged kept.
+#[test]
+fn a_keyless_render_reproduces_every_committed_file() {
+    use cmesh_core::pki::public::verify_public;
+    use cmesh_core::render::keyless;
+    for version in ["1.14.2", "1.15.19", "1.16.19", "1.20.0"] {
+        for method in ["cmesh", "helm", "cronJob"] {
+            let spec = {
+                let text = lab(version)
+                    .source
+                    .text()
+                    .text()
+                    .replace("certificates: cmesh", &format!("certificates: {method}"));
+                spec::load("m", &text).unwrap().0
+            };
+            let mut files = PkiFiles::new();
+            let pki = pki_for(&spec, &mut files);
+            for phase in [Phase::Base, Phase::Mesh] {
+                let full = render::render_tree(&spec, &pki, &opts(phase)).unwrap();
+                let values: BTreeMap<String, String> = spec
+                    .clusters
+                    .iter()
+                    .map(|c| {
+                        let f = &full.files[&format!("{}/values.yaml", c.name)];
+                        (c.name.clone(), String::from_utf8(f.bytes.clone()).unwrap())
+                    })
+                    .collect();
+                let committed = keyless::committed_leaf_certs(&spec, phase, &values);
+                let check_opts = ReconcileOptions {
+                    now: datetime!(2026-11-25 12:00 UTC),
+                    renew_before: Duration::days(30),
+                    force: false,
+                    clusters: None,
+                    leaves: spec.clustermesh.certificates == spec::CertMethod::Cmesh,
+                    ca_policy: CaPolicy::MustExist,
+                };
+                let ca = String::from_utf8(files[store::CA_CERT].clone()).unwrap();
+                let public = verify_public(
+                    &spec,
+                    &ca,
+                    &committed,
+                    |_, k| keyless::leaf_in_tree(&spec, phase, k),
+                    &check_opts,
+                )
+                .unwrap();
+                let what = format!("{version} {method} {}", phase.as_str());
+                assert_eq!(committed.len(), public.events.len(), "{what}");
+                assert!(
+                    public
+                        .events
+                        .iter()
+                        .all(|e| e.action == store::Action::Reused),
+                    "{what}: {:?}",
+                    public.events
+                );
+                // 1.14 and 1.15 take the Cluster Mesh leaves as values: the mesh phase
+                // commits three per cluster; later versions none.
+                let expect = if method == "cmesh"
+                    && phase == Phase::Mesh
+                    && (version.starts_with("1.14") || version.starts_with("1.15"))
+                {
+                    3 * spec.clusters.len()
+                } else {
+                    0
+                };
+                assert_eq!(
+                    committed.keys().filter(|(_, k)| k.is_clustermesh()).count(),
+                    expect,
+                    "{what}"
+                );
+                let view = keyless::keyless_view(&spec, &public);
+                let again = render::render_tree(&spec, &view, &opts(phase)).unwrap();
+                assert_eq!(
+                    full.files.keys().collect::<Vec<_>>(),
+                    again.files.keys().collect::<Vec<_>>(),
+                    "{what}"
+                );
+                for (path, f) in &full.files {
+                    assert!(
+                        f.bytes == again.files[path].bytes,
+                        "{what}: {path} differs:\n{}\n---\n{}",
+                        String::from_utf8_lossy(&f.bytes),
+                        String::from_utf8_lossy(&again.files[path].bytes)
+                    );
+                }
+                assert_eq!(
+                    full.secret_files.keys().collect::<Vec<_>>(),
+                    again.secret_files.keys().collect::<Vec<_>>(),
+                    "{what}: the same secret files, with stand-in keys"
+                );
+            }
+        }
+    }
+}
+
+/// A committed leaf from another CA, one whose names no longer match, and one missing are
+/// each reported with what a render would do; the stand-in keys never pass for keys.
+#[test]
+fn a_keyless_check_names_each_leaf_it_would_change() {
+    use cmesh_core::pki::public::verify_public;
+    use cmesh_core::render::keyless;
+    let spec = lab("1.14.2");
+    let mut files = PkiFiles::new();
+    let pki = pki_for(&spec, &mut files);
+    let mut other_files = PkiFiles::new();
+    let other = pki_for(&spec, &mut other_files);
+    let full = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+    let values =
+        |c: &str| String::from_utf8(full.files[&format!("{c}/values.yaml")].bytes.clone()).unwrap();
+    let mut committed = keyless::committed_leaf_certs(
+        &spec,
+        Phase::Mesh,
+        &BTreeMap::from([
+            ("k8s01".to_owned(), values("k8s01")),
+            ("k8s02".to_owned(), values("k8s02")),
+        ]),
+    );
+    use cmesh_core::pki::LeafKind;
+    let key = |c: &str, k| (c.to_owned(), k);
+    // k8s01's server certificate from the other CA; k8s02's admin certificate is k8s01's
+    // (wrong names); k8s02's remote certificate is not committed.
+    committed.insert(
+        key("k8s01", LeafKind::ClustermeshServer),
+        other.leaves[&key("k8s01", LeafKind::ClustermeshServer)]
+            .0
+            .clone(),
+    );
+    let k8s01_admin = committed[&key("k8s01", LeafKind::ClustermeshAdmin)].clone();
+    committed.insert(key("k8s02", LeafKind::ClustermeshAdmin), k8s01_admin);
+    committed.remove(&key("k8s02", LeafKind::ClustermeshRemote));
+    let ca = String::from_utf8(files[store::CA_CERT].clone()).unwrap();
+    let public = verify_public(
+        &spec,
+        &ca,
+        &committed,
+        |_, k| keyless::leaf_in_tree(&spec, Phase::Mesh, k),
+        &ReconcileOptions {
+            now: datetime!(2026-11-25 12:00 UTC),
+            renew_before: Duration::days(30),
+            force: false,
+            clusters: None,
+            leaves: true,
+            ca_policy: CaPolicy::MustExist,
+        },
+    )
+    .unwrap();
+    let changed: Vec<(String, String, store::Action, String)> = public
+        .events
+        .iter()
+        .filter(|e| e.action != store::Action::Reused)
+        .map(|e| {
+            (
+                e.cluster.clone().unwrap(),
+                e.kind.unwrap().file_stem().to_owned(),
+                e.action,
+                e.reason.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(changed.len(), 3, "{changed:?}");
+    assert_eq!(changed[0].0, "k8s01");
+    assert_eq!(changed[0].3, "signed by a different CA");
+    assert_eq!(changed[1].0, "k8s02");
+    assert!(changed[1].3.starts_with("common name is"), "{changed:?}");
+    assert_eq!(
+        (changed[2].2, changed[2].3.as_str()),
+        (store::Action::Issued, "not in the tree yet")
+    );
+    // A keyless render's values never carry a key, real or stand-in.
+    let again = render::render_tree(
+        &spec,
+        &keyless::keyless_view(&spec, &public),
+        &opts(Phase::Mesh),
+    )
+    .unwrap();
+    for (path, f) in &again.files {
+        let text = String::from_utf8_lossy(&f.bytes);
+        assert!(
+            !text.contains("PRIVATE KEY") && !text.contains("LS0tLS1CRUdJTiBQUklWQVRF"),
+            "{path}"
+        );
+    }
+    // A CA certificate that is not a CA is an error, not a check.
+    let leaf = pki.leaves[&key("k8s01", LeafKind::ClustermeshServer)]
+        .0
+        .clone();
+    assert!(
+        verify_public(
+            &spec,
+            &leaf,
+            &committed,
+            |_, _| true,
+            &ReconcileOptions {
+                now: datetime!(2026-11-25 12:00 UTC),
+                renew_before: Duration::days(30),
+                force: false,
+                clusters: None,
+                leaves: true,
+                ca_policy: CaPolicy::MustExist,
+            }
+        )
+        .is_err()
+    );
+}

@@ -277,6 +277,7 @@ fn pki_hints(e: &PkiError) -> Vec<String> {
     match e {
         PkiError::NoCa => vec![
             "`cmesh render` creates a CA on first use; `cmesh pki init` creates one explicitly; `cmesh pki import` adopts an existing one".into(),
+            "`render --check` in a clone of the GitOps repository needs only the CA certificate: commit pki.dir's ca.crt (never its key; `cmesh init`'s .gitignore keeps the key out and the certificate in)".into(),
         ],
         PkiError::IncompleteCa { missing, .. } => vec![
             format!("cmesh writes the CA's two files as a pair and never leaves one alone, so {missing} was moved or removed outside cmesh: put it back (from where you keep the CA, or `retired/` if an earlier replacement moved it); cmesh never regenerates a CA, because every cluster trusts the current one"),

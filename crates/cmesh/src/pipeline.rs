@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use cmesh_core::pki::public::{PublicPki, verify_public};
 use cmesh_core::pki::store::{self, CaPolicy, ReconcileOptions, Reconciled};
-use cmesh_core::render::{self, RenderOptions, RenderedTree, ScriptPaths};
+use cmesh_core::render::{self, PkiView, RenderOptions, RenderedTree, ScriptPaths, keyless};
 use cmesh_core::spec::{CertMethod, MeshSpec};
 
 use crate::cli::GlobalArgs;
@@ -132,14 +133,19 @@ pub(crate) struct Prepared {
     pub(crate) loaded: Loaded,
     /// pki.dir, open and locked until this is dropped.
     pub(crate) pki_dir: PkiDir,
-    /// The reconciled PKI (`None` for certManager).
+    /// The reconciled PKI (`None` for certManager, and for a keyless check).
     pub(crate) pki: Option<Reconciled>,
+    /// For a `--check` without the CA key (a clone of the GitOps repository): the CA
+    /// certificate and the committed leaf certificates, judged. The secret files were
+    /// rendered with stand-in keys and must not be compared.
+    pub(crate) keyless: Option<PublicPki>,
     /// The tree.
     pub(crate) tree: RenderedTree,
 }
 
 /// Loads the spec and renders in memory. With `check`, the PKI must already exist and is not
-/// changed.
+/// changed; when pki.dir holds the CA certificate but not its key, the check is keyless (see
+/// [`Prepared::keyless`]).
 ///
 /// # Errors
 /// Spec, PKI and render errors.
@@ -178,6 +184,21 @@ pub(crate) fn prepare(
         PkiAccess::Write
     };
     let pki_dir = open_pki(global, &loaded, access)?;
+    if check && spec.clustermesh.certificates != CertMethod::CertManager {
+        let files = pki_dir.read()?;
+        if let (Some(ca_cert), None) = (files.get(store::CA_CERT), files.get(store::CA_KEY)) {
+            let public = verify_committed(&loaded, &pki_dir, ca_cert, phase, out_dir)?;
+            let view = keyless::keyless_view(&loaded.spec, &public);
+            let tree = render_view(&loaded, &view, phase, out_dir, secrets_dir)?;
+            return Ok(Prepared {
+                loaded,
+                pki_dir,
+                pki: None,
+                keyless: Some(public),
+                tree,
+            });
+        }
+    }
     let pki = reconcile(
         spec,
         &pki_dir,
@@ -197,7 +218,62 @@ pub(crate) fn prepare(
         loaded,
         pki_dir,
         pki,
+        keyless: None,
         tree,
+    })
+}
+
+/// Largest committed values.yaml a keyless check reads (the chart's own values are a few
+/// hundred KiB; a Kubernetes object cannot exceed 1.5 MiB).
+const MAX_COMMITTED_VALUES: u64 = 4 * 1024 * 1024;
+
+/// The keyless check's PKI: `ca.crt` as pki.dir holds it, and the leaf certificates that
+/// the committed `values.yaml` of each cluster carries, judged against it.
+fn verify_committed(
+    loaded: &Loaded,
+    pki_dir: &PkiDir,
+    ca_cert: &[u8],
+    phase: render::Phase,
+    out_dir: &Path,
+) -> Result<PublicPki, ExpectedError> {
+    let spec = &loaded.spec;
+    let mut values = BTreeMap::new();
+    for c in &spec.clusters {
+        let path = out_dir.join(&c.name).join("values.yaml");
+        match crate::fs::bounded::read(&path, MAX_COMMITTED_VALUES) {
+            // Not UTF-8: the comparison reports the file as changed.
+            Ok(bytes) => {
+                values.insert(c.name.clone(), String::from_utf8_lossy(&bytes).into_owned());
+            }
+            // Missing: the comparison reports it missing.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                return Err(ExpectedError::Read {
+                    path,
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+        }
+    }
+    let committed = keyless::committed_leaf_certs(spec, phase, &values);
+    let opts = ReconcileOptions {
+        now: now(),
+        renew_before: time::Duration::days(30),
+        force: false,
+        clusters: None,
+        leaves: spec.clustermesh.certificates == CertMethod::Cmesh,
+        ca_policy: CaPolicy::MustExist,
+    };
+    verify_public(
+        spec,
+        &String::from_utf8_lossy(ca_cert),
+        &committed,
+        |_, kind| keyless::leaf_in_tree(spec, phase, kind),
+        &opts,
+    )
+    .map_err(|source| ExpectedError::Pki {
+        context: format!("PKI in {}", pki_dir.path().display()),
+        source,
     })
 }
 
@@ -217,6 +293,18 @@ pub(crate) fn render_in_memory(
         Some(r) => render::pki_view(spec, Some(&r.ca), &r.leaves),
         None => render::pki_view(spec, None, &BTreeMap::new()),
     };
+    render_view(loaded, &view, phase, out_dir, secrets_dir)
+}
+
+/// Renders the tree for `loaded` with the certificate material `view`.
+fn render_view(
+    loaded: &Loaded,
+    view: &PkiView,
+    phase: render::Phase,
+    out_dir: &Path,
+    secrets_dir: Option<&Path>,
+) -> Result<RenderedTree, ExpectedError> {
+    let spec = &loaded.spec;
     let opts = RenderOptions {
         phase,
         paths: ScriptPaths {
@@ -225,7 +313,7 @@ pub(crate) fn render_in_memory(
         },
         secrets_elsewhere: secrets_dir.is_some(),
     };
-    render::render_tree(spec, &view, &opts).map_err(|e| match e {
+    render::render_tree(spec, view, &opts).map_err(|e| match e {
         render::RenderError::ObjectTooLarge { .. } => ExpectedError::Usage {
             message: e.to_string(),
             hint: Some(

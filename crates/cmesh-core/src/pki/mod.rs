@@ -9,6 +9,7 @@ pub mod catalog;
 mod cert;
 pub mod inspect;
 mod key;
+pub mod public;
 pub mod store;
 
 pub use ca::{Ca, IssuedCert, LeafRequest, normalize_pem};

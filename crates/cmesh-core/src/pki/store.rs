@@ -360,7 +360,25 @@ fn assess(
     if !matches {
         return Err("key does not match certificate".into());
     }
-    if !info.is_signed_by(ca.info()) {
+    assess_cert(&info, request, ca.info(), spec, opts)?;
+    Ok(LeafMaterial {
+        cert_pem: normalize_pem(cert),
+        key_pem: normalize_pem(key),
+        info,
+    })
+}
+
+/// Decides whether a leaf certificate (its key aside) can be kept with the CA `ca`; the error
+/// is the reason to re-issue. Shared by [`reconcile`] and the keyless check
+/// ([`super::public`]), so both judge a certificate alike.
+pub(crate) fn assess_cert(
+    info: &CertInfo,
+    request: &LeafRequest,
+    ca: &CertInfo,
+    spec: &MeshSpec,
+    opts: &ReconcileOptions,
+) -> Result<(), String> {
+    if !info.is_signed_by(ca) {
         return Err("signed by a different CA".into());
     }
     if info.key_algorithm != spec.pki.key_algorithm.as_str() {
@@ -387,7 +405,7 @@ fn assess(
     if have_dns != want_dns || have_ip != want_ip {
         return Err("subject alternative names changed".into());
     }
-    if info.not_after > ca.info().not_after {
+    if info.not_after > ca.not_after {
         return Err("outlives the CA".into());
     }
     if opts.now > info.not_after {
@@ -397,16 +415,12 @@ fn assess(
     // inside the renewal window would change every Secret each time (Argo CD never settles,
     // every apply restarts agents). The fix for that is a new CA, which `check` and
     // `pki show` point out.
-    let ends_with_ca = ca.info().not_after - info.not_after < Duration::days(1);
-    let capped = ca.leaf_not_after(spec.pki.cert_validity_days, opts.now) >= ca.info().not_after;
+    let ends_with_ca = ca.not_after - info.not_after < Duration::days(1);
+    let capped = opts.now + Duration::days(i64::from(spec.pki.cert_validity_days)) >= ca.not_after;
     if info.not_after - opts.now < opts.renew_before && !(capped && ends_with_ca) {
         return Err(format!("expires in {} days", info.days_left(opts.now)));
     }
-    Ok(LeafMaterial {
-        cert_pem: normalize_pem(cert),
-        key_pem: normalize_pem(key),
-        info,
-    })
+    Ok(())
 }
 
 /// Checks that `info` is a usable CA certificate at `now` (used by `check` on an existing CA).

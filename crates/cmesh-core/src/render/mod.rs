@@ -5,6 +5,7 @@
 //! the clock, the host or the output location.
 
 pub mod gitops;
+pub mod keyless;
 pub mod secrets;
 pub mod values;
 

@@ -302,8 +302,10 @@ pub fn project_gitignore(pki_dir: &str) -> String {
     let pki = pki_dir.trim_start_matches("./").trim_end_matches('/');
     format!(
         "# Written by `cmesh init`: private keys and lab files never belong in git.\n\
-         # The mesh CA and every key cmesh issued (mesh.yaml pki.dir):\n\
-         /{pki}/\n\
+         # The mesh CA's key and every key cmesh issued (mesh.yaml pki.dir). The CA certificate\n\
+         # alone is public and committed: `render --check` verifies the tree against it.\n\
+         /{pki}/*\n\
+         !/{pki}/ca.crt\n\
          # cmesh lab: its state and the kubeconfigs it writes.\n\
          /.cmesh-lab/\n\
          /kubeconfig-*\n\
@@ -345,7 +347,8 @@ mod gitignore_tests {
     fn the_project_gitignore_covers_keys_and_the_lab() {
         let g = project_gitignore("./keys/");
         for entry in [
-            "/keys/",
+            "/keys/*",
+            "!/keys/ca.crt",
             "/.cmesh-lab/",
             "/kubeconfig-*",
             "secrets.yaml",
@@ -361,7 +364,8 @@ mod gitignore_tests {
         assert_eq!(merge_gitignore(&wanted, &wanted), None);
         let merged = merge_gitignore("target/\n/pki/", &wanted).unwrap();
         assert!(merged.starts_with("target/\n/pki/\n# Added by `cmesh init`"));
-        assert_eq!(merged.matches("/pki/").count(), 1);
+        assert_eq!(merged.lines().filter(|l| *l == "/pki/").count(), 1);
+        assert!(merged.lines().any(|l| l == "/pki/*"));
         assert!(merged.lines().any(|l| l == "/.cmesh-lab/"));
         assert_eq!(merge_gitignore(&merged, &wanted), None);
     }

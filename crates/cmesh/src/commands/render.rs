@@ -1,6 +1,7 @@
 //! `cmesh render`: brings the PKI up to date and writes the GitOps tree, or with `--check`
 //! reports how the tree on disk differs from what would be rendered.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use cmesh_core::pki::store;
@@ -54,12 +55,31 @@ pub(crate) fn run(
     }
     // `git add -A` would commit the CA key: say so before writing any key.
     let ca_key = prepared.pki_dir.path().join(cmesh_core::pki::store::CA_KEY);
+    let pki = prepared
+        .loaded
+        .spec
+        .pki
+        .dir
+        .trim_start_matches("./")
+        .trim_end_matches('/')
+        .to_owned();
     if crate::host::git::would_be_committed(&ca_key) == Some(true) {
         warnings.push_str(&format!(
-            "warning: {} is in a git work tree and not ignored: `git add -A` would commit the mesh CA's private key (add `/{}/` to .gitignore; `cmesh init` writes one)\n",
+            "warning: {} is in a git work tree and not ignored: `git add -A` would commit the mesh CA's private key (add `/{pki}/*` and `!/{pki}/ca.crt` to .gitignore: the keys stay out, the public CA certificate goes in; `cmesh init` writes one)\n",
             prepared.pki_dir.path().display(),
-            prepared.loaded.spec.pki.dir.trim_start_matches("./").trim_end_matches('/'),
         ));
+    } else if !args.check {
+        // The certificate is public, and a check in a clone needs it.
+        let ca_cert = prepared
+            .pki_dir
+            .path()
+            .join(cmesh_core::pki::store::CA_CERT);
+        if crate::host::git::would_be_committed(&ca_cert) == Some(false) {
+            warnings.push_str(&format!(
+                "note: {} is git-ignored, so `cmesh render --check` cannot run in a clone of this repository (it needs the CA certificate, which is public): in .gitignore write `/{pki}/*` and `!/{pki}/ca.crt` instead of `/{pki}/`\n",
+                ca_cert.display(),
+            ));
+        }
     }
     if !warnings.is_empty() {
         ui::term::eprint(&warnings);
@@ -67,6 +87,7 @@ pub(crate) fn run(
     let Prepared {
         pki_dir,
         pki,
+        keyless,
         mut tree,
         ..
     } = prepared;
@@ -83,34 +104,70 @@ pub(crate) fn run(
     let _locks = lock_outputs(global, &outputs, access)?;
 
     if args.check {
-        let mut drift = Vec::new();
-        if let Some(r) = &pki {
-            for e in r
-                .events
-                .iter()
-                .filter(|e| e.action != store::Action::Reused)
-            {
-                drift.push(crate::ui::render::Drift {
-                    path: format!(
-                        "{pki_shown} ({}: {})",
-                        e.cluster.clone().unwrap_or_else(|| "CA".into()),
-                        e.kind.map(|k| k.file_stem()).unwrap_or("ca")
-                    ),
-                    kind: crate::ui::render::DriftKind::Changed,
-                    diff: Some(
-                        format!("certificate would be {:?}: {}", e.action, e.reason).to_lowercase(),
-                    ),
-                });
+        let events = match (&pki, &keyless) {
+            (Some(r), _) => r.events.as_slice(),
+            (None, Some(p)) => p.events.as_slice(),
+            (None, None) => &[],
+        };
+        let mut drift: Vec<_> = events
+            .iter()
+            .filter(|e| e.action != store::Action::Reused)
+            .map(|e| crate::ui::render::Drift {
+                path: format!(
+                    "{pki_shown} ({}: {})",
+                    e.cluster.clone().unwrap_or_else(|| "CA".into()),
+                    e.kind.map(|k| k.file_stem()).unwrap_or("ca")
+                ),
+                kind: crate::ui::render::DriftKind::Changed,
+                diff: Some(
+                    format!("certificate would be {:?}: {}", e.action, e.reason).to_lowercase(),
+                ),
+            })
+            .collect();
+        if let Some(public) = &keyless {
+            // A clone of the GitOps repository: keys and secret files are (rightly) not
+            // there, so only what is committed is compared, and secret files that happen to
+            // be on disk are neither compared nor reported as extra.
+            ui::term::note(&ui::render::keyless_note(
+                &pki_shown,
+                public.events.len(),
+                tree.secret_files.len(),
+            ));
+            let secret_paths: std::collections::BTreeSet<String> = tree
+                .secret_files
+                .keys()
+                .flat_map(|rel| {
+                    [out_dir.as_path()]
+                        .into_iter()
+                        .chain(secrets_dir.as_deref())
+                        .map(move |d| d.join(rel).display().to_string())
+                })
+                .collect();
+            let not_secret = |d: &crate::ui::render::Drift| {
+                !(d.kind == crate::ui::render::DriftKind::Extra && secret_paths.contains(&d.path))
+            };
+            drift.extend(
+                tree_io::compare(&out_dir, &tree.files, 20)?
+                    .into_iter()
+                    .filter(not_secret),
+            );
+            if let Some(dir) = &secrets_dir {
+                drift.extend(
+                    tree_io::compare(dir, &BTreeMap::new(), 20)?
+                        .into_iter()
+                        .filter(not_secret),
+                );
             }
-        }
-        match &secrets_dir {
-            Some(dir) => {
-                drift.extend(tree_io::compare(&out_dir, &tree.files, 20)?);
-                drift.extend(tree_io::compare(dir, &tree.secret_files, 20)?);
-            }
-            None => {
-                tree.files.append(&mut tree.secret_files);
-                drift.extend(tree_io::compare(&out_dir, &tree.files, 20)?);
+        } else {
+            match &secrets_dir {
+                Some(dir) => {
+                    drift.extend(tree_io::compare(&out_dir, &tree.files, 20)?);
+                    drift.extend(tree_io::compare(dir, &tree.secret_files, 20)?);
+                }
+                None => {
+                    tree.files.append(&mut tree.secret_files);
+                    drift.extend(tree_io::compare(&out_dir, &tree.files, 20)?);
+                }
             }
         }
         if drift.is_empty() {

@@ -49,6 +49,23 @@ pub fn written(
     s
 }
 
+/// The note a keyless `--check` starts with: what it compares and what it cannot.
+pub fn keyless_note(pki: &str, certificates: usize, secret_files: usize) -> String {
+    let mut s = format!(
+        "{pki} holds the CA certificate but no key: checking what a GitOps repository commits (values, Argo CD, Flux, helm scripts, README)"
+    );
+    if certificates > 0 {
+        let _ = write!(
+            s,
+            " and the {certificates} committed certificate(s) against {pki}/ca.crt"
+        );
+    }
+    if secret_files > 0 {
+        let _ = write!(s, "; the {secret_files} secret file(s) are not compared");
+    }
+    s
+}
+
 /// `--check` output: one line per difference, with a short diff for non-secret files.
 pub fn drift(drift: &[Drift]) -> String {
     let mut s = String::new();

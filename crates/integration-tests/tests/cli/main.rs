@@ -2,6 +2,7 @@
 //! directory and checks exit codes, output and the files it writes.
 
 mod check;
+mod gitops_repo;
 mod init;
 mod lint;
 mod pki;
