@@ -100,6 +100,26 @@ pub fn cmesh_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     run(bin(), dir, args, env)
 }
 
+/// Runs the binary under test in `dir` with `input` on its stdin.
+pub fn cmesh_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Run {
+    use std::io::Write as _;
+    let mut child = command(bin(), dir, args, &[])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    // Written from a thread: a child that stops reading must not block the test.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let run = wait(child);
+    let _ = writer.join();
+    run
+}
+
 /// Asserts an exit code, showing the output on failure.
 #[track_caller]
 pub fn assert_code(run: &Run, code: i32) {

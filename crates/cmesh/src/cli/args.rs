@@ -92,7 +92,7 @@ pub(crate) enum Command {
     Test(TestArgs),
     /// Find objects that break Cluster Mesh expectations (nginx Ingresses without
     /// service-upstream, global Services that differ between clusters, bad annotations), live
-    /// or in a directory of manifests (-f DIR).
+    /// or offline in manifests (cmesh lint PATH…, - for stdin).
     Lint(LintArgs),
     /// Create the mesh's clusters for a lab (kind, or libvirt VMs with kubeadm as the reference
     /// article does) and point mesh.yaml at them.
@@ -312,11 +312,17 @@ pub(crate) struct TestArgs {
 /// `cmesh lint`.
 #[derive(Debug, Args)]
 pub(crate) struct LintArgs {
+    /// Manifests to lint offline: files, directories (every .yaml, .yml and .json below,
+    /// scoped to a cluster when a directory of the path is named after it) or `-` for a
+    /// multi-document stream on stdin (`helm template … | cmesh lint -`). Without any, the
+    /// clusters of the mesh.yaml given with -f are linted live.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
     /// Only these clusters (live; repeatable).
     #[arg(long)]
     pub cluster: Vec<String>,
-    /// mesh.yaml for offline linting (cluster names, Cilium version, settings); default
-    /// DIR/mesh.yaml if it exists.
+    /// mesh.yaml for offline linting (cluster names, Cilium version, settings); default the
+    /// -f file when it exists (or, for `-f DIR`, DIR/mesh.yaml).
     #[arg(long, value_name = "FILE")]
     pub mesh: Option<PathBuf>,
     /// The Cilium version, for offline linting without a mesh.yaml.

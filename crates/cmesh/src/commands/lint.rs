@@ -1,5 +1,6 @@
-//! `cmesh lint`: reads the objects (live from every cluster, or the manifests of a directory
-//! given with `-f DIR`) and reports what breaks Cluster Mesh expectations, with fixes.
+//! `cmesh lint`: reads the objects (live from every cluster, or offline from manifests given
+//! as paths, `-` for a stream on stdin, or the older `-f DIR`) and reports what breaks Cluster
+//! Mesh expectations, with fixes.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use cmesh_core::lint::{self, Context, Inventory, Origin, Scope};
 use super::common::{emit, load_spec};
 use crate::cli::{GlobalArgs, LintArgs, Output};
 use crate::errors::{ExpectedError, exit};
+use crate::fs::bounded::BoundedReadError;
 use crate::fs::spec::{self as input, SpecSourceArg};
 use crate::live::kube;
 use crate::ui::{self, Style, diagnostics};
@@ -32,16 +34,36 @@ pub(crate) fn run(
     out: &mut dyn Write,
 ) -> Result<u8, ExpectedError> {
     let target = &global.file;
-    let offline = !global.example
+    let legacy_offline = !global.example
         && target.as_os_str() != "-"
         && (target.is_dir() || is_manifest_file(target));
-    let (report, problems, problem_code) = if offline {
-        let (r, p) = offline_lint(global, args, target)?;
+    let (report, problems, problem_code) = if !args.paths.is_empty() {
+        let sources = sources(&args.paths)?;
+        // -f stays the mesh spec: its clusters and version scope the rules.
+        let mesh = args.mesh.clone().or_else(|| {
+            (target.as_os_str() != "-" && target.is_file() && !is_manifest_file(target))
+                .then(|| target.clone())
+        });
+        let (r, p) = offline_lint(global, args, &sources, mesh.as_deref())?;
+        (r, p, exit::IO)
+    } else if legacy_offline {
+        let (source, mesh) = if target.is_dir() {
+            let beside = target.join("mesh.yaml");
+            (
+                Source::Dir(target.clone()),
+                args.mesh
+                    .clone()
+                    .or_else(|| beside.is_file().then_some(beside)),
+            )
+        } else {
+            (Source::File(target.clone()), args.mesh.clone())
+        };
+        let (r, p) = offline_lint(global, args, &[source], mesh.as_deref())?;
         (r, p, exit::IO)
     } else {
         if args.mesh.is_some() {
             return Err(ExpectedError::Usage {
-                message: "--mesh is for linting a directory of manifests (-f DIR)".into(),
+                message: "--mesh is for linting manifests (cmesh lint PATH…)".into(),
                 hint: Some("live linting reads the clusters of the mesh.yaml given with -f".into()),
             });
         }
@@ -88,26 +110,187 @@ fn override_version(ctx: &mut Context, v: Option<&str>) -> Result<(), ExpectedEr
     Ok(())
 }
 
+/// Where manifests come from.
+#[derive(Debug)]
+enum Source {
+    /// Every manifest file below a directory (scoped by the cluster named in its path).
+    Dir(PathBuf),
+    /// One file (any number of `---` documents).
+    File(PathBuf),
+    /// A stream on stdin, such as `helm template` output.
+    Stdin,
+}
+
+/// The sources the positional paths name: `-` (once) for stdin.
+fn sources(paths: &[PathBuf]) -> Result<Vec<Source>, ExpectedError> {
+    let mut out = Vec::new();
+    let mut stdin = false;
+    for p in paths {
+        if p.as_os_str() == "-" {
+            if stdin {
+                return Err(ExpectedError::Usage {
+                    message: "`-` (stdin) given twice".into(),
+                    hint: Some("stdin is one stream: join the manifests, e.g. `cat a.yaml b.yaml | cmesh lint -`".into()),
+                });
+            }
+            stdin = true;
+            out.push(Source::Stdin);
+        } else if p.is_dir() {
+            out.push(Source::Dir(p.clone()));
+        } else {
+            out.push(Source::File(p.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads stdin through the same bound as a file (a stream that never ends stops there).
+fn read_stdin(limit: u64) -> Result<Vec<u8>, BoundedReadError> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(BoundedReadError::TooLarge {
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// One manifest text to lint: as shown, the path that scopes it, and the text.
+struct Manifest {
+    shown: String,
+    rel: String,
+    text: String,
+}
+
+/// Manifests read so far, within one budget of bytes for all of them.
+#[derive(Default)]
+struct Gathered {
+    manifests: Vec<Manifest>,
+    problems: Vec<String>,
+    total: u64,
+}
+
+impl Gathered {
+    /// What is left of the budget for the next read: never more than the total, whatever
+    /// the files (links to one big file, hard links, devices, FIFOs), and each read is
+    /// bounded before a byte is taken.
+    fn budget(&self, per_input: u64) -> u64 {
+        per_input.min(MAX_TOTAL_BYTES - self.total)
+    }
+
+    /// Takes one read's outcome; false when the total budget is spent (nothing after it is
+    /// read, and the problem says how many inputs that left out).
+    fn take(
+        &mut self,
+        shown: String,
+        rel: String,
+        read: Result<Vec<u8>, BoundedReadError>,
+        per_input: u64,
+        budget: u64,
+        rest: usize,
+    ) -> bool {
+        match read {
+            Ok(bytes) => {
+                self.total += bytes.len() as u64;
+                match String::from_utf8(bytes) {
+                    Ok(text) => self.manifests.push(Manifest { shown, rel, text }),
+                    Err(_) => self
+                        .problems
+                        .push(format!("{shown}: not UTF-8 text; skipped")),
+                }
+                true
+            }
+            Err(BoundedReadError::TooLarge { size, .. }) if budget < per_input => {
+                self.problems.push(format!(
+                    "{shown}: {size} bytes would pass the {MAX_TOTAL_BYTES}-byte total read; skipped with the {rest} input(s) after it"
+                ));
+                false
+            }
+            Err(e) => {
+                self.problems.push(format!("{shown}: {e}; skipped"));
+                true
+            }
+        }
+    }
+}
+
+/// Reads every manifest of `sources` within the bounds (files, bytes per file, bytes in all);
+/// what cannot be read is a problem, never a silent skip.
+fn read_sources(sources: &[Source], mesh: Option<&Path>) -> Gathered {
+    let mesh_canonical = mesh.and_then(|m| m.canonicalize().ok());
+    let mut g = Gathered::default();
+    for (i, source) in sources.iter().enumerate() {
+        let (root, paths) = match source {
+            Source::Stdin => {
+                // A stream is one input, read whole within what is left of the total.
+                let budget = g.budget(MAX_TOTAL_BYTES);
+                let read = read_stdin(budget);
+                let rest = sources.len() - i - 1;
+                if !g.take(
+                    "<stdin>".into(),
+                    String::new(),
+                    read,
+                    MAX_TOTAL_BYTES,
+                    budget,
+                    rest,
+                ) {
+                    return g;
+                }
+                continue;
+            }
+            Source::File(f) => (
+                f.parent().map(Path::to_path_buf).unwrap_or_default(),
+                vec![f.clone()],
+            ),
+            Source::Dir(d) => {
+                let paths = walk(d, &mut g.problems);
+                if paths.len() > MAX_FILES {
+                    g.problems.push(format!(
+                        "{}: {} manifest files, more than the {MAX_FILES} read; the rest skipped",
+                        d.display(),
+                        paths.len()
+                    ));
+                }
+                (d.clone(), paths)
+            }
+        };
+        let count = paths.len().min(MAX_FILES);
+        let root_shown = root.display().to_string();
+        for (n, p) in paths.into_iter().take(MAX_FILES).enumerate() {
+            if mesh_canonical.is_some() && p.canonicalize().ok() == mesh_canonical {
+                continue;
+            }
+            let shown = p.display().to_string();
+            // Scope by the path below the linted directory: `clusters/k8s01/app.yaml` is
+            // k8s01's.
+            let rel = shown
+                .strip_prefix(&root_shown)
+                .unwrap_or(&shown)
+                .trim_start_matches(['/', '\\'])
+                .to_owned();
+            let budget = g.budget(MAX_MANIFEST_BYTES);
+            let read = crate::fs::bounded::read(&p, budget);
+            if !g.take(shown, rel, read, MAX_MANIFEST_BYTES, budget, count - n - 1) {
+                return g;
+            }
+        }
+    }
+    g
+}
+
 fn offline_lint(
     global: &GlobalArgs,
     args: &LintArgs,
-    target: &Path,
+    sources: &[Source],
+    mesh: Option<&Path>,
 ) -> Result<(lint::Report, Vec<String>), ExpectedError> {
-    let (root, single) = if target.is_dir() {
-        (target.to_path_buf(), None)
-    } else {
-        (
-            target.parent().map(Path::to_path_buf).unwrap_or_default(),
-            Some(target.to_path_buf()),
-        )
-    };
-    let mesh = args.mesh.clone().or_else(|| {
-        single
-            .is_none()
-            .then(|| root.join("mesh.yaml"))
-            .filter(|p| p.is_file())
-    });
-    let mut ctx = match &mesh {
+    let mut ctx = match mesh {
         Some(m) => {
             let loaded = load_mesh(global, m)?;
             Context::from_spec(&loaded)
@@ -119,60 +302,15 @@ fn offline_lint(
         },
     };
     override_version(&mut ctx, args.cilium_version.as_deref())?;
-    let mut problems = Vec::new();
-    let paths = match single {
-        Some(f) => vec![f],
-        None => walk(&root, &mut problems),
-    };
-    let mesh_canonical = mesh.as_ref().and_then(|m| m.canonicalize().ok());
-    let mut files = Vec::new();
-    let mut total = 0u64;
-    if paths.len() > MAX_FILES {
-        problems.push(format!(
-            "{}: {} manifest files, more than the {MAX_FILES} read; the rest skipped",
-            root.display(),
-            paths.len()
-        ));
-    }
-    let count = paths.len().min(MAX_FILES);
-    for (n, p) in paths.into_iter().take(MAX_FILES).enumerate() {
-        if mesh_canonical.is_some() && p.canonicalize().ok() == mesh_canonical {
-            continue;
-        }
-        let shown = p.display().to_string();
-        // Never more than the total budget, whatever the files (links to one big file,
-        // hard links, devices, FIFOs): each read is bounded before a byte is taken.
-        let budget = MAX_MANIFEST_BYTES.min(MAX_TOTAL_BYTES - total);
-        match crate::fs::bounded::read(&p, budget) {
-            Ok(bytes) => {
-                total += bytes.len() as u64;
-                match String::from_utf8(bytes) {
-                    Ok(text) => files.push((shown, text)),
-                    Err(_) => problems.push(format!("{shown}: not UTF-8 text; skipped")),
-                }
-            }
-            Err(crate::fs::bounded::BoundedReadError::TooLarge { size, .. })
-                if budget < MAX_MANIFEST_BYTES =>
-            {
-                problems.push(format!(
-                    "{shown}: {size} bytes would pass the {MAX_TOTAL_BYTES}-byte total read from one directory; skipped with the {} file(s) after it",
-                    count - n - 1
-                ));
-                break;
-            }
-            Err(e) => problems.push(format!("{shown}: {e}; skipped")),
-        }
-    }
-    // Scope by the path below the linted directory: `clusters/k8s01/app.yaml` is k8s01's.
-    let root_shown = root.display().to_string();
+    let Gathered {
+        manifests: files,
+        mut problems,
+        ..
+    } = read_sources(sources, mesh);
     let names: Vec<String> = ctx.clusters.iter().map(|c| c.name.clone()).collect();
     let mut inv = Inventory::default();
-    for (shown, text) in &files {
-        let rel = shown
-            .strip_prefix(&root_shown)
-            .unwrap_or(shown)
-            .trim_start_matches(['/', '\\']);
-        if let Err(e) = inv.add_manifest(shown, text, &lint::scope_for_path(rel, &names)) {
+    for m in &files {
+        if let Err(e) = inv.add_manifest(&m.shown, &m.text, &lint::scope_for_path(&m.rel, &names)) {
             problems.push(format!("{e} (not a YAML manifest; skipped)"));
         }
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use integration_tests::cli;
 
 use super::{assert_code, cmesh};
+use integration_tests::cli::cmesh_stdin;
 
 fn testdata(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -176,4 +177,67 @@ fn usage_errors() {
     // --mesh means offline: it makes no sense with a live mesh.yaml.
     let r = cmesh(d.path(), &["lint", "--example", "--mesh", "bad.yaml"]);
     assert_code(&r, 2);
+}
+
+/// Issue 20: manifests as positional paths, or `-` for a multi-document stream on stdin such
+/// as `helm template` output; `-f` stays the mesh spec.
+#[test]
+fn positional_paths_and_a_stream_on_stdin() {
+    let d = cli::scratch();
+    let dir = testdata("article");
+    // A directory as a positional path reads as `-f DIR` did.
+    let by_flag = cmesh(d.path(), &["lint", "-f", &dir, "-o", "json"]);
+    let by_path = cmesh(d.path(), &["lint", &dir, "-o", "json"]);
+    assert_code(&by_path, 1);
+    assert_eq!(json(&by_path.stdout), json(&by_flag.stdout));
+
+    // The same objects as one stream, the way `helm template` prints them.
+    let mut stream = String::new();
+    let mut files: Vec<_> = cli::snapshot_tree(std::path::Path::new(&dir))
+        .into_iter()
+        .filter(|(p, _)| p.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    for (p, bytes) in files {
+        stream.push_str(&format!("---\n# Source: article/{p}\n"));
+        stream.push_str(&String::from_utf8(bytes).unwrap());
+    }
+    let r = cmesh_stdin(d.path(), &["lint", "-", "-o", "json"], stream.as_bytes());
+    assert_code(&r, 1);
+    let v = json(&r.stdout);
+    let codes: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["L101"], "{}", r.stdout);
+    assert!(r.stdout.contains("<stdin>"), "{}", r.stdout);
+    let r = cmesh_stdin(d.path(), &["lint", "-"], stream.as_bytes());
+    assert!(r.stdout.contains("--> <stdin>:"), "{}", r.stdout);
+
+    // -f names the mesh spec (its version scopes the rules: L401 runs on 1.20), and a
+    // positional file and stdin combine.
+    assert_code(&cmesh(d.path(), &["init", "--cilium-version", "1.20.0"]), 0);
+    let ingress = format!("{dir}/shared-ingress/01-ingress.yaml");
+    let rest: String = stream
+        .split("---\n")
+        .filter(|doc| !doc.contains("kind: Ingress"))
+        .map(|doc| format!("---\n{doc}"))
+        .collect();
+    let r = cmesh_stdin(
+        d.path(),
+        &["lint", "-f", "mesh.yaml", &ingress, "-", "-o", "json"],
+        rest.as_bytes(),
+    );
+    assert_code(&r, 1);
+    let v = json(&r.stdout);
+    assert_eq!(v["findings"].as_array().unwrap().len(), 1, "{}", r.stdout);
+    assert!(!r.stdout.contains("L401"), "1.20 from -f: {}", r.stdout);
+    assert!(!r.stdout.contains("CM001"), "{}", r.stdout);
+
+    // stdin is one stream.
+    let r = cmesh_stdin(d.path(), &["lint", "-", "-"], b"");
+    assert_code(&r, 2);
+    assert!(r.stderr.contains("given twice"), "{}", r.stderr);
 }
