@@ -183,6 +183,7 @@ fn status_table() {
                 "1 value(s) differ from what cmesh renders: debug.enabled (set on the cluster only) (run `cmesh apply`)",
             ),
         ],
+        peerings: Vec::new(),
     }];
     insta::assert_snapshot!(ui::status::table(&all, 100));
     assert!(!ui::status::ok(&all));

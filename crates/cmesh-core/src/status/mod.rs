@@ -2,6 +2,9 @@
 //! into checks (pass, warn, fail) with a reason for each, against what mesh.yaml implies.
 
 pub mod parse;
+mod peering;
+
+pub use peering::{PeerState, Peering, peerings};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -850,6 +853,40 @@ mod tests {
     fn outcome(checks: &[Check], name: &str) -> (Outcome, String) {
         let c = checks.iter().find(|c| c.name == name).unwrap();
         (c.outcome, c.reason.clone())
+    }
+
+    #[test]
+    fn peerings_from_what_agents_report() {
+        let spec = lab();
+        let c = &spec.clusters[0];
+        let mut obs = healthy(&spec, c);
+        let p = peerings(&spec, c, &obs);
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].from.as_str(), p[0].to.as_str()), ("k8s01", "k8s02"));
+        assert_eq!(p[0].state, PeerState::Ready, "{p:?}");
+        // One of two agents reports the peer not ready: the peering is not ready, and says
+        // which agent and why.
+        let mut second = obs.agent_reports[0].clone();
+        second.pod = "cilium-fghij".into();
+        second.status = Ok("ClusterMesh:   0/1 clusters ready, 0 global-services\n   k8s02: not-ready, 0 nodes, 0 endpoints, 0 identities, 0 services, 0 failures (last: never)\n".into());
+        obs.agent_reports.push(second);
+        let p = peerings(&spec, c, &obs);
+        assert_eq!(p[0].state, PeerState::NotReady, "{p:?}");
+        assert!(p[0].reason.starts_with("cilium-fghij: not-ready"), "{p:?}");
+        // An agent that cannot be asked makes it unknown, never ready.
+        obs.agent_reports.pop();
+        obs.agent_reports[0].status = Err("exec refused".into());
+        assert_eq!(peerings(&spec, c, &obs)[0].state, PeerState::Unknown);
+        // An agent listing other clusters only was never configured with this peer.
+        obs.agent_reports[0].status = Ok("ClusterMesh:   1/1 clusters ready, 0 global-services\n   k8s09: ready, 1 nodes, 0 endpoints, 0 identities, 0 services, 0 failures (last: never)\n".into());
+        let p = peerings(&spec, c, &obs);
+        assert_eq!(
+            (p[0].state, p[0].reason.as_str()),
+            (PeerState::NotReady, "cilium-abcde: not configured")
+        );
+        // An unreachable cluster: every peering unknown.
+        obs.api = Err("connection refused".into());
+        assert_eq!(peerings(&spec, c, &obs)[0].state, PeerState::Unknown);
     }
 
     #[test]

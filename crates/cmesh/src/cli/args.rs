@@ -392,9 +392,24 @@ pub(crate) struct StatusArgs {
     /// The helm binary for the drift check (default: $CMESH_HELM, then PATH).
     #[arg(long, value_name = "PATH")]
     pub helm: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
-    pub output: Output,
+    /// Output format: the checks as a table or JSON, or the mesh as a picture (Mermaid, or
+    /// Graphviz DOT for `dot -Tsvg`) with each peering coloured by its state.
+    #[arg(long, short = 'o', value_enum, default_value_t = StatusOutput::Table)]
+    pub output: StatusOutput,
+}
+
+/// `status -o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub(crate) enum StatusOutput {
+    /// Human-readable.
+    #[default]
+    Table,
+    /// One JSON document on stdout.
+    Json,
+    /// A Mermaid flowchart (GitHub, GitLab and many wikis draw it).
+    Mermaid,
+    /// A Graphviz digraph.
+    Dot,
 }
 
 /// A timeout such as `5s` or `500ms`.

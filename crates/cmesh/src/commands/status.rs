@@ -9,7 +9,7 @@ use cmesh_core::render::{self, Phase};
 use cmesh_core::status;
 
 use super::common::{emit, load_spec};
-use crate::cli::{GlobalArgs, Output, StatusArgs};
+use crate::cli::{GlobalArgs, StatusArgs, StatusOutput};
 use crate::errors::{ExpectedError, exit};
 use crate::live::{helm, kube};
 use crate::pipeline::{PkiAccess, open_pki, reconcile};
@@ -107,14 +107,17 @@ pub(crate) fn run(
                 Some(ClusterChecks {
                     cluster: name,
                     checks: status::evaluate(spec, cluster, &obs, mesh_ca.as_ref(), r),
+                    peerings: status::peerings(spec, cluster, &obs),
                 })
             })
             .collect();
         let ok = ui::status::ok(&checks);
         if ok || !args.wait || start.elapsed() >= args.timeout.0 {
             let text = match args.output {
-                Output::Json => ui::status::json(&checks),
-                Output::Table => ui::status::table(&checks, style.width),
+                StatusOutput::Json => ui::status::json(&checks),
+                StatusOutput::Table => ui::status::table(&checks, style.width),
+                StatusOutput::Mermaid => ui::status::mermaid(&checks),
+                StatusOutput::Dot => ui::status::dot(&checks),
             };
             emit(out, &text)?;
             if args.wait && !ok {

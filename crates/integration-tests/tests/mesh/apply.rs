@@ -398,6 +398,21 @@ pub(crate) fn an_unreachable_cluster_times_out_alone(m: &Mesh) {
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     assert_eq!(check(&v, "k8s02", "api").0, "fail");
     assert_eq!(check(&v, "k8s01", "api").0, "pass");
+    // Nothing is known of the unreachable cluster's peerings, and nothing is made up.
+    let k8s02 = v["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cluster"] == "k8s02")
+        .unwrap();
+    assert!(
+        k8s02["peerings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "unknown"),
+        "{v}"
+    );
 }
 
 /// Every cluster's KVStoreMesh and agents report every peer ready, and the agents see every
@@ -425,7 +440,31 @@ pub(crate) fn every_peer_ready_everywhere(m: &Mesh) {
                 .contains(&format!("({n} nodes)")),
             "{v}"
         );
+        // Each peering, as this cluster's real agents report it.
+        let peerings = v["clusters"][i]["peerings"].as_array().unwrap();
+        assert_eq!(peerings.len(), n - 1, "{v}");
+        assert!(
+            peerings
+                .iter()
+                .all(|p| p["state"] == "ready" && p["from"] == name(i).as_str()),
+            "{v}"
+        );
     }
+    // The same as a picture: every directed peering drawn green.
+    let r = m.cmesh(bin(), &["status", "-o", "mermaid"]);
+    code(m, &r, 0);
+    assert!(r.stdout.starts_with("graph LR\n"), "{}", r.stdout);
+    assert_eq!(
+        r.stdout.matches("-->|ready|").count(),
+        n * (n - 1),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("not ready") && !r.stdout.contains("unknown"),
+        "{}",
+        r.stdout
+    );
 }
 
 /// One apply with both phases finishes base everywhere before mesh anywhere.
