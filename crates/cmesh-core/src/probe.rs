@@ -15,6 +15,7 @@ use crate::version::CiliumVersion;
 
 /// One endpoint to dial, as one peer's agent would.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Target {
     /// The cluster whose clustermesh-apiserver is dialled.
     pub cluster: String,

@@ -27,6 +27,12 @@ pub const MIN_SUPPORTED: (u64, u64) = (1, 14);
 /// Newest supported minor release.
 pub const MAX_SUPPORTED: (u64, u64) = (1, 20);
 
+/// The newest release cmesh has rendered for and tested (the one to name when advising an
+/// upgrade).
+pub const NEWEST_TESTED: &str = "1.20.0";
+/// How many of the newest minor releases Cilium maintains (security and bug fixes).
+pub const MAINTAINED_MINORS: u64 = 3;
+
 /// Why a version string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{text}` is not a version of the form MAJOR.MINOR.PATCH (for example 1.14.2)")]
@@ -103,6 +109,13 @@ impl CiliumVersion {
     /// True if this is at least `1.minor`.
     pub fn at_least(&self, minor: u64) -> bool {
         self.minor_release() >= (1, minor)
+    }
+
+    /// True if Cilium still maintains this minor release, as far as cmesh knows: one of the
+    /// [`MAINTAINED_MINORS`] newest up to [`MAX_SUPPORTED`].
+    pub fn upstream_maintained(&self) -> bool {
+        let oldest = (MAX_SUPPORTED.0, MAX_SUPPORTED.1 + 1 - MAINTAINED_MINORS);
+        self.minor_release() >= oldest
     }
 
     /// True if within the supported range 1.14.0 … 1.20.x.

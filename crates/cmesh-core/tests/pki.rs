@@ -451,7 +451,16 @@ fn check_rules_on_an_existing_ca() {
     let mut files = PkiFiles::new();
     assert!(codes(&files, None, NOW).is_empty(), "no CA: nothing to say");
     files.insert(CA_CERT.into(), ca.cert_pem().as_bytes().to_vec());
-    assert_eq!(codes(&files, None, NOW), vec!["CM510"]);
+    // The certificate alone (a clone of the GitOps repository) is a warning, and the
+    // certificate is still judged.
+    assert_eq!(codes(&files, None, NOW), vec!["CM516"]);
+    assert_eq!(
+        codes(&files, None, NOW + Duration::days(101)),
+        vec!["CM516", "CM512"]
+    );
+    let mut key_only = PkiFiles::new();
+    key_only.insert(CA_KEY.into(), ca.key().pem().as_bytes().to_vec());
+    assert_eq!(codes(&key_only, None, NOW), vec!["CM510"]);
     files.insert(CA_KEY.into(), ca.key().pem().as_bytes().to_vec());
     assert!(codes(&files, Some(0o600), NOW).is_empty());
     assert_eq!(codes(&files, Some(0o644), NOW), vec!["CM515"]);

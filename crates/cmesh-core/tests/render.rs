@@ -122,7 +122,7 @@ fn snapshot_version(version: &str) {
     for p in [
         "k8s01/values.yaml",
         "k8s01/secrets.yaml",
-        "argocd/k8s01.yaml",
+        "argocd/applications/k8s01.yaml",
         "flux/k8s02.yaml",
         "helm/k8s01.sh",
     ] {
@@ -167,7 +167,7 @@ fn snapshot_readme_and_applicationset() {
     insta::assert_snapshot!("readme_1_20", file(&tree, "README.md"));
     insta::assert_snapshot!(
         "applicationset_1_20",
-        redact(file(&tree, "argocd/applicationset.yaml"))
+        redact(file(&tree, "argocd/applicationset/applicationset.yaml"))
     );
     insta::assert_snapshot!("gitignore_1_20", file(&tree, ".gitignore"));
 }
@@ -419,7 +419,7 @@ fn other_methods_wire_the_chart() {
         let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
         let v = file(&tree, "k8s01/values.yaml");
         assert!(v.contains(&format!("method: {word}")), "{method}: {v}");
-        let app = file(&tree, "argocd/k8s01.yaml");
+        let app = file(&tree, "argocd/applications/k8s01.yaml");
         if method == "helm" {
             // The CA key goes to the chart (which signs) in secret-values.yaml, never in
             // values.yaml, and Argo CD must ignore the regenerated Secrets.
@@ -568,7 +568,7 @@ fn gitops_objects_carry_exactly_the_cluster_values() {
             }
             assert_eq!(got, want, "{version} {}: values files", c.name);
 
-            let app = parse_yaml(file(&tree, &format!("argocd/{}.yaml", c.name)));
+            let app = parse_yaml(file(&tree, &format!("argocd/applications/{}.yaml", c.name)));
             let cmesh_core::value::Value::Seq(sources) = app.get(&["spec", "sources"]).unwrap()
             else {
                 panic!("sources")
@@ -683,7 +683,7 @@ fn five_hundred_eleven_clusters_fit_the_api_server() {
         let (argo, flux) = (largest("argocd/"), largest("flux/"));
         eprintln!("{version}: largest Argo CD object {argo} bytes, Flux {flux} bytes");
         assert!(argo < render::WARN_OBJECT_BYTES && flux < render::WARN_OBJECT_BYTES);
-        let set = file(&tree, "argocd/applicationset.yaml");
+        let set = file(&tree, "argocd/applicationset/applicationset.yaml");
         assert!(set.len() < 64 * 1024, "ApplicationSet {} bytes", set.len());
     }
 }
@@ -749,7 +749,7 @@ fn cert_manager_method() {
         Some(&cmesh_core::value::Value::from("mesh-ca"))
     );
     assert!(tree.secret_files.is_empty());
-    assert!(!file(&tree, "argocd/k8s01.yaml").contains("ignoreDifferences"));
+    assert!(!file(&tree, "argocd/applications/k8s01.yaml").contains("ignoreDifferences"));
     let validator = schema();
     for c in &spec.clusters {
         assert!(
@@ -964,4 +964,118 @@ fn a_keyless_check_names_each_leaf_it_would_change() {
         )
         .is_err()
     );
+}
+
+/// Issue 20: the tree is shaped as Argo CD and Flux users point tools at it. Every folder a
+/// tool may be pointed at has a kustomization.yaml listing exactly the objects of that folder;
+/// the two Argo CD alternatives are separate folders; the argocd-cm patch is in neither.
+#[test]
+fn every_kustomization_lists_exactly_its_folder() {
+    for version in ["1.14.2", "1.20.0"] {
+        let spec = lab(version);
+        let pki = pki_for(&spec, &mut PkiFiles::new());
+        let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+        let folders: Vec<&str> = tree
+            .files
+            .keys()
+            .filter_map(|p| p.strip_suffix("/kustomization.yaml"))
+            .collect();
+        assert_eq!(
+            folders,
+            [
+                "argocd/applications",
+                "argocd/applicationset",
+                "flux/k8s01",
+                "flux/k8s01/release",
+                "flux/k8s02",
+                "flux/k8s02/release"
+            ]
+        );
+        for folder in folders {
+            let k = parse_yaml(file(&tree, &format!("{folder}/kustomization.yaml")));
+            assert_eq!(
+                k.get(&["kind"]).and_then(|v| v.as_str()),
+                Some("Kustomization")
+            );
+            let Some(cmesh_core::value::Value::Seq(items)) = k.get(&["resources"]) else {
+                panic!("{folder}: no resources");
+            };
+            let mut listed: Vec<String> = items
+                .iter()
+                .map(|r| r.as_str().unwrap().to_owned())
+                .collect();
+            listed.sort();
+            let mut present: Vec<String> = tree
+                .files
+                .keys()
+                .filter_map(|p| p.strip_prefix(&format!("{folder}/")))
+                .filter(|f| !f.contains('/') && *f != "kustomization.yaml")
+                .map(str::to_owned)
+                .collect();
+            present.sort();
+            assert_eq!(listed, present, "{version} {folder}");
+        }
+        let apps: Vec<&String> = tree
+            .files
+            .keys()
+            .filter(|p| p.starts_with("argocd/applications/"))
+            .collect();
+        assert!(
+            apps.iter().all(|p| {
+                let t = file(&tree, p);
+                !t.contains("kind: ApplicationSet") && !t.contains("argocd-cm")
+            }),
+            "{apps:?}"
+        );
+        let set = file(&tree, "argocd/applicationset/kustomization.yaml");
+        assert!(!set.contains("k8s01.yaml"), "{set}");
+        assert!(
+            tree.files
+                .contains_key("argocd-config/argocd-cm-patch.yaml")
+        );
+        assert_eq!(
+            file(&tree, "argocd/applications/project.yaml"),
+            file(&tree, "argocd/applicationset/project.yaml")
+        );
+    }
+}
+
+/// Issue 20: where a chart version takes keys only as values, the runbook gives the route for
+/// each tool with exact commands (and says what Argo CD cannot do); elsewhere it has no such
+/// section.
+#[test]
+fn the_runbook_routes_keys_in_values_for_each_tool() {
+    let spec = lab("1.14.2");
+    let pki = pki_for(&spec, &mut PkiFiles::new());
+    let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+    let readme = file(&tree, "README.md");
+    assert!(
+        readme.contains("## Private keys in values: how they reach the clusters"),
+        "{readme}"
+    );
+    let sealed = render::gitops::GitSource::of(&spec).sealed;
+    let tree_path = render::gitops::GitSource::of(&spec).path;
+    assert!(
+        readme.contains(&format!(
+            "    {tree_path}/k8s01/flux-secret-values.yaml > {sealed}/k8s01/flux-secret-values.yaml"
+        )),
+        "{readme}"
+    );
+    assert!(readme.contains("helm-secrets does not support"), "{readme}");
+    assert!(
+        readme.contains("check` warns that 1.14.2 is out of support"),
+        "{readme}"
+    );
+    // The Flux Kustomization that applies the sealed path decrypts SOPS, as the runbook says.
+    let sync = file(&tree, "flux/k8s01/sync.yaml");
+    assert!(sync.contains("provider: sops"), "{sync}");
+    for version in ["1.16.19", "1.20.0"] {
+        let spec = lab(version);
+        let pki = pki_for(&spec, &mut PkiFiles::new());
+        let tree = render::render_tree(&spec, &pki, &opts(Phase::Mesh)).unwrap();
+        assert!(
+            !file(&tree, "README.md").contains("Private keys in values"),
+            "{version}"
+        );
+    }
 }

@@ -208,7 +208,14 @@ fn render(dir: &Path, n: usize, version: &str, extra_spec: &str) {
     ));
     if !extra_spec.is_empty() {
         let mut spec = std::fs::read_to_string(dir.join("mesh.yaml")).unwrap();
-        spec.push_str(extra_spec);
+        // `init` writes a gitops block: keys for it go into that block.
+        match extra_spec.strip_prefix("gitops:\n") {
+            Some(keys) => {
+                assert!(spec.contains("\ngitops:\n"), "{spec}");
+                spec = spec.replacen("\ngitops:\n", &format!("\ngitops:\n{keys}"), 1);
+            }
+            None => spec.push_str(extra_spec),
+        }
         std::fs::write(dir.join("mesh.yaml"), spec).unwrap();
     }
     ok(&cli::run(
@@ -239,8 +246,13 @@ fn objects(tree: &Path) -> Vec<(String, Value)> {
     for p in paths {
         let rel = p.strip_prefix(tree).unwrap().display().to_string();
         for d in documents(&std::fs::read_to_string(&p).unwrap()) {
-            // Helm values files are not objects.
-            if d.get("apiVersion").is_some() && d.get("kind").is_some() {
+            // Helm values files are not objects, nor are kustomize's kustomization.yaml files
+            // (read by the tool pointed at a folder, never applied).
+            let kustomize = d
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .is_some_and(|a| a.starts_with("kustomize.config.k8s.io/"));
+            if d.get("apiVersion").is_some() && d.get("kind").is_some() && !kustomize {
                 out.push((rel.clone(), d));
             }
         }
@@ -268,12 +280,12 @@ fn one<'a>(objects: &'a [(String, Value)], file: &str) -> &'a Value {
 /// Each Application generated from the ApplicationSet is the one cmesh writes for that cluster
 /// (name, namespace, labels, spec), and the API server takes it.
 fn expansion_matches(s: &Server, objects: &[(String, Value)], clusters: usize) {
-    let set = one(objects, "argocd/applicationset.yaml");
+    let set = one(objects, "argocd/applicationset/applicationset.yaml");
     let apps = s.expand(set);
     assert_eq!(apps.len(), clusters);
     for (i, app) in apps.iter().enumerate() {
         let cluster = integration_tests::lab::name(i);
-        let own = one(objects, &format!("argocd/{cluster}.yaml"));
+        let own = one(objects, &format!("argocd/applications/{cluster}.yaml"));
         assert_eq!(
             app["metadata"]["name"], own["metadata"]["name"],
             "{cluster}"
@@ -400,7 +412,10 @@ fn five_hundred_eleven_clusters_are_stored_and_expand() {
     let objects = objects(&dir.path().join("cmesh-out"));
     let stored: Vec<(String, Value)> = objects
         .iter()
-        .filter(|(f, _)| f == "argocd/applicationset.yaml" || f == "argocd/project.yaml")
+        .filter(|(f, _)| {
+            f == "argocd/applicationset/applicationset.yaml"
+                || f == "argocd/applicationset/project.yaml"
+        })
         .cloned()
         .collect();
     assert_eq!(stored.len(), 2);

@@ -297,6 +297,15 @@ fn kind_lab_on_the_article_mesh_up_twice_status_down() {
         "{}",
         status.stdout
     );
+    // The same as one JSON document.
+    let json = w.cmesh(&["lab", "status", "-o", "json"], &[]);
+    assert_eq!(json.code, 0, "{json:?}");
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["clusters"][1]["cluster"], "k8s02");
+    assert_eq!(v["clusters"][1]["state"], "exists");
+    assert_eq!(v["clusters"][1]["madeByLabUp"], true);
+    assert!(v["clusters"][1]["kubeconfig"].is_string(), "{v}");
     w.take_log();
 
     let down = w.cmesh(&["lab", "down"], &[]);

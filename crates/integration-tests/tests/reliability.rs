@@ -90,7 +90,7 @@ fn regression_17_a_symlinked_ca_is_read_through_its_links_and_kept() {
     assert_code(&r, 0);
     assert!(!r.stdout.contains("created"), "{}", r.stdout);
     assert!(
-        r.stdout.contains("reused 10 certificate(s)"),
+        r.stdout.contains("reused 12 certificate(s)"),
         "{}",
         r.stdout
     );
@@ -576,7 +576,7 @@ fn issue_20_a_wrong_context_lists_the_contexts_there_are() {
     );
     std::fs::write(p.join("mesh.yaml"), text).unwrap();
     let r = cmesh(p, &["status", "--request-timeout", "3s", "-o", "json"]);
-    assert_code(&r, 1);
+    assert_code(&r, 7);
     assert!(
         r.stdout.contains("context `prod-k8s01` in ")
             && r.stdout
@@ -748,7 +748,7 @@ fn regression_17_alias_bombs_fail_fast_in_bounded_memory() {
         "a-zero.yaml: not a regular file (a device)",
         "a-fifo.yaml: not a regular file (a FIFO)",
         "a-sparse.yaml: 3221225472 bytes",
-        "total read from one directory",
+        "-byte total read; skipped with the",
         "bytes of text (aliases included)",
     ] {
         assert!(err.contains(what), "{what}: {err}");

@@ -1,6 +1,7 @@
 //! In-place edits of mesh.yaml that keep everything else byte for byte: comments, order,
 //! quoting and blank lines. `lab up` uses them to point each cluster at what it created
-//! (`kubeconfig`, `context`, `apiServer`, `clustermesh.address`).
+//! (`kubeconfig`, `context`, `apiServer`, `clustermesh.address`); `render --save` to keep the
+//! `--git-*` flags in the `gitops:` block ([`set_gitops`]).
 //!
 //! A value that is written is replaced where it stands (its span); a key that is missing is
 //! inserted as a new line under its mapping, at the indentation of a sibling. The result is
@@ -137,9 +138,196 @@ pub fn apply(spec: &MeshSpec, file: &str, edits: &[Edit]) -> Result<String, Edit
     Ok(out)
 }
 
+/// The keys of the `gitops:` block, any of which anchors an inserted one.
+const GITOPS_KEYS: [&str; 5] = [
+    "repoURL",
+    "revision",
+    "path",
+    "sealedPath",
+    "fluxKubeConfig",
+];
+
+/// Sets fields of the `gitops:` block (`("repoURL", url)`, `("revision", …)`, `("path", …)`):
+/// a written value is replaced where it stands, a missing key is added under a sibling, and a
+/// missing block is appended at the end of the file. Returns the new text.
+///
+/// # Errors
+/// [`EditError`] when `gitops:` is written in a form a key cannot be added to (flow style, or
+/// with no key), or the result does not read back.
+pub fn set_gitops(
+    spec: &MeshSpec,
+    file: &str,
+    fields: &[(&'static str, String)],
+) -> Result<String, EditError> {
+    let src = &spec.source;
+    let text = src.text().text();
+    let mut changes: Vec<(usize, usize, String)> = Vec::new();
+    let mut appended = String::new();
+    let anchor = GITOPS_KEYS.iter().find_map(|k| {
+        let p = source::child("gitops", k);
+        src.key_span(&p).filter(|_| src.span(&p).is_some())
+    });
+    for (key, value) in fields {
+        let path = source::child("gitops", key);
+        let value = scalar(value);
+        if let Some(span) = src.span(&path) {
+            changes.push((span.offset, span.len, value));
+            continue;
+        }
+        let no_anchor = || EditError::NoAnchor {
+            file: file.to_owned(),
+            path: path.clone(),
+            parent: "gitops".into(),
+        };
+        match anchor {
+            Some(a) => {
+                let line_start = text[..a.offset].rfind('\n').map_or(0, |i| i + 1);
+                let prefix = &text[line_start..a.offset];
+                if !prefix.chars().all(|c| c == ' ') {
+                    return Err(no_anchor());
+                }
+                let line_end = text[a.offset..]
+                    .find('\n')
+                    .map_or(text.len(), |i| a.offset + i + 1);
+                let newline = if line_end == text.len() && !text.ends_with('\n') {
+                    "\n"
+                } else {
+                    ""
+                };
+                changes.push((line_end, 0, format!("{newline}{prefix}{key}: {value}\n")));
+            }
+            None if src.span("gitops").is_none() => {
+                appended.push_str(&format!("  {key}: {value}\n"));
+            }
+            None => return Err(no_anchor()),
+        }
+    }
+    changes.sort_by_key(|(o, _, _)| *o);
+    let mut out = text.to_owned();
+    for (offset, len, new) in changes.iter().rev() {
+        out.replace_range(*offset..*offset + *len, new);
+    }
+    if !appended.is_empty() {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str("\n# The repository the rendered tree is committed to (`cmesh render --save`).\ngitops:\n");
+        out.push_str(&appended);
+    }
+    let (edited, _) = spec::load(file, &out).map_err(|e| EditError::ReadBack {
+        file: file.to_owned(),
+        why: e.to_string(),
+    })?;
+    for (key, value) in fields {
+        let g = &edited.gitops;
+        let got = match *key {
+            "repoURL" => g.repo_url.clone(),
+            "revision" => Some(g.revision.clone()),
+            "path" => Some(g.path.clone()),
+            _ => None,
+        };
+        if got.as_deref() != Some(value.as_str()) {
+            return Err(EditError::ReadBack {
+                file: file.to_owned(),
+                why: format!("gitops.{key} is {got:?}"),
+            });
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gitops_fields_are_set_in_place_added_or_appended_as_a_block() {
+        let fields = |repo: &str| {
+            vec![
+                ("repoURL", repo.to_owned()),
+                ("revision", "main".to_owned()),
+                ("path", "clusters/mesh".to_owned()),
+            ]
+        };
+        // No gitops block: one is appended, the rest is byte for byte what it was.
+        let example = spec::example::builtin();
+        let text = example[..example.find("\n# The git repository").unwrap() + 1].to_owned();
+        assert!(!text.contains("gitops:"));
+        let out = set_gitops(
+            &load(&text),
+            "mesh.yaml",
+            &fields("https://git.example/a.git"),
+        )
+        .unwrap();
+        assert!(out.starts_with(&text), "appended only");
+        assert!(
+            out.ends_with("gitops:\n  repoURL: https://git.example/a.git\n  revision: main\n  path: clusters/mesh\n"),
+            "{out}"
+        );
+        // Written values are replaced where they stand, comments kept; twice is once.
+        let commented = out.replace(
+            "  revision: main\n",
+            "  # the branch Argo CD follows\n  revision: main\n",
+        );
+        let again = set_gitops(
+            &load(&commented),
+            "mesh.yaml",
+            &fields("https://git.example/b.git"),
+        )
+        .unwrap();
+        assert!(
+            again.contains("  # the branch Argo CD follows\n  revision: main\n"),
+            "{again}"
+        );
+        assert!(
+            again.contains("repoURL: https://git.example/b.git\n"),
+            "{again}"
+        );
+        assert!(!again.contains("a.git"), "{again}");
+        assert_eq!(
+            set_gitops(
+                &load(&again),
+                "mesh.yaml",
+                &fields("https://git.example/b.git")
+            )
+            .unwrap(),
+            again
+        );
+        // A block without repoURL gets it under a sibling, at the sibling's indentation.
+        let partial = format!("{text}\ngitops:\n    revision: prod\n");
+        let out = set_gitops(
+            &load(&partial),
+            "mesh.yaml",
+            &[("repoURL", "https://git.example/c.git".into())],
+        )
+        .unwrap();
+        assert!(
+            out.ends_with("gitops:\n    revision: prod\n    repoURL: https://git.example/c.git\n"),
+            "{out}"
+        );
+        // init's block: repoURL added under the commented example, comments kept.
+        let out = set_gitops(
+            &load(&example),
+            "mesh.yaml",
+            &fields("https://git.example/d.git"),
+        )
+        .unwrap();
+        assert!(
+            out.contains("  # repoURL: https://github.com/acme/platform.git\n  revision: main\n  repoURL: https://git.example/d.git\n"),
+            "{out}"
+        );
+        assert!(out.contains("  path: clusters/mesh\n"), "{out}");
+        // Flow style cannot take a key: an error, nothing returned.
+        let flow = format!("{text}\ngitops: {{revision: prod}}\n");
+        assert!(matches!(
+            set_gitops(
+                &load(&flow),
+                "mesh.yaml",
+                &[("repoURL", "https://git.example/c.git".into())]
+            ),
+            Err(EditError::NoAnchor { .. })
+        ));
+    }
 
     fn load(text: &str) -> MeshSpec {
         spec::load("mesh.yaml", text).unwrap().0

@@ -53,6 +53,7 @@ pub enum Scope {
 
 /// A place a finding points at: a file position, or an object in a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Location {
     /// The object's origin.
     #[serde(flatten)]

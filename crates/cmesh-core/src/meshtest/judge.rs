@@ -23,6 +23,7 @@ pub enum Outcome {
 
 /// One result: a check from one cluster (to another, for matrices).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Cell {
     /// Which part of the suite.
     pub kind: Kind,

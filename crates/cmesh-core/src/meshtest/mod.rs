@@ -177,6 +177,7 @@ pub struct Lesson {
 
 /// Everything a run found.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
     /// Run ID.
     pub run_id: String,

@@ -12,6 +12,7 @@ use super::PkiError;
 
 /// What cmesh needs to know about a certificate. Contains no private material.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CertInfo {
     /// Subject common name.
     pub common_name: String,

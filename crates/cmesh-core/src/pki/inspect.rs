@@ -35,20 +35,25 @@ pub fn ca_diagnostics(
     let (cert, key) = (files.get(CA_CERT), files.get(CA_KEY));
     let (cert, key) = match (cert, key) {
         (None, None) => return out,
-        (Some(_), None) | (None, Some(_)) => {
-            let (have, miss) = if cert.is_some() {
-                (CA_CERT, CA_KEY)
-            } else {
-                (CA_KEY, CA_CERT)
-            };
+        (None, Some(_)) => {
             push(
                 &codes::CA_UNREADABLE,
-                format!("{dir} has {have} but not {miss}"),
+                format!("{dir} has {CA_KEY} but not {CA_CERT}"),
                 "restore the missing file from a backup; cmesh never regenerates a CA because every cluster trusts it",
             );
             return out;
         }
-        (Some(c), Some(k)) => (c, k),
+        // The certificate alone is what a clone of the GitOps repository holds: the
+        // certificate is still checked below.
+        (Some(c), None) => {
+            push(
+                &codes::CA_KEY_ABSENT,
+                format!("{dir} has {CA_CERT} but not {CA_KEY}"),
+                "fine in a clone of the GitOps repository (`cmesh render --check` needs only the certificate); where you render and apply, restore the key from where you keep it: cmesh never regenerates a CA because every cluster trusts it",
+            );
+            (c, None)
+        }
+        (Some(c), Some(k)) => (c, Some(k)),
     };
     let info = match CertInfo::from_pem(&String::from_utf8_lossy(cert)) {
         Ok(i) => i,
@@ -61,9 +66,10 @@ pub fn ca_diagnostics(
             return out;
         }
     };
-    let key = match PrivateKey::from_pem(&String::from_utf8_lossy(key)) {
-        Ok(k) => Some(k),
-        Err(e) => {
+    let key = match key.map(|k| PrivateKey::from_pem(&String::from_utf8_lossy(k))) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
             push(
                 &codes::CA_UNREADABLE,
                 format!("{dir}/{CA_KEY}: {e}"),

@@ -84,6 +84,7 @@ pub enum Action {
 
 /// One line of the reconcile report.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PkiEvent {
     /// The cluster, for leaves.
     pub cluster: Option<String>,

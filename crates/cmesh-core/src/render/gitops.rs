@@ -628,6 +628,26 @@ pub fn helm_script(
     s
 }
 
+/// The folder of the per-cluster Applications (one alternative).
+pub const ARGOCD_APPLICATIONS: &str = "argocd/applications";
+/// The folder of the ApplicationSet (the other alternative).
+pub const ARGOCD_APPLICATIONSET: &str = "argocd/applicationset";
+/// The argocd-cm patch: Argo CD's own configuration, outside any folder of Applications.
+pub const ARGOCD_CM_PATCH: &str = "argocd-config/argocd-cm-patch.yaml";
+
+/// A kustomize `kustomization.yaml` listing `resources` (files of its own folder), so that a
+/// tool pointed at the folder takes exactly these.
+pub fn kustomization(resources: &[String]) -> Value {
+    let mut k = Value::map();
+    k.set(&["apiVersion"], "kustomize.config.k8s.io/v1beta1");
+    k.set(&["kind"], "Kustomization");
+    k.set(
+        &["resources"],
+        Value::Seq(resources.iter().map(|r| Value::from(r.as_str())).collect()),
+    );
+    k
+}
+
 /// The .gitignore of the tree.
 pub fn gitignore(keys_in_values: bool) -> String {
     let mut s = String::from(
@@ -774,27 +794,27 @@ pub fn readme(
     let sealed = GitSource::of(spec).sealed;
     let _ = writeln!(
         s,
-        "| `argocd/<cluster>.yaml` | one Argo CD Application per cluster: the chart, its values files from git, the sealed Secrets |"
+        "| `argocd/applications/` | one Argo CD Application per cluster (`<cluster>.yaml`: the chart, its values files from git, the sealed Secrets), the AppProject they belong to, and a `kustomization.yaml`: point an app-of-apps or `kubectl apply -k` here, **or** at `argocd/applicationset/`, never both |"
     );
     let _ = writeln!(
         s,
-        "| `argocd/applicationset.yaml` | the same as one ApplicationSet (list generator: name and path per cluster) |"
+        "| `argocd/applicationset/` | the same Applications as one ApplicationSet (list generator: name and path per cluster), with the AppProject and a `kustomization.yaml` |"
     );
     let _ = writeln!(
         s,
-        "| `argocd/project.yaml` | the AppProject the Applications belong to (these repositories, these clusters) |"
+        "| `argocd-config/argocd-cm-patch.yaml` | merge into `argocd-cm` where Argo CD is installed: Argo CD must not track CiliumIdentity |"
     );
     let _ = writeln!(
         s,
-        "| `argocd/argocd-cm-patch.yaml` | merge into `argocd-cm`: Argo CD must not track CiliumIdentity |"
-    );
-    let _ = writeln!(
-        s,
-        "| `flux/<cluster>/sync.yaml` | the GitRepository and the cluster's two Kustomizations (Secrets, then the release) |"
+        "| `flux/<cluster>/sync.yaml` | the GitRepository and the cluster's two Kustomizations (Secrets, then the release); the folder's `kustomization.yaml` lists only it |"
     );
     let _ = writeln!(
         s,
         "| `flux/<cluster>/release/release.yaml` | HelmRepository, the values ConfigMap and the HelmRelease |"
+    );
+    let _ = writeln!(
+        s,
+        "| `kustomization.yaml`, `local/` | yours, if you add them: an overlay over the folders above, your own files; `cmesh render` keeps them |"
     );
     let _ = writeln!(
         s,
@@ -843,11 +863,11 @@ pub fn readme(
     );
     let _ = writeln!(
         s,
-        "     `argocd/argocd-cm-patch.yaml` into argocd-cm, then apply `argocd/project.yaml` and"
+        "     `argocd-config/argocd-cm-patch.yaml` into argocd-cm, then `kubectl apply -n argocd -k argocd/applications`"
     );
     let _ = writeln!(
         s,
-        "     `argocd/<cluster>.yaml` (or `argocd/applicationset.yaml`). Automated sync never prunes:"
+        "     (or `-k argocd/applicationset`; or point an app-of-apps at one). Automated sync never prunes:"
     );
     let _ = writeln!(s, "     deleting a CNI's resources cuts every pod off.");
     let _ = writeln!(
@@ -941,6 +961,51 @@ pub fn readme(
             s,
             "`<cluster>/secret-values.yaml` (mode 0600, git-ignored), never in `values.yaml` or the GitOps objects."
         );
+        s.push_str(&keys_in_values_routes(spec));
     }
+    s
+}
+
+/// The runbook's section on delivering private keys that a chart version takes only as values:
+/// exact commands for Flux, what Argo CD can and cannot do, and the way out (1.16+).
+fn keys_in_values_routes(spec: &MeshSpec) -> String {
+    let git = GitSource::of(spec);
+    let (tree, sealed) = (&git.path, &git.sealed);
+    let c = spec.clusters.first().map_or("k8s01", |c| c.name.as_str());
+    let v = &spec.cilium.version;
+    let lines = [
+        String::new(),
+        "## Private keys in values: how they reach the clusters".into(),
+        String::new(),
+        "The rendered Argo CD Applications and Flux HelmReleases expect those keys, and git must never".into(),
+        format!("hold them in plain text. Per cluster (commands from the repository's root, for {c}):"),
+        String::new(),
+        "- **Flux** decrypts SOPS natively. Encrypt the values Secret into the sealed path, which the".into(),
+        "  `cilium-<cluster>-secrets` Kustomization applies (with `decryption.provider: sops`) before".into(),
+        "  the HelmRelease reads it through `valuesFrom`:".into(),
+        String::new(),
+        "  ```sh".into(),
+        format!("  mkdir -p {sealed}/{c}"),
+        "  sops --encrypt --encrypted-regex '^(data|stringData)$' --kms <your-kms-key-arn> \\".into(),
+        format!("    {tree}/{c}/flux-secret-values.yaml > {sealed}/{c}/flux-secret-values.yaml"),
+        format!("  git add {sealed}/{c}/flux-secret-values.yaml"),
+        "  ```".into(),
+        String::new(),
+        "  A cloud KMS key (`--kms`, `--gcp-kms`, `--azure-kv`) is decrypted with kustomize-controller's".into(),
+        "  own identity. With age or PGP (`--age <recipient>`), kustomize-controller needs the private key".into(),
+        "  as a Secret (`kubectl -n flux-system create secret generic sops-age --from-file=age.agekey`) and".into(),
+        "  the Kustomization a `decryption.secretRef` to it: add that patch in your own".into(),
+        "  `kustomization.yaml` at the top of this tree, which `cmesh render` keeps.".into(),
+        "- **helm** (`helm/<cluster>.sh`) reads `secret-values.yaml` where you render; nothing to commit.".into(),
+        "- **Argo CD** reads every values file from git as it is, and a multi-source Application (what".into(),
+        "  cmesh renders, values from this repository) cannot decrypt one: helm-secrets does not support".into(),
+        "  multi-source Applications. The Applications therefore fail on the missing".into(),
+        "  `secret-values.yaml` until the keys reach them some other way. The way out is Cilium 1.16 or".into(),
+        "  later, which takes every key from pre-created Secrets that you seal like any other (`cmesh".into(),
+        format!("  check` warns that {v} is out of support and names the release to move to, one minor at a"),
+        "  time). Until then, deliver the chart with Flux or helm.".into(),
+    ];
+    let mut s = lines.join("\n");
+    s.push('\n');
     s
 }

@@ -193,8 +193,11 @@ fn documents(text: &str) -> Vec<(String, usize)> {
 /// Checks every object of the tree's manifests against the API server's limits.
 fn check_sizes(tree: &mut RenderedTree) -> Result<(), RenderError> {
     for (path, f) in tree.files.iter().chain(tree.secret_files.iter()) {
+        if path.ends_with("kustomization.yaml") {
+            continue;
+        }
         if !(path.ends_with(".yaml")
-            && (path.starts_with("argocd/")
+            && (path.starts_with("argocd")
                 || path.starts_with("flux/")
                 || path.ends_with("secrets.yaml")))
         {
@@ -431,7 +434,7 @@ fn render_cluster(
 
     let git = gitops::GitSource::of(spec);
     files.push((
-        format!("argocd/{}.yaml", cluster.name),
+        format!("{}/{}.yaml", gitops::ARGOCD_APPLICATIONS, cluster.name),
         RenderedFile {
             bytes: to_yaml(&gitops::argocd_application(
                 spec,
@@ -533,8 +536,29 @@ pub fn render_tree(
             kind: FileKind::Public,
         })
     };
+    // Two alternatives, each a folder an app-of-apps (or `kubectl apply -k`) can point at on
+    // its own: the Applications one by one, or the ApplicationSet that generates the same.
+    // Each carries the AppProject its Applications belong to; the argocd-cm patch is Argo CD's
+    // own configuration and lives outside both.
+    let project = public(&gitops::argocd_project(spec, &git))?;
+    let mut apps = vec!["project.yaml".to_owned()];
+    apps.extend(spec.clusters.iter().map(|c| format!("{}.yaml", c.name)));
+    for (dir, resources) in [
+        (gitops::ARGOCD_APPLICATIONS, apps),
+        (
+            gitops::ARGOCD_APPLICATIONSET,
+            vec!["project.yaml".to_owned(), "applicationset.yaml".to_owned()],
+        ),
+    ] {
+        tree.files
+            .insert(format!("{dir}/project.yaml"), project.clone());
+        tree.files.insert(
+            format!("{dir}/kustomization.yaml"),
+            public(&gitops::kustomization(&resources))?,
+        );
+    }
     tree.files.insert(
-        "argocd/applicationset.yaml".into(),
+        format!("{}/applicationset.yaml", gitops::ARGOCD_APPLICATIONSET),
         public(&gitops::argocd_application_set(
             spec,
             &git,
@@ -542,13 +566,21 @@ pub fn render_tree(
         ))?,
     );
     tree.files.insert(
-        "argocd/project.yaml".into(),
-        public(&gitops::argocd_project(spec, &git))?,
-    );
-    tree.files.insert(
-        "argocd/argocd-cm-patch.yaml".into(),
+        gitops::ARGOCD_CM_PATCH.into(),
         public(&gitops::argocd_cm_patch())?,
     );
+    for c in &spec.clusters {
+        // A folder a Flux Kustomization or `kubectl apply -k` may point at holds exactly its
+        // own objects (without one, Flux would take release/ along with sync.yaml).
+        tree.files.insert(
+            format!("flux/{}/kustomization.yaml", c.name),
+            public(&gitops::kustomization(&["sync.yaml".to_owned()]))?,
+        );
+        tree.files.insert(
+            format!("flux/{}/release/kustomization.yaml", c.name),
+            public(&gitops::kustomization(&["release.yaml".to_owned()]))?,
+        );
+    }
     tree.files.insert(
         "README.md".into(),
         RenderedFile {

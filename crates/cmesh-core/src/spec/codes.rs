@@ -124,6 +124,9 @@ pub const VERSION_SYNTAX: Rule = error("CM401", "Cilium version is not MAJOR.MIN
 pub const VERSION_RANGE: Rule = error("CM402", "Cilium version outside the supported range");
 /// An option that needs a newer Cilium.
 pub const NEEDS_VERSION: Rule = error("CM403", "option needs a newer Cilium version");
+/// A Cilium minor release upstream no longer maintains.
+pub const VERSION_OUT_OF_SUPPORT: Rule =
+    warning("CM406", "Cilium version is out of upstream support");
 /// kubeProxyReplacement spelled in a way the chart rejects (or deprecates).
 pub const KPR_VALUE: Rule = error("CM404", "kubeProxyReplacement value the chart rejects");
 /// certManager without an issuer reference.
@@ -156,6 +159,9 @@ pub const CA_KEY_MISMATCH: Rule =
 /// A private key readable by others.
 pub const KEY_PERMISSIONS: Rule =
     warning("CM515", "private key file is readable by group or others");
+
+/// The CA certificate without its key: a clone of the GitOps repository.
+pub const CA_KEY_ABSENT: Rule = warning("CM516", "the CA certificate is here but not its key");
 
 /// A user value overrides a key cmesh sets.
 pub const VALUE_OVERRIDE: Rule = warning("CM601", "user value overrides a key cmesh sets");
@@ -205,6 +211,7 @@ pub const ALL: &[Rule] = &[
     NEEDS_VERSION,
     KPR_VALUE,
     CERT_MANAGER_ISSUER,
+    VERSION_OUT_OF_SUPPORT,
     AUTH_SHARED_CA,
     HELM_METHOD,
     CA_UNREADABLE,
@@ -213,6 +220,7 @@ pub const ALL: &[Rule] = &[
     CA_EXPIRING,
     CA_KEY_MISMATCH,
     KEY_PERMISSIONS,
+    CA_KEY_ABSENT,
     VALUE_OVERRIDE,
 ];
 

@@ -173,7 +173,7 @@ pub fn generate(o: &ExampleOptions) -> Result<String, ExampleError> {
 
     s.push_str("pki:\n");
     s.push_str(
-        "  # The shared CA and issued certificates, relative to this file. Keep it out of git.\n",
+        "  # The shared CA and issued certificates, relative to this file. Only ca.crt belongs in\n  # git (the .gitignore `cmesh init` writes keeps every key out).\n",
     );
     s.push_str("  dir: pki\n");
     s.push_str("  keyAlgorithm: ecdsa-p256\n\n");
@@ -215,6 +215,13 @@ pub fn generate(o: &ExampleOptions) -> Result<String, ExampleError> {
             node_port(i)
         );
     }
+    s.push_str("\n# The git repository the rendered tree is committed to: Argo CD and Flux read the values\n");
+    s.push_str("# from it. Set repoURL here, or once with `cmesh render --git-repo URL --save`.\n");
+    s.push_str("gitops:\n");
+    s.push_str("  # repoURL: https://github.com/acme/platform.git\n");
+    s.push_str("  revision: HEAD\n");
+    s.push_str("  # The tree's directory in that repository.\n");
+    s.push_str("  path: cmesh-out\n");
     Ok(s)
 }
 

@@ -53,6 +53,38 @@ pub struct SpecError {
 /// Largest mesh.yaml accepted, in bytes. A 511-cluster mesh is about 150 KiB.
 pub const MAX_SPEC_BYTES: usize = 4 * 1024 * 1024;
 
+/// What `cmesh check` adds to a valid spec's diagnostics about its future rather than its
+/// correctness: a Cilium release upstream no longer maintains (CM406), naming the newest one
+/// cmesh supports and the one-minor-at-a-time path there.
+pub fn advisories(spec: &MeshSpec) -> Vec<Diagnostic> {
+    use crate::version::{MAINTAINED_MINORS, MAX_SUPPORTED, NEWEST_TESTED};
+    let v = &spec.cilium.version;
+    if v.upstream_maintained() {
+        return Vec::new();
+    }
+    let oldest = MAX_SUPPORTED.1 + 1 - MAINTAINED_MINORS;
+    let mut help = format!(
+        "plan the upgrade to {NEWEST_TESTED}, the newest cmesh supports, one minor release at a time (Cilium does not support skipping minors)"
+    );
+    if v.clustermesh_certs_only_as_values() {
+        help.push_str(
+            "; from 1.16 every private key is delivered in Secrets you can seal, not in Helm values",
+        );
+    }
+    vec![
+        Diagnostic::new(
+            &codes::VERSION_OUT_OF_SUPPORT,
+            format!(
+                "Cilium {}.{} no longer gets fixes: Cilium maintains its {MAINTAINED_MINORS} newest minor releases, 1.{oldest} to {}.{} as far as cmesh knows",
+                v.major, v.minor, MAX_SUPPORTED.0, MAX_SUPPORTED.1
+            ),
+        )
+        .at("cilium.version", spec.source.nearest_span("cilium.version"))
+        .help(&help)
+        .with_source(spec.source.text()),
+    ]
+}
+
 /// Checks `text` (named `name` in messages) and returns every diagnostic, plus the model if
 /// there is no error.
 pub fn check(name: &str, text: &str) -> Checked {

@@ -16,7 +16,8 @@ Exit codes:
   4    a file could not be read or written
   5    PKI problem (missing, invalid or mismatched CA)
   6    render --check: the tree on disk is out of date
-  7    a cluster operation, helm or a lab tool failed (or the tool is missing)
+  7    a cluster could not be reached, or a cluster operation, helm or a lab tool
+       failed (or the tool is missing)
   8    another cmesh run holds the lock on pki.dir or the output directory
   130  interrupted (Ctrl-C)
   143  terminated (SIGTERM)";
@@ -55,6 +56,10 @@ pub(crate) struct GlobalArgs {
     /// (`0s`: fail at once, exit 8).
     #[arg(long, global = true, value_name = "DURATION", default_value = "1m", value_parser = parse_wait)]
     pub lock_timeout: TimeoutArg,
+    /// Trace what cmesh does on stderr: -v for its own steps (requests, helm, execs, files,
+    /// locks), -vv with the Kubernetes client's too. Never keys or Secret data.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 impl GlobalArgs {
@@ -140,7 +145,18 @@ pub(crate) enum LabAction {
     /// Remove what `lab up` created (and only that).
     Down(LabCommonArgs),
     /// Show each lab cluster: whether it exists, its addresses, its kubeconfig.
-    Status(LabCommonArgs),
+    Status(LabStatusArgs),
+}
+
+/// `cmesh lab status`.
+#[derive(Debug, Args)]
+pub(crate) struct LabStatusArgs {
+    /// What every lab command takes.
+    #[command(flatten)]
+    pub common: LabCommonArgs,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `--provider`.
@@ -502,6 +518,14 @@ pub(crate) struct RenderArgs {
     /// The tree's directory in that repository (default: `gitops.path`, else `cmesh-out`).
     #[arg(long, value_name = "PATH")]
     pub git_path: Option<String>,
+    /// Also write the --git-repo, --git-revision and --git-path given into mesh.yaml's
+    /// `gitops:` block (in place, comments kept), so that later runs need no flags.
+    #[arg(long, conflicts_with = "check")]
+    pub save: bool,
+    /// Output format: what was written (or, with --check, what differs) as text or one JSON
+    /// document.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `cmesh pki`.
@@ -585,8 +609,9 @@ pub(crate) struct InitArgs {
     /// Number of clusters to generate (distinct IDs, NodePorts and CIDRs).
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub clusters: usize,
-    /// Cilium chart version.
-    #[arg(long, default_value = "1.14.2", value_name = "VERSION")]
+    /// Cilium chart version: the newest cmesh has tested (a release Cilium still maintains);
+    /// `--cilium-version 1.14.2` is the reference article's (what `--example` renders).
+    #[arg(long, default_value = cmesh_core::version::NEWEST_TESTED, value_name = "VERSION")]
     pub cilium_version: String,
     /// Mesh name.
     #[arg(long, default_value = "homelab")]

@@ -23,6 +23,7 @@ pub(crate) fn run(
     let checked = spec::check(&input.name, &input.text);
     let mut diags = checked.diagnostics;
     if let Some(spec) = &checked.spec {
+        diags.extend(spec::advisories(spec));
         // An existing CA is checked too; check never creates one.
         let dir = crate::fs::pki::pki_dir(&input.base_dir, &spec.pki.dir);
         let files = crate::pipeline::with_lock_wait(global, |wait| {

@@ -25,6 +25,7 @@ pub(crate) fn main_impl() -> ExitCode {
             });
         }
     };
+    crate::ui::term::init_tracing(cli.global.verbose);
     let style = Style::detect(cli.global.color);
     // Everything printed passes through a sanitizer: much of it comes from outside (servers,
     // certificates, manifests) and must not drive the terminal (ui::term).

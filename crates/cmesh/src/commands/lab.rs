@@ -14,7 +14,7 @@ use cmesh_core::lab::{self, LabNetwork, PlanInput, Provider, Step, edit::Edit};
 use cmesh_core::spec::{Cluster, Host, MeshSpec};
 
 use crate::cli::{
-    EngineArg, GlobalArgs, LabAction, LabArgs, LabCommonArgs, LabUpArgs, ProviderArg,
+    EngineArg, GlobalArgs, LabAction, LabArgs, LabCommonArgs, LabUpArgs, Output, ProviderArg,
 };
 use crate::commands::common::{emit, known_clusters, load_spec};
 use crate::errors::{ExpectedError, exit};
@@ -36,7 +36,7 @@ pub(crate) fn run(
     match &args.action {
         LabAction::Up(a) => up(global, a, out),
         LabAction::Down(a) => down(global, a, out),
-        LabAction::Status(a) => status(global, a, out),
+        LabAction::Status(a) => status(global, &a.common, a.output, out),
     }
 }
 
@@ -605,11 +605,8 @@ fn report_up(
         .iter()
         .map(|(c, r)| Row {
             cluster: c.name.clone(),
-            state: if state.clusters.contains_key(&c.name) {
-                "running (made by lab up)".into()
-            } else {
-                "running (not made by lab up)".into()
-            },
+            state: "running".into(),
+            made_by_lab_up: Some(state.clusters.contains_key(&c.name)),
             api_server: Some(r.api_server.clone()),
             clustermesh: Some(format!("{}:{}", r.clustermesh_address, c.clustermesh.port)),
             kubeconfig: Some(r.kubeconfig.clone()),
@@ -866,6 +863,7 @@ fn down(global: &GlobalArgs, a: &LabCommonArgs, out: &mut dyn Write) -> Result<u
 fn status(
     global: &GlobalArgs,
     a: &LabCommonArgs,
+    output: Output,
     out: &mut dyn Write,
 ) -> Result<u8, ExpectedError> {
     let lab = Lab::open(global, a)?;
@@ -879,29 +877,26 @@ fn status(
         .iter()
         .map(|c| {
             let name = lab.provider_name(c);
-            let made = if state.clusters.contains_key(&c.name) {
-                " (made by lab up)"
-            } else {
-                " (not made by lab up)"
-            };
-            let state = if !existing.contains(&name) {
+            let made = state.clusters.contains_key(&c.name);
+            let exists = existing.contains(&name);
+            let state = if !exists {
                 absent = true;
                 "absent".to_owned()
             } else if lab.provider == Provider::Libvirt {
-                let s = drive::run(
+                drive::run(
                     &["virsh", "--connect", &lab.uri, "domstate", &name].map(str::to_owned),
                     &[],
                 )
                 .ok()
                 .filter(|o| o.ok)
-                .map_or_else(|| "unknown".to_owned(), |o| o.stdout.trim().to_owned());
-                format!("{s}{made}")
+                .map_or_else(|| "unknown".to_owned(), |o| o.stdout.trim().to_owned())
             } else {
-                format!("exists{made}")
+                "exists".to_owned()
             };
             Row {
                 cluster: c.name.clone(),
                 state,
+                made_by_lab_up: exists.then_some(made),
                 api_server: c
                     .api_server
                     .as_ref()
@@ -916,7 +911,13 @@ fn status(
         })
         .collect();
     let _ = spec;
-    emit(out, &ui::table(&rows))?;
+    emit(
+        out,
+        &match output {
+            Output::Table => ui::table(&rows),
+            Output::Json => ui::json(&rows),
+        },
+    )?;
     Ok(if absent {
         exit::CHECKS_FAILED
     } else {

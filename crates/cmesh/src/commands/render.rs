@@ -8,7 +8,7 @@ use cmesh_core::pki::store;
 use cmesh_core::render;
 
 use super::common::emit;
-use crate::cli::{GlobalArgs, RenderArgs};
+use crate::cli::{GlobalArgs, Output, RenderArgs};
 use crate::errors::{ExpectedError, exit};
 use crate::fs::tree as tree_io;
 use crate::pipeline::{GitFlags, PkiAccess, Prepared, lock_outputs, prepare};
@@ -30,6 +30,21 @@ pub(crate) fn run(
         revision: args.git_revision.clone(),
         path: args.git_path.clone(),
     };
+    let saved = git_fields(args);
+    if args.save {
+        if saved.is_empty() {
+            return Err(ExpectedError::Usage {
+                message: "--save writes the --git-repo, --git-revision and --git-path given, and none was".into(),
+                hint: Some("e.g. cmesh render --git-repo https://github.com/acme/platform.git --save".into()),
+            });
+        }
+        if global.example || global.file.as_os_str() == "-" {
+            return Err(ExpectedError::Usage {
+                message: "--save edits mesh.yaml, and this mesh.yaml is not a file".into(),
+                hint: Some("pass the file with -f".into()),
+            });
+        }
+    }
     let prepared = prepare(
         global,
         args.phase.into(),
@@ -81,15 +96,28 @@ pub(crate) fn run(
             ));
         }
     }
+    if !args.save && !args.check {
+        let unsaved: Vec<String> = saved
+            .iter()
+            .filter(|(key, value)| gitops_value(&prepared.loaded.input.text, key, value))
+            .map(|(key, _)| format!("gitops.{key}"))
+            .collect();
+        if !unsaved.is_empty() {
+            warnings.push_str(&format!(
+                "note: {} not in mesh.yaml: a later `cmesh render --check` without the same flags reports differences (add --save to write them into mesh.yaml)\n",
+                unsaved.join(", ")
+            ));
+        }
+    }
     if !warnings.is_empty() {
         ui::term::eprint(&warnings);
     }
     let Prepared {
+        loaded,
         pki_dir,
         pki,
         keyless,
         mut tree,
-        ..
     } = prepared;
     let pki_shown = pki_dir.path().display().to_string();
     // pki.dir is locked (inside `pki_dir`); the outputs are locked after it, in this order in
@@ -170,11 +198,19 @@ pub(crate) fn run(
                 }
             }
         }
-        if drift.is_empty() {
+        if args.output == Output::Json {
+            emit(
+                out,
+                &ui::render::check_json(&out_dir.display().to_string(), &drift, keyless.is_some()),
+            )?;
+        } else if drift.is_empty() {
             emit(out, &format!("{}: up to date\n", out_dir.display()))?;
+        } else {
+            emit(out, &ui::render::drift(&drift))?;
+        }
+        if drift.is_empty() {
             return Ok(exit::OK);
         }
-        emit(out, &ui::render::drift(&drift))?;
         return Err(ExpectedError::Drift {
             what: out_dir.display().to_string(),
             count: drift.len(),
@@ -211,6 +247,48 @@ pub(crate) fn run(
     if let Some(r) = &pki {
         s.push_str(&ui::pki::events_summary(&pki_shown, &r.events));
     }
+    let mut saved_keys = Vec::new();
+    if args.save {
+        let edited = cmesh_core::lab::edit::set_gitops(&loaded.spec, &loaded.input.name, &saved)
+            .map_err(|e| ExpectedError::Usage {
+                message: e.to_string(),
+                hint: Some(
+                    "write the gitops: block as one key per line, or edit it by hand".into(),
+                ),
+            })?;
+        if edited != loaded.input.text {
+            crate::fs::atomic::write_atomic(
+                &global.file,
+                edited.as_bytes(),
+                crate::fs::atomic::Mode::Public,
+                true,
+            )?;
+        }
+        saved_keys = saved.iter().map(|(k, _)| format!("gitops.{k}")).collect();
+        s.push_str(&format!(
+            "saved {} in {}\n",
+            saved_keys.join(", "),
+            global.file.display()
+        ));
+    }
+    if args.output == Output::Json {
+        let written = ui::render::Written {
+            out: out_dir.display().to_string(),
+            files: tree.files.len()
+                + if secrets_dir.is_none() {
+                    secret_count
+                } else {
+                    0
+                },
+            secrets_out: secrets_dir.as_ref().map(|d| d.display().to_string()),
+            secret_files: secret_count,
+            sensitive,
+            pki: pki.as_ref().map(|r| r.events.clone()).unwrap_or_default(),
+            saved: saved_keys,
+        };
+        emit(out, &ui::render::written_json(&written))?;
+        return Ok(exit::OK);
+    }
     s.push_str(&ui::render::written(
         &out_dir.display().to_string(),
         tree.files.len()
@@ -226,4 +304,33 @@ pub(crate) fn run(
     ));
     emit(out, &s)?;
     Ok(exit::OK)
+}
+
+/// The `--git-*` flags given, as `gitops:` keys and values.
+fn git_fields(args: &RenderArgs) -> Vec<(&'static str, String)> {
+    [
+        ("repoURL", &args.git_repo),
+        ("revision", &args.git_revision),
+        ("path", &args.git_path),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+    .collect()
+}
+
+/// True when mesh.yaml's text does not already hold `gitops.<key>: value` (so the flag would
+/// be lost without `--save`).
+fn gitops_value(text: &str, key: &str, value: &str) -> bool {
+    match cmesh_core::spec::load("mesh.yaml", text) {
+        Ok((spec, _)) => {
+            let g = &spec.gitops;
+            let current = match key {
+                "repoURL" => g.repo_url.clone(),
+                "revision" => Some(g.revision.clone()),
+                _ => Some(g.path.clone()),
+            };
+            current.as_deref() != Some(value)
+        }
+        Err(_) => true,
+    }
 }

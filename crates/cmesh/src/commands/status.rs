@@ -16,7 +16,8 @@ use crate::pipeline::{PkiAccess, open_pki, reconcile};
 use crate::ui::status::ClusterChecks;
 use crate::ui::{self, Style};
 
-/// Runs `cmesh status`. Exit 0 when no check fails, 1 otherwise.
+/// Runs `cmesh status`. Exit 0 when no check fails, 7 when a cluster cannot be reached, 1
+/// otherwise.
 ///
 /// # Errors
 /// Spec and usage errors.
@@ -127,7 +128,19 @@ pub(crate) fn run(
                     args.timeout.0.as_secs()
                 );
             }
-            return Ok(if ok { exit::OK } else { exit::CHECKS_FAILED });
+            // As every command: a cluster that cannot be reached is exit 7, over a failed check.
+            let unreachable = checks.iter().any(|c| {
+                c.checks
+                    .iter()
+                    .any(|k| k.name == "api" && k.outcome == status::Outcome::Fail)
+            });
+            return Ok(if unreachable {
+                exit::CLUSTER
+            } else if ok {
+                exit::OK
+            } else {
+                exit::CHECKS_FAILED
+            });
         }
         let line = ui::status::waiting_line(&checks, start.elapsed().as_secs());
         if terminal {

@@ -72,7 +72,10 @@ pub(crate) fn acquire(
     let mut told = false;
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(Lock { _dir: file }),
+            Ok(()) => {
+                tracing::debug!(lock = %what, dir = %dir.display(), waited = ?start.elapsed(), "locked");
+                return Ok(Lock { _dir: file });
+            }
             Err(std::fs::TryLockError::WouldBlock) => {
                 if start.elapsed() >= wait.timeout {
                     return Err(ExpectedError::Locked {

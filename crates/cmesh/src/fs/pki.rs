@@ -108,7 +108,9 @@ impl PkiDir {
     /// [`ExpectedError::PkiFile`] for a file that cannot be read (which is never taken for a
     /// missing one), [`ExpectedError::Read`] for an unreadable directory.
     pub(crate) fn read(&self) -> Result<PkiFiles, ExpectedError> {
-        read(&self.dir)
+        let files = read(&self.dir)?;
+        tracing::debug!(dir = %self.dir.display(), files = ?files.keys().collect::<Vec<_>>(), "read pki.dir");
+        Ok(files)
     }
 
     /// Writes `writes` (what reconcile returned): a new CA as a pair that never overwrites,
@@ -117,6 +119,8 @@ impl PkiDir {
     /// # Errors
     /// Write errors; [`ExpectedError::PkiRefused`] if a CA appeared in the meantime.
     pub(crate) fn write(&self, writes: &[PkiWrite]) -> Result<(), ExpectedError> {
+        // Paths only: never what a file holds.
+        tracing::debug!(dir = %self.dir.display(), files = ?writes.iter().map(|w| w.path.as_str()).collect::<Vec<_>>(), "write pki.dir");
         let cert = writes.iter().find(|w| w.path == CA_CERT);
         let key = writes.iter().find(|w| w.path == CA_KEY);
         match (cert, key) {

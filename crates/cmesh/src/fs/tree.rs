@@ -3,8 +3,9 @@
 //! A tree is written into a temporary sibling directory and swapped into place in one step,
 //! so an error or a kill at any point leaves the previous tree or the new one, never a mix or
 //! nothing. A directory holding files cmesh would not have written is not replaced without
-//! `--force`, and an output directory may never be or hold pki.dir or mesh.yaml
-//! ([`check_disjoint`]).
+//! `--force`, except the user's own files ([`is_user_path`]: a top-level
+//! `kustomization.yaml`, `local/`), which are carried into every new tree; an output directory
+//! may never be or hold pki.dir or mesh.yaml ([`check_disjoint`]).
 
 use crate::ui::render::{Drift, DriftKind};
 use std::collections::BTreeMap;
@@ -16,13 +17,18 @@ use super::atomic::{self, Mode};
 use super::fault;
 use crate::errors::ExpectedError;
 
-/// True for paths cmesh writes into a tree.
+/// True for paths cmesh writes into a tree (in this layout or an earlier one, so that an
+/// older tree is replaced without `--force`).
 fn is_cmesh_path(rel: &str) -> bool {
     let parts: Vec<&str> = rel.split('/').collect();
     match parts.as_slice() {
         ["README.md" | ".gitignore"] => true,
+        ["argocd", "applications" | "applicationset", f] => f.ends_with(".yaml"),
+        ["argocd-config", "argocd-cm-patch.yaml"] => true,
+        // The layout before argocd/ was split into its two alternatives.
         ["argocd", f] => f.ends_with(".yaml"),
-        ["flux", _, "sync.yaml"] | ["flux", _, "release", "release.yaml"] => true,
+        ["flux", _, "sync.yaml" | "kustomization.yaml"]
+        | ["flux", _, "release", "release.yaml" | "kustomization.yaml"] => true,
         ["helm", f] => f.ends_with(".sh"),
         [
             _,
@@ -30,6 +36,43 @@ fn is_cmesh_path(rel: &str) -> bool {
         ] => true,
         _ => false,
     }
+}
+
+/// True for the user's own files, which a render keeps as they are: a `kustomization.yaml`
+/// at the top of the tree (an overlay over the generated folders) and anything under
+/// `local/`.
+pub(crate) fn is_user_path(rel: &str) -> bool {
+    matches!(rel, "kustomization.yaml" | "kustomization.yml") || rel.starts_with("local/")
+}
+
+/// Copies the user's files of the tree `from` into `to` (links stay links, modes kept).
+fn carry_user_files(from: &Path, to: &Path, files: &[String]) -> Result<(), ExpectedError> {
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ExpectedError::Write { path, source }
+    };
+    for rel in files {
+        let src = from.join(rel);
+        let dst = to.join(rel);
+        if let Some(p) = dst.parent() {
+            std::fs::create_dir_all(p).map_err(werr(p))?;
+        }
+        let meta = std::fs::symlink_metadata(&src).map_err(|source| ExpectedError::Read {
+            path: src.clone(),
+            source,
+        })?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&src).map_err(|source| ExpectedError::Read {
+                path: src.clone(),
+                source,
+            })?;
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(&target, &dst).map_err(werr(&dst))?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(werr(&dst))?;
+        }
+    }
+    Ok(())
 }
 
 fn list_files(root: &Path) -> Result<Vec<String>, ExpectedError> {
@@ -107,7 +150,7 @@ pub(crate) fn write_tree(
         if !force {
             let foreign: Vec<String> = list_files(dir)?
                 .into_iter()
-                .filter(|p| !is_cmesh_path(p))
+                .filter(|p| !is_cmesh_path(p) && !is_user_path(p))
                 .collect();
             if !foreign.is_empty() {
                 return Err(ExpectedError::DirNotOurs {
@@ -121,6 +164,7 @@ pub(crate) fn write_tree(
         .prefix(&format!(".{name}.tmp-"))
         .tempdir_in(&parent)
         .map_err(werr(&parent))?;
+    tracing::debug!(dir = %dir.display(), staging = %tmp.path().display(), files = files.len(), "writing tree");
     for (rel, f) in files {
         if crate::host::signals::interrupted() {
             return Err(ExpectedError::Interrupted);
@@ -130,6 +174,14 @@ pub(crate) fn write_tree(
             std::fs::create_dir_all(p).map_err(werr(p))?;
         }
         atomic::write_new(&path, &f.bytes, mode(f.kind))?;
+    }
+    // The user's own files (an overlay, `local/`) go into the new tree as they are.
+    if dir.is_dir() {
+        let mine: Vec<String> = list_files(dir)?
+            .into_iter()
+            .filter(|p| is_user_path(p) && !files.contains_key(p))
+            .collect();
+        carry_user_files(dir, tmp.path(), &mine)?;
     }
     #[cfg(unix)]
     {
@@ -318,7 +370,7 @@ pub(crate) fn compare(
     }
     if dir.is_dir() {
         for rel in list_files(dir)? {
-            if is_cmesh_path(&rel) && !files.contains_key(&rel) {
+            if is_cmesh_path(&rel) && !is_user_path(&rel) && !files.contains_key(&rel) {
                 out.push(Drift {
                     path: shown(&rel),
                     kind: DriftKind::Extra,
@@ -451,6 +503,12 @@ mod tests {
     fn cmesh_paths() {
         assert!(is_cmesh_path("k8s01/values.yaml"));
         assert!(is_cmesh_path("argocd/applicationset.yaml"));
+        assert!(is_cmesh_path("argocd/applications/k8s01.yaml"));
+        assert!(is_cmesh_path("argocd/applicationset/kustomization.yaml"));
+        assert!(is_cmesh_path("argocd-config/argocd-cm-patch.yaml"));
+        assert!(is_cmesh_path("flux/k8s01/release/kustomization.yaml"));
+        assert!(!is_cmesh_path("kustomization.yaml") && is_user_path("kustomization.yaml"));
+        assert!(is_user_path("local/patch.yaml") && !is_user_path("argocd/local/x.yaml"));
         assert!(!is_cmesh_path("k8s01/secrets.sealed.yaml"));
         assert!(!is_cmesh_path("notes.txt"));
     }

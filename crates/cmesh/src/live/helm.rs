@@ -127,6 +127,8 @@ impl Helm {
             all.push(c.clone());
         }
         let shown = args.join(" ");
+        tracing::debug!(helm = %self.bin.display(), args = %shown, context = ?target.context, "helm");
+        let started = std::time::Instant::now();
         let mut cmd = Command::new(&self.bin);
         cmd.args(&all)
             .stdin(Stdio::null())
@@ -150,6 +152,7 @@ impl Helm {
                 });
             }
         };
+        tracing::debug!(args = %shown, code = ?out.status.code(), elapsed = ?started.elapsed(), "helm done");
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {

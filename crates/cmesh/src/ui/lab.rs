@@ -34,19 +34,34 @@ fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-/// One row of the lab table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One row of the lab table (and of `lab status -o json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Row {
     /// The cluster.
     pub cluster: String,
-    /// `running`, `absent`, `stopped`, …, and whether `lab up` made it.
+    /// `running`, `exists`, `absent`, or the VM's state (`shut off`, …).
     pub state: String,
+    /// Whether `lab up` made it (`None` when it does not exist).
+    pub made_by_lab_up: Option<bool>,
     /// What the agents use as the API server (`host:port`), if known.
     pub api_server: Option<String>,
     /// The clustermesh endpoint peers dial, if known.
     pub clustermesh: Option<String>,
     /// The kubeconfig, if written.
     pub kubeconfig: Option<String>,
+}
+
+/// `lab status -o json`: `{ok, clusters: [{cluster, state, madeByLabUp, apiServer,
+/// clustermesh, kubeconfig}]}`; `ok` is false when a cluster is absent.
+pub fn json(rows: &[Row]) -> String {
+    let doc = serde_json::json!({
+        "ok": rows.iter().all(|r| r.state != "absent"),
+        "clusters": rows,
+    });
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    s.push('\n');
+    s
 }
 
 /// The lab's clusters as an aligned table.
@@ -62,9 +77,14 @@ pub fn table(rows: &[Row]) -> String {
         .iter()
         .map(|r| {
             let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+            let state = match r.made_by_lab_up {
+                Some(true) => format!("{} (made by lab up)", r.state),
+                Some(false) => format!("{} (not made by lab up)", r.state),
+                None => r.state.clone(),
+            };
             [
                 r.cluster.clone(),
-                r.state.clone(),
+                state,
                 dash(&r.api_server),
                 dash(&r.clustermesh),
                 dash(&r.kubeconfig),
@@ -167,7 +187,8 @@ mod tests {
         let rows = vec![
             Row {
                 cluster: "k8s01".into(),
-                state: "running (made by lab up)".into(),
+                state: "running".into(),
+                made_by_lab_up: Some(true),
                 api_server: Some("172.18.0.2:6443".into()),
                 clustermesh: Some("172.18.0.2:32379".into()),
                 kubeconfig: Some("kubeconfig-k8s01".into()),
@@ -175,6 +196,7 @@ mod tests {
             Row {
                 cluster: "k8s02".into(),
                 state: "absent".into(),
+                made_by_lab_up: None,
                 api_server: None,
                 clustermesh: None,
                 kubeconfig: None,

@@ -27,6 +27,47 @@ pub struct Drift {
     pub diff: Option<String>,
 }
 
+/// What a render wrote, for `-o json`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Written {
+    /// The tree's directory.
+    pub out: String,
+    /// Files written there.
+    pub files: usize,
+    /// `--secrets-out`, if given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets_out: Option<String>,
+    /// Files holding private keys or Secrets (in the tree or `--secrets-out`).
+    pub secret_files: usize,
+    /// Of all files, those written at mode 0600.
+    pub sensitive: usize,
+    /// What happened to the CA and each certificate (no key material).
+    pub pki: Vec<cmesh_core::pki::store::PkiEvent>,
+    /// The `gitops:` keys `--save` wrote into mesh.yaml.
+    pub saved: Vec<String>,
+}
+
+/// `render -o json`: one document.
+pub fn written_json(w: &Written) -> String {
+    let mut s = serde_json::to_string_pretty(w).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// `render --check -o json`: `{upToDate, keyless, drift: [{path, kind, diff}]}`.
+pub fn check_json(out: &str, drift: &[Drift], keyless: bool) -> String {
+    let doc = serde_json::json!({
+        "out": out,
+        "upToDate": drift.is_empty(),
+        "keyless": keyless,
+        "drift": drift,
+    });
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
 /// The closing lines of a successful render.
 pub fn written(
     out: &str,

@@ -193,6 +193,33 @@ pub fn replace_line(line: &str) {
     eprint(line);
 }
 
+/// Sends tracing to stderr for `-v` (cmesh's own events at debug) and `-vv` (trace, and the
+/// Kubernetes client's events), each line through the [`Sanitizer`]: events quote servers.
+/// Without `-v` no subscriber is installed and events cost nothing.
+pub fn init_tracing(verbose: u8) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    if verbose == 0 {
+        return;
+    }
+    let targets = match verbose {
+        1 => Targets::new().with_target("cmesh", LevelFilter::DEBUG),
+        _ => Targets::new()
+            .with_target("cmesh", LevelFilter::TRACE)
+            .with_target("kube", LevelFilter::DEBUG)
+            .with_target("kube_client", LevelFilter::DEBUG),
+    };
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_target(true)
+        .with_writer(|| Sanitizer::new(io::stderr(), false));
+    let _ = tracing_subscriber::registry()
+        .with(layer)
+        .with(targets)
+        .try_init();
+}
+
 /// A one-line notice on stderr (`cmesh: …`).
 pub fn note(line: &str) {
     eprint(&format!("cmesh: {}\n", escape_line(line)));

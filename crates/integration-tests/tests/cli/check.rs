@@ -125,8 +125,11 @@ fn example_flag_and_conflicts() {
     let d = cli::scratch();
     let r = cmesh(d.path(), &["check", "--example"]);
     assert_code(&r, 0);
+    // The article's release is out of support: valid, with that one warning.
     assert!(
-        r.stdout.starts_with("<example>: ok (2 clusters"),
+        r.stdout.contains("CM406")
+            && r.stdout
+                .contains("<example>: 1 warning (ok (2 clusters, Cilium 1.14.2"),
         "{}",
         r.stdout
     );
@@ -168,12 +171,56 @@ fn check_inspects_an_existing_ca() {
         "{}",
         r.stdout
     );
+    // The certificate alone is a clone of the GitOps repository: a warning, not an error.
     std::fs::remove_file(p.join("pki/ca.key")).unwrap();
     let r = cmesh(p, &["check"]);
-    assert_code(&r, 3);
+    assert_code(&r, 0);
     assert!(
-        r.stdout.contains("CM510") && r.stdout.contains("has ca.crt but not ca.key"),
+        r.stdout.contains("CM516") && r.stdout.contains("has ca.crt but not ca.key"),
         "{}",
         r.stdout
     );
+    // The key alone is still an error.
+    std::fs::rename(p.join("pki/ca.crt"), p.join("pki/ca.key")).unwrap();
+    let r = cmesh(p, &["check"]);
+    assert_code(&r, 3);
+    assert!(
+        r.stdout.contains("CM510") && r.stdout.contains("has ca.key but not ca.crt"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Issue 20: `check` says when the Cilium release is out of upstream support and names the
+/// newest cmesh supports; maintained releases get no such warning.
+#[test]
+fn check_warns_about_releases_out_of_support() {
+    let d = cli::scratch();
+    let p = d.path();
+    assert_code(&cmesh(p, &["init", "--cilium-version", "1.14.2"]), 0);
+    let r = cmesh(p, &["check"]);
+    assert_code(&r, 0);
+    assert!(
+        r.stdout.contains("CM406")
+            && r.stdout.contains("Cilium 1.14 no longer gets fixes")
+            && r.stdout.contains("1.20.0")
+            && r.stdout
+                .contains("from 1.16 every private key is delivered in Secrets"),
+        "{}",
+        r.stdout
+    );
+    for (version, warned) in [("1.17.18", true), ("1.18.12", false), ("1.20.0", false)] {
+        assert_code(
+            &cmesh(p, &["init", "--force", "--cilium-version", version]),
+            0,
+        );
+        let r = cmesh(p, &["check", "-o", "json"]);
+        assert_code(&r, 0);
+        assert_eq!(
+            r.stdout.contains("CM406"),
+            warned,
+            "{version}: {}",
+            r.stdout
+        );
+    }
 }

@@ -63,7 +63,7 @@ fn the_articles_manifests() {
     let v = json(&r.stdout);
     assert_eq!(v["ok"], false);
     assert_eq!(v["findings"].as_array().unwrap().len(), 1);
-    assert_eq!(v["findings"][0]["at"][0]["field_line"], 16);
+    assert_eq!(v["findings"][0]["at"][0]["fieldLine"], 16);
     assert!(!r.stdout.contains("L401"), "{}", r.stdout);
 }
 

@@ -31,8 +31,8 @@ fn init_show_and_never_replace() {
     let r = cmesh(p, &["pki", "show", "-o", "json"]);
     assert_code(&r, 0);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["ca"]["common_name"], "cmesh homelab CA");
-    assert_eq!(v["certificates"].as_array().unwrap().len(), 10);
+    assert_eq!(v["ca"]["commonName"], "cmesh homelab CA");
+    assert_eq!(v["certificates"].as_array().unwrap().len(), 12);
     assert!(
         v["renderedFiles"]
             .as_array()

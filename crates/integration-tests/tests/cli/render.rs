@@ -40,11 +40,16 @@ fn render_example_writes_the_tree_with_safe_modes() {
         "k8s01/values.yaml",
         "k8s02/values.yaml",
         "k8s01/secrets.yaml",
-        "argocd/k8s01.yaml",
-        "argocd/applicationset.yaml",
-        "argocd/project.yaml",
-        "argocd/argocd-cm-patch.yaml",
+        "argocd/applications/k8s01.yaml",
+        "argocd/applications/project.yaml",
+        "argocd/applications/kustomization.yaml",
+        "argocd/applicationset/applicationset.yaml",
+        "argocd/applicationset/project.yaml",
+        "argocd/applicationset/kustomization.yaml",
+        "argocd-config/argocd-cm-patch.yaml",
         "flux/k8s01/sync.yaml",
+        "flux/k8s01/kustomization.yaml",
+        "flux/k8s01/release/kustomization.yaml",
         "flux/k8s01/release/release.yaml",
         "k8s01/secret-values.yaml",
         "k8s01/flux-secret-values.yaml",
@@ -70,7 +75,7 @@ fn render_example_writes_the_tree_with_safe_modes() {
     assert_eq!(mode(&out.join("k8s01/values.yaml")), 0o644);
     for f in [
         "k8s01/values.yaml",
-        "argocd/k8s01.yaml",
+        "argocd/applications/k8s01.yaml",
         "flux/k8s01/release/release.yaml",
     ] {
         let text = std::fs::read_to_string(out.join(f)).unwrap();
@@ -96,7 +101,7 @@ fn second_render_is_byte_identical_and_reuses_the_ca() {
     let r = cmesh(p, &["render"]);
     assert_code(&r, 0);
     assert!(
-        r.stdout.contains("reused 10 certificate(s)") && !r.stdout.contains("created"),
+        r.stdout.contains("reused 12 certificate(s)") && !r.stdout.contains("created"),
         "{}",
         r.stdout
     );
@@ -254,4 +259,216 @@ fn base_phase() {
     assert!(!v.contains("clustermesh:"), "{v}");
     let readme = std::fs::read_to_string(p.join("cmesh-out/README.md")).unwrap();
     assert!(readme.contains("--phase mesh"), "{readme}");
+}
+
+/// Issue 20: the user's own files in the tree (a top-level kustomization.yaml overlay, anything
+/// under local/, links included) survive every render and are not drift; any other foreign
+/// file is still refused without --force.
+#[test]
+fn render_keeps_the_users_overlay_and_local_files() {
+    let d = cli::scratch();
+    let p = d.path();
+    assert_code(&cmesh(p, &["init"]), 0);
+    assert_code(&cmesh(p, &["render"]), 0);
+    let out = p.join("cmesh-out");
+    let overlay = "resources:\n- argocd/applications\npatches:\n- path: local/sync-options.yaml\n";
+    std::fs::write(out.join("kustomization.yaml"), overlay).unwrap();
+    std::fs::create_dir_all(out.join("local/deep")).unwrap();
+    std::fs::write(out.join("local/sync-options.yaml"), "# mine\n").unwrap();
+    std::fs::write(out.join("local/deep/notes.yaml"), "# mine too\n").unwrap();
+    std::os::unix::fs::symlink("../README.md", out.join("local/readme-link")).unwrap();
+    let r = cmesh(p, &["render", "--check"]);
+    assert_code(&r, 0);
+    // Render again after a change: the tree is replaced, the user's files carried over.
+    let r = cmesh(p, &["render", "--git-revision", "prod"]);
+    assert_code(&r, 0);
+    assert_eq!(
+        std::fs::read_to_string(out.join("kustomization.yaml")).unwrap(),
+        overlay
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("local/deep/notes.yaml")).unwrap(),
+        "# mine too\n"
+    );
+    assert_eq!(
+        std::fs::read_link(out.join("local/readme-link")).unwrap(),
+        std::path::PathBuf::from("../README.md")
+    );
+    assert!(
+        std::fs::read_to_string(out.join("argocd/applications/k8s01.yaml"))
+            .unwrap()
+            .contains("targetRevision: prod"),
+        "the render took"
+    );
+    // Anything else is still not ours to delete.
+    std::fs::write(out.join("notes.txt"), "x").unwrap();
+    let r = cmesh(p, &["render"]);
+    assert_code(&r, 4);
+    assert!(r.stderr.contains("notes.txt"), "{}", r.stderr);
+}
+
+/// Issue 20: `init` writes the gitops block; `--git-*` flags not in mesh.yaml are pointed out,
+/// and `--save` writes them there (comments kept), so a later plain `render --check` is clean.
+#[test]
+fn git_flags_are_saved_into_mesh_yaml_on_request() {
+    let d = cli::scratch();
+    let p = d.path();
+    assert_code(&cmesh(p, &["init"]), 0);
+    let mesh = std::fs::read_to_string(p.join("mesh.yaml")).unwrap();
+    assert!(mesh.contains("\ngitops:\n  # repoURL: "), "{mesh}");
+    let repo = "https://git.example.com/acme/platform.git";
+    let r = cmesh(p, &["render", "--git-repo", repo]);
+    assert_code(&r, 0);
+    assert!(
+        r.stderr.contains("note: gitops.repoURL not in mesh.yaml") && r.stderr.contains("--save"),
+        "{}",
+        r.stderr
+    );
+    // Without the flag, the tree no longer matches what mesh.yaml renders.
+    assert_code(&cmesh(p, &["render", "--check"]), 6);
+    let r = cmesh(
+        p,
+        &[
+            "render",
+            "--git-repo",
+            repo,
+            "--git-revision",
+            "main",
+            "--save",
+        ],
+    );
+    assert_code(&r, 0);
+    assert!(
+        r.stdout
+            .contains("saved gitops.repoURL, gitops.revision in "),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stderr.contains("not in mesh.yaml"), "{}", r.stderr);
+    let saved = std::fs::read_to_string(p.join("mesh.yaml")).unwrap();
+    assert!(saved.contains(&format!("  repoURL: {repo}\n")), "{saved}");
+    assert!(saved.contains("  revision: main\n"), "{saved}");
+    // Everything else is as it was, comments included.
+    let comments = |t: &str| {
+        t.lines()
+            .filter(|l| l.trim_start().starts_with('#'))
+            .count()
+    };
+    assert_eq!(comments(&saved), comments(&mesh));
+    assert_eq!(saved.lines().count(), mesh.lines().count() + 1);
+    let r = cmesh(p, &["render", "--check"]);
+    assert_code(&r, 0);
+    // --save needs a flag to save, and is not for --check.
+    assert_code(&cmesh(p, &["render", "--save"]), 2);
+    assert_code(
+        &cmesh(p, &["render", "--check", "--save", "--git-repo", repo]),
+        2,
+    );
+    assert_eq!(std::fs::read_to_string(p.join("mesh.yaml")).unwrap(), saved);
+}
+
+/// Issue 20: `-v` traces cmesh's steps on stderr (files, locks, the tree), never a key; without
+/// it nothing of the kind is printed.
+#[test]
+fn verbose_traces_steps_and_never_keys() {
+    let d = cli::scratch();
+    let p = d.path();
+    assert_code(&cmesh(p, &["init"]), 0);
+    let quiet = cmesh(p, &["render"]);
+    assert_code(&quiet, 0);
+    assert!(!quiet.stderr.contains("DEBUG"), "{}", quiet.stderr);
+    let r = cmesh(p, &["-v", "render"]);
+    assert_code(&r, 0);
+    for needle in ["DEBUG", "read pki.dir", "ca.key", "locked", "writing tree"] {
+        assert!(r.stderr.contains(needle), "{needle}: {}", r.stderr);
+    }
+    assert!(
+        !r.stderr.contains("PRIVATE KEY") && !r.stderr.contains("LS0t"),
+        "{}",
+        r.stderr
+    );
+    // Against a cluster: the server, kubeconfig and context it connects to.
+    let kubeconfig = p.join("kubeconfig-k8s01");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:9\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\nusers:\n- name: u\n  user:\n    token: secret-token-not-to-print\n",
+    )
+    .unwrap();
+    let r = cmesh(
+        p,
+        &[
+            "-v",
+            "status",
+            "--cluster",
+            "k8s01",
+            "--request-timeout",
+            "2s",
+        ],
+    );
+    assert_code(&r, 7);
+    assert!(
+        r.stderr.contains("connecting") && r.stderr.contains("https://127.0.0.1:9"),
+        "{}",
+        r.stderr
+    );
+    let r = cmesh(
+        p,
+        &[
+            "-vv",
+            "status",
+            "--cluster",
+            "k8s01",
+            "--request-timeout",
+            "2s",
+        ],
+    );
+    assert!(
+        !r.stderr.contains("secret-token-not-to-print"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Issue 20: `render -o json` and `render --check -o json`: one document each, camelCase, no
+/// key material.
+#[test]
+fn render_and_check_as_json() {
+    let d = cli::scratch();
+    let p = d.path();
+    assert_code(&cmesh(p, &["init"]), 0);
+    let r = cmesh(p, &["render", "-o", "json"]);
+    assert_code(&r, 0);
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert!(v["files"].as_u64().unwrap() > 10, "{v}");
+    assert!(v["secretFiles"].as_u64().unwrap() > 0, "{v}");
+    let pki = v["pki"].as_array().unwrap();
+    assert_eq!(pki[0]["action"], "created", "{v}");
+    assert!(pki.iter().all(|e| e["notAfter"].is_string()), "{v}");
+    assert!(
+        !r.stdout.contains("PRIVATE KEY") && !r.stdout.contains("LS0t"),
+        "{}",
+        r.stdout
+    );
+    let r = cmesh(p, &["render", "--check", "-o", "json"]);
+    assert_code(&r, 0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (v["upToDate"].as_bool(), v["keyless"].as_bool()),
+        (Some(true), Some(false))
+    );
+    std::fs::write(p.join("cmesh-out/k8s01/values.yaml"), "edited: true\n").unwrap();
+    let r = cmesh(p, &["render", "--check", "-o", "json"]);
+    assert_code(&r, 6);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["upToDate"], false);
+    let drift = v["drift"].as_array().unwrap();
+    assert_eq!(drift.len(), 1, "{v}");
+    assert!(
+        drift[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("cmesh-out/k8s01/values.yaml")
+    );
+    assert_eq!(drift[0]["kind"], "changed");
 }

@@ -37,8 +37,16 @@ type ResponseFuture = Pin<
 pub(crate) fn client(config: kube::Config, timeout: Duration) -> Result<kube::Client, kube::Error> {
     let layer = tower::ServiceBuilder::new().map_future(move |fut: ResponseFuture| {
         let deadline = tokio::time::Instant::now() + timeout;
+        let started = std::time::Instant::now();
         async move {
-            let res = match tokio::time::timeout_at(deadline, fut).await {
+            let res = tokio::time::timeout_at(deadline, fut).await;
+            // Method and path are logged by the client (-vv); here what came back and when.
+            match &res {
+                Ok(Ok(r)) => tracing::debug!(status = r.status().as_u16(), elapsed = ?started.elapsed(), "API response"),
+                Ok(Err(e)) => tracing::debug!(error = %e, elapsed = ?started.elapsed(), "API request failed"),
+                Err(_) => tracing::debug!(?timeout, "API request timed out"),
+            }
+            let res = match res {
                 Ok(r) => r?,
                 Err(_) => return Err(incomplete(timeout)),
             };

@@ -132,6 +132,7 @@ pub(crate) async fn connect(
                 .to_string()),
         cluster.context.as_deref().unwrap_or("current")
     );
+    tracing::debug!(cluster = %cluster.name, %target, timeout = ?timeout, "connecting");
     let client = connect::client(config, timeout).map_err(KubeError::api("client"))?;
     Ok(Conn {
         target,
@@ -377,7 +378,9 @@ impl Conn {
     ) -> Result<String, KubeError> {
         // An exec stream can stay open without traffic (seen when the command exits on a
         // kubelet that never sends the status frame): bound the whole call.
-        match tokio::time::timeout(
+        tracing::debug!(cluster = %self.name, pod, container, command = %command.join(" "), "exec");
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(
             bound,
             self.exec_in(CILIUM_NAMESPACE, pod, container, command),
         )
@@ -390,7 +393,15 @@ impl Conn {
                 container: container.to_owned(),
                 bound,
             }),
-        }
+        };
+        tracing::debug!(
+            cluster = %self.name,
+            pod,
+            ok = result.is_ok(),
+            elapsed = ?started.elapsed(),
+            "exec done"
+        );
+        result
     }
 
     /// [`Conn::exec`] in namespace `ns`.
