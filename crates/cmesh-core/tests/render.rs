@@ -27,15 +27,28 @@ fn lab(version: &str) -> MeshSpec {
     spec::load("mesh.yaml", &text).unwrap().0
 }
 
-fn pki_for(spec: &MeshSpec, files: &mut PkiFiles) -> render::PkiView {
-    let opts = ReconcileOptions {
-        now: datetime!(2026-11-24 12:00 UTC),
+/// Reconcile options at `now` for `spec`'s method, 30 days' renewal window.
+fn reconcile_opts(
+    spec: &MeshSpec,
+    ca_policy: CaPolicy,
+    now: time::OffsetDateTime,
+) -> ReconcileOptions {
+    ReconcileOptions {
+        now,
         renew_before: Duration::days(30),
         force: false,
         clusters: None,
         leaves: spec.clustermesh.certificates == spec::CertMethod::Cmesh,
-        ca_policy: CaPolicy::CreateIfMissing,
-    };
+        ca_policy,
+    }
+}
+
+fn pki_for(spec: &MeshSpec, files: &mut PkiFiles) -> render::PkiView {
+    let opts = reconcile_opts(
+        spec,
+        CaPolicy::CreateIfMissing,
+        datetime!(2026-11-24 12:00 UTC),
+    );
     let r = store::reconcile(spec, files, &opts).unwrap();
     for w in &r.writes {
         files.insert(w.path.clone(), w.bytes.clone());
@@ -789,14 +802,8 @@ fn a_keyless_render_reproduces_every_committed_file() {
                     })
                     .collect();
                 let committed = keyless::committed_leaf_certs(&spec, phase, &values);
-                let check_opts = ReconcileOptions {
-                    now: datetime!(2026-11-25 12:00 UTC),
-                    renew_before: Duration::days(30),
-                    force: false,
-                    clusters: None,
-                    leaves: spec.clustermesh.certificates == spec::CertMethod::Cmesh,
-                    ca_policy: CaPolicy::MustExist,
-                };
+                let check_opts =
+                    reconcile_opts(&spec, CaPolicy::MustExist, datetime!(2026-11-25 12:00 UTC));
                 let ca = String::from_utf8(files[store::CA_CERT].clone()).unwrap();
                 let public = verify_public(
                     &spec,
@@ -897,14 +904,7 @@ fn a_keyless_check_names_each_leaf_it_would_change() {
         &ca,
         &committed,
         |_, k| keyless::leaf_in_tree(&spec, Phase::Mesh, k),
-        &ReconcileOptions {
-            now: datetime!(2026-11-25 12:00 UTC),
-            renew_before: Duration::days(30),
-            force: false,
-            clusters: None,
-            leaves: true,
-            ca_policy: CaPolicy::MustExist,
-        },
+        &reconcile_opts(&spec, CaPolicy::MustExist, datetime!(2026-11-25 12:00 UTC)),
     )
     .unwrap();
     let changed: Vec<(String, String, store::Action, String)> = public
@@ -953,14 +953,7 @@ fn a_keyless_check_names_each_leaf_it_would_change() {
             &leaf,
             &committed,
             |_, _| true,
-            &ReconcileOptions {
-                now: datetime!(2026-11-25 12:00 UTC),
-                renew_before: Duration::days(30),
-                force: false,
-                clusters: None,
-                leaves: true,
-                ca_policy: CaPolicy::MustExist,
-            }
+            &reconcile_opts(&spec, CaPolicy::MustExist, datetime!(2026-11-25 12:00 UTC))
         )
         .is_err()
     );

@@ -120,6 +120,29 @@ pub fn cmesh_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Run {
     run
 }
 
+/// Runs real `git` in `dir` (with a fixed identity for commits); panics with git's stderr
+/// when it fails; returns its stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=cmesh-test",
+            "-c",
+            "user.email=cmesh@test.invalid",
+        ])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Asserts an exit code, showing the output on failure.
 #[track_caller]
 pub fn assert_code(run: &Run, code: i32) {

@@ -173,6 +173,15 @@ fn check(name: &'static str, outcome: Outcome, reason: impl Into<String>) -> Che
     }
 }
 
+/// The names of `cluster`'s peers: every other cluster of the mesh, in mesh.yaml's order.
+pub(crate) fn peer_names<'a>(spec: &'a MeshSpec, cluster: &Cluster) -> Vec<&'a str> {
+    spec.clusters
+        .iter()
+        .filter(|p| p.name != cluster.name)
+        .map(|p| p.name.as_str())
+        .collect()
+}
+
 /// The local clustermesh-apiserver URL the chart writes for every peer when KVStoreMesh is on.
 pub fn local_apiserver_url() -> String {
     format!("https://clustermesh-apiserver.{CILIUM_NAMESPACE}.svc:2379")
@@ -424,12 +433,7 @@ fn ca_check(spec: &MeshSpec, obs: &Observed, mesh_ca: Option<&CertInfo>) -> Chec
 /// own cause where one is not) and every peer's nodes known (`agents-nodes`).
 fn agents_checks(spec: &MeshSpec, cluster: &Cluster, obs: &Observed) -> Vec<Check> {
     let mut out = Vec::new();
-    let peers: Vec<&str> = spec
-        .clusters
-        .iter()
-        .filter(|p| p.name != cluster.name)
-        .map(|p| p.name.as_str())
-        .collect();
+    let peers = peer_names(spec, cluster);
     if obs.agent_reports.is_empty() {
         out.push(check(
             "agents-clustermesh",

@@ -36,12 +36,7 @@ pub struct Peering {
 
 /// The peerings of `cluster` to every other cluster of `spec`, from its observations.
 pub fn peerings(spec: &MeshSpec, cluster: &Cluster, obs: &Observed) -> Vec<Peering> {
-    let peers: Vec<&str> = spec
-        .clusters
-        .iter()
-        .filter(|p| p.name != cluster.name)
-        .map(|p| p.name.as_str())
-        .collect();
+    let peers = super::peer_names(spec, cluster);
     let peering = |to: &str, state, reason: String| Peering {
         from: cluster.name.clone(),
         to: to.to_owned(),

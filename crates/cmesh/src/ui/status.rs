@@ -63,21 +63,27 @@ pub fn table(all: &[ClusterChecks], width: usize) -> String {
     s
 }
 
+/// How many of a cluster's checks pass, and the names of those that fail.
+fn tally(c: &ClusterChecks) -> (usize, Vec<&'static str>) {
+    let pass = c
+        .checks
+        .iter()
+        .filter(|k| k.outcome == Outcome::Pass)
+        .count();
+    let failing = c
+        .checks
+        .iter()
+        .filter(|k| k.outcome == Outcome::Fail)
+        .map(|k| k.name)
+        .collect();
+    (pass, failing)
+}
+
 /// `k8s01: 12/12 checks pass`, one line per cluster.
 pub fn summary(all: &[ClusterChecks]) -> String {
     let mut s = String::new();
     for c in all {
-        let pass = c
-            .checks
-            .iter()
-            .filter(|k| k.outcome == Outcome::Pass)
-            .count();
-        let failing: Vec<&str> = c
-            .checks
-            .iter()
-            .filter(|k| k.outcome == Outcome::Fail)
-            .map(|k| k.name)
-            .collect();
+        let (pass, failing) = tally(c);
         let warn = c
             .checks
             .iter()
@@ -157,18 +163,8 @@ struct Picture<'a> {
 fn picture(all: &[ClusterChecks]) -> Picture<'_> {
     let mut nodes: Vec<(&str, Option<String>, bool)> = Vec::new();
     for c in all {
-        let failing: Vec<&str> = c
-            .checks
-            .iter()
-            .filter(|k| k.outcome == Outcome::Fail)
-            .map(|k| k.name)
-            .collect();
+        let (pass, failing) = tally(c);
         let verdict = if failing.is_empty() {
-            let pass = c
-                .checks
-                .iter()
-                .filter(|k| k.outcome == Outcome::Pass)
-                .count();
             format!("{pass}/{} checks pass", c.checks.len())
         } else {
             format!("failing: {}", failing.join(", "))

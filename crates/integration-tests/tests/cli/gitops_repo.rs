@@ -4,32 +4,10 @@
 //! missing CA certificate each fail it with the documented exit code.
 
 use std::path::Path;
-use std::process::Command;
 
-use integration_tests::cli;
+use integration_tests::cli::{self, git};
 
 use super::{assert_code, cmesh};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=cmesh-test",
-            "-c",
-            "user.email=cmesh@test.invalid",
-        ])
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Renders a mesh of `version` in a new repository, commits what `git add -A` takes, and
 /// returns the repository and a clone of it.
@@ -44,17 +22,8 @@ fn committed_and_cloned(version: &str) -> (tempfile::TempDir, tempfile::TempDir)
     git(repo.path(), &["add", "-A"]);
     git(repo.path(), &["commit", "-q", "-m", "mesh"]);
     let clone = cli::scratch();
-    let out = Command::new("git")
-        .args(["clone", "-q"])
-        .arg(repo.path())
-        .arg(clone.path().join("repo"))
-        .output()
-        .expect("git clone");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let source = repo.path().display().to_string();
+    git(clone.path(), &["clone", "-q", &source, "repo"]);
     (repo, clone)
 }
 

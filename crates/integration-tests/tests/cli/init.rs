@@ -1,6 +1,6 @@
 //! `cmesh init`.
 
-use integration_tests::cli;
+use integration_tests::cli::{self, git};
 
 use crate::{assert_code, cmesh};
 
@@ -111,21 +111,6 @@ fn init_rejects_impossible_options() {
         assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
     }
     assert!(!d.path().join("mesh.yaml").exists());
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Issue 20: `init` + `render` + `git add -A` stages no private key (1.14, the article's, keeps some

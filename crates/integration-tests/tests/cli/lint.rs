@@ -18,6 +18,16 @@ fn testdata(name: &str) -> String {
         .to_string()
 }
 
+/// The codes of a JSON report's findings, in order.
+fn finding_codes(v: &serde_json::Value) -> Vec<&str> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect()
+}
+
 fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
@@ -76,12 +86,7 @@ fn every_problem_and_the_clean_directory() {
     );
     assert_code(&r, 1);
     let v = json(&r.stdout);
-    let codes: Vec<&str> = v["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["code"].as_str().unwrap())
-        .collect();
+    let codes = finding_codes(&v);
     assert_eq!(
         codes,
         [
@@ -205,12 +210,7 @@ fn positional_paths_and_a_stream_on_stdin() {
     let r = cmesh_stdin(d.path(), &["lint", "-", "-o", "json"], stream.as_bytes());
     assert_code(&r, 1);
     let v = json(&r.stdout);
-    let codes: Vec<&str> = v["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["code"].as_str().unwrap())
-        .collect();
+    let codes = finding_codes(&v);
     assert_eq!(codes, ["L101"], "{}", r.stdout);
     assert!(r.stdout.contains("<stdin>"), "{}", r.stdout);
     let r = cmesh_stdin(d.path(), &["lint", "-"], stream.as_bytes());
