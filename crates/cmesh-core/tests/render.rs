@@ -1056,6 +1056,38 @@ fn the_runbook_routes_keys_in_values_for_each_tool() {
     );
     assert!(readme.contains("helm-secrets does not support"), "{readme}");
     assert!(
+        readme.contains("set `clustermesh.certificates: cronJob`"),
+        "{readme}"
+    );
+    // That route, rendered: no values file with a key, the Applications list values.yaml alone,
+    // and the shared CA (with its key, to be sealed) in secrets.yaml.
+    let cron = {
+        let text = spec
+            .source
+            .text()
+            .text()
+            .replace("certificates: cmesh", "certificates: cronJob");
+        spec::load("m", &text).unwrap().0
+    };
+    let pki = pki_for(&cron, &mut PkiFiles::new());
+    let routed = render::render_tree(&cron, &pki, &opts(Phase::Mesh)).unwrap();
+    assert!(
+        !routed
+            .secret_files
+            .keys()
+            .any(|p| p.ends_with("secret-values.yaml")),
+        "{:?}",
+        routed.secret_files.keys()
+    );
+    let app = file(&routed, "argocd/applications/k8s01.yaml");
+    assert!(!app.contains("secret-values.yaml"), "{app}");
+    let secrets = file(&routed, "k8s01/secrets.yaml");
+    assert!(
+        secrets.contains("name: cilium-ca") && secrets.contains("ca.key"),
+        "{secrets}"
+    );
+    assert!(!file(&routed, "README.md").contains("Private keys in values"));
+    assert!(
         readme.contains("check` warns that 1.14.2 is out of support"),
         "{readme}"
     );

@@ -999,11 +999,15 @@ fn keys_in_values_routes(spec: &MeshSpec) -> String {
         "- **helm** (`helm/<cluster>.sh`) reads `secret-values.yaml` where you render; nothing to commit.".into(),
         "- **Argo CD** reads every values file from git as it is, and a multi-source Application (what".into(),
         "  cmesh renders, values from this repository) cannot decrypt one: helm-secrets does not support".into(),
-        "  multi-source Applications. The Applications therefore fail on the missing".into(),
-        "  `secret-values.yaml` until the keys reach them some other way. The way out is Cilium 1.16 or".into(),
-        "  later, which takes every key from pre-created Secrets that you seal like any other (`cmesh".into(),
-        format!("  check` warns that {v} is out of support and names the release to move to, one minor at a"),
-        "  time). Until then, deliver the chart with Flux or helm.".into(),
+        "  multi-source Applications, so as rendered the Applications fail on the missing".into(),
+        "  `secret-values.yaml`. The route that works: set `clustermesh.certificates: cronJob` in".into(),
+        "  mesh.yaml and render again. The chart's certgen then issues each cluster's certificates in".into(),
+        "  the cluster from the shared CA, which arrives in the `cilium-ca` Secret of `secrets.yaml`".into(),
+        "  (seal it into the sealed path like the other Secrets: it syncs first); no values file holds a".into(),
+        "  key and the Applications list `values.yaml` alone. The price: the CA's key lives in every".into(),
+        "  cluster. The way out of both is Cilium 1.16 or later, which takes every key from pre-created".into(),
+        format!("  Secrets (`cmesh check` warns that {v} is out of support and names the release to move to,"),
+        "  one minor at a time).".into(),
     ];
     let mut s = lines.join("\n");
     s.push('\n');
