@@ -383,6 +383,40 @@ mod meshtest_and_lint {
         assert!(!x.contains('\u{1b}'), "{x}");
     }
 
+    /// `test -o html`: one self-contained page whose matrix is the pod-to-pod heat map, each
+    /// cell linked to its detail; what clusters said is escaped, never markup.
+    #[test]
+    fn test_html() {
+        let mut r = report();
+        r.cells[1].detail = "<script>alert(1)</script>\u{1b}[31m & 'quoted'".into();
+        let h = ui::meshtest::report_html(&r);
+        insta::assert_snapshot!(h);
+        // Nothing fetched or run: no script, no external reference.
+        assert!(!h.contains("<script") && !h.contains("src=") && !h.contains("http"), "{h}");
+        assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{h}");
+        assert!(!h.contains('\u{1b}'));
+        // Balanced rows and cells; one detail row per cell, each matrix cell linked to its own.
+        for tag in ["tr", "td", "th", "table"] {
+            assert_eq!(
+                h.matches(&format!("<{tag}")).count(),
+                h.matches(&format!("</{tag}>")).count(),
+                "<{tag}>"
+            );
+        }
+        assert_eq!(h.matches("<tr id=\"cell-").count(), r.cells.len());
+        let matrix = &h[h.find("<table id=\"pod-matrix\">").unwrap()..];
+        let matrix = &matrix[..matrix.find("</table>").unwrap()];
+        assert_eq!(matrix.matches("<tr>").count(), 3, "a header and a row per cluster");
+        assert_eq!(matrix.matches("class=\"self\"").count(), 2);
+        assert_eq!(matrix.matches("class=\"fail\"").count(), 1, "{matrix}");
+        assert_eq!(matrix.matches("class=\"pass\"").count(), 1, "{matrix}");
+        for link in matrix.split("href=\"#").skip(1) {
+            let id = &link[..link.find('"').unwrap()];
+            assert!(h.contains(&format!("<tr id=\"{id}\">")), "{id} has no detail");
+        }
+        assert!(h.contains("<title>cmesh test ab12cd FAILED</title>"));
+    }
+
     #[test]
     fn test_json_has_the_verdict() {
         let v: serde_json::Value =

@@ -275,6 +275,8 @@ pub(crate) enum TestOutput {
     Json,
     /// JUnit XML, for CI.
     Junit,
+    /// One self-contained HTML page: the matrix as a heat map, every cell's detail.
+    Html,
 }
 
 /// `cmesh test`.

@@ -99,7 +99,9 @@ pub(crate) fn run(
         ));
         let text = match args.output {
             TestOutput::Table => ui::meshtest::cleanup_table(&found, &selected, style.width),
-            TestOutput::Json | TestOutput::Junit => ui::meshtest::cleanup_json(&found),
+            TestOutput::Json | TestOutput::Junit | TestOutput::Html => {
+                ui::meshtest::cleanup_json(&found)
+            }
         };
         emit(out, &text)?;
         return Ok(if found.iter().all(meshtest::Cleanup::ok) {
@@ -159,6 +161,7 @@ pub(crate) fn run(
         TestOutput::Table => ui::meshtest::report_table(&report, style.width),
         TestOutput::Json => ui::meshtest::report_json(&report),
         TestOutput::Junit => ui::meshtest::report_junit(&report),
+        TestOutput::Html => ui::meshtest::report_html(&report),
     };
     emit(out, &text)?;
     Ok(if interrupted {

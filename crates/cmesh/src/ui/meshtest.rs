@@ -1,6 +1,6 @@
 //! Text for `test`: the result matrices per part, the failures with their fixes, the article's
-//! lesson and the cleanup, as a table; the same report as JSON and as JUnit XML; and the
-//! table of `test --cleanup`. Pure.
+//! lesson and the cleanup, as a table; the same report as JSON, as JUnit XML and as one
+//! self-contained HTML page; and the table of `test --cleanup`. Pure.
 
 use std::fmt::Write as _;
 
@@ -348,5 +348,208 @@ pub fn cleanup_json(all: &[Cleanup]) -> String {
     let mut s = serde_json::to_string_pretty(&serde_json::json!({"ok": ok, "cleanup": all}))
         .unwrap_or_default();
     s.push('\n');
+    s
+}
+
+/// Text for HTML: `&`, `<`, `>`, `"` and `'` escaped, control characters (terminal escapes
+/// from the clusters) dropped.
+fn html_escape(t: &str) -> String {
+    let mut out = String::with_capacity(t.len());
+    for c in t.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() && c != '\n' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn outcome_class(c: Option<&Cell>) -> &'static str {
+    match c.map(|c| c.outcome) {
+        None => "none",
+        Some(Outcome::Pass) => "pass",
+        Some(Outcome::Fail) => "fail",
+        Some(Outcome::Skip) => "skip",
+    }
+}
+
+/// The anchor of a cell's detail.
+fn cell_id(i: usize) -> String {
+    format!("cell-{i}")
+}
+
+/// `test -o html`: one self-contained page (inline style, no script, nothing fetched): the
+/// N×(N−1) pod-to-pod matrix as a heat map (green pass, red fail, grey skipped or not run),
+/// a table per other check (rows: the cluster the requests came from), the lessons, errors and
+/// cleanup, and every cell's detail, each matrix cell linking to its own.
+pub fn report_html(r: &Report) -> String {
+    let index = |c: &Cell| r.cells.iter().position(|x| std::ptr::eq(x, c)).unwrap_or(0);
+    let verdict = if r.ok() { "passed" } else { "FAILED" };
+    let mut s =
+        String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    let _ = writeln!(
+        s,
+        "<title>cmesh test {} {verdict}</title>",
+        html_escape(&r.run_id)
+    );
+    s.push_str(
+        "<style>\n\
+         body{font-family:system-ui,sans-serif;margin:2em;color:#1f2328}\n\
+         table{border-collapse:collapse;margin:1em 0}\n\
+         th,td{border:1px solid #d0d7de;padding:.4em .7em;text-align:left;vertical-align:top}\n\
+         td.pass{background:#dafbe1}td.fail{background:#ffebe9;font-weight:bold}\n\
+         td.skip,td.none{background:#f6f8fa;color:#656d76}td.self{background:#eaeef2}\n\
+         td a{color:inherit;text-decoration:none}\n\
+         .verdict-passed{color:#1a7f37}.verdict-FAILED{color:#cf222e}\n\
+         pre{white-space:pre-wrap;margin:0}\n\
+         </style>\n</head>\n<body>\n",
+    );
+    let _ = writeln!(
+        s,
+        "<h1>cmesh test <span class=\"verdict-{verdict}\">{verdict}</span></h1>\n<p>run {}, namespace {}, clusters {}, {:.1} s</p>",
+        html_escape(&r.run_id),
+        html_escape(&r.namespace),
+        html_escape(&r.clusters.join(", ")),
+        r.seconds
+    );
+    let names = &r.clusters;
+    if r.kinds.contains(&Kind::Pod) {
+        s.push_str("<h2>Pod to pod</h2>\n<table id=\"pod-matrix\">\n<tr><th>from \\ to</th>");
+        for to in names {
+            let _ = write!(s, "<th>{}</th>", html_escape(to));
+        }
+        s.push_str("</tr>\n");
+        for from in names {
+            let _ = write!(s, "<tr><th>{}</th>", html_escape(from));
+            for to in names {
+                if from == to {
+                    s.push_str("<td class=\"self\">·</td>");
+                    continue;
+                }
+                let c = find(r, "pod", from, Some(to));
+                let body = html_escape(&text(c));
+                match c {
+                    Some(cell) => {
+                        let _ = write!(
+                            s,
+                            "<td class=\"{}\" title=\"{}\"><a href=\"#{}\">{body}</a></td>",
+                            outcome_class(c),
+                            html_escape(&cell.detail),
+                            cell_id(index(cell))
+                        );
+                    }
+                    None => {
+                        let _ = write!(s, "<td class=\"none\">{body}</td>");
+                    }
+                }
+            }
+            s.push_str("</tr>\n");
+        }
+        s.push_str("</table>\n");
+    }
+    // The other checks, one row per cluster the requests came from.
+    let mut checks: Vec<&'static str> = Vec::new();
+    for c in &r.cells {
+        if c.check != "pod" && !checks.contains(&c.check) {
+            checks.push(c.check);
+        }
+    }
+    if !checks.is_empty() {
+        s.push_str(
+            "<h2>Services, failover, ingress</h2>\n<table id=\"checks\">\n<tr><th>check</th>",
+        );
+        for from in names {
+            let _ = write!(s, "<th>from {}</th>", html_escape(from));
+        }
+        s.push_str("</tr>\n");
+        for check in &checks {
+            let _ = write!(s, "<tr><th>{}</th>", html_escape(check));
+            for from in names {
+                let here: Vec<&Cell> = r
+                    .cells
+                    .iter()
+                    .filter(|c| c.check == *check && &c.from == from)
+                    .collect();
+                // A row of a matrix-like check (service to each cluster) is judged by its worst.
+                let worst = here
+                    .iter()
+                    .copied()
+                    .find(|c| c.outcome == Outcome::Fail)
+                    .or_else(|| here.first().copied());
+                match worst {
+                    Some(cell) => {
+                        let _ = write!(
+                            s,
+                            "<td class=\"{}\" title=\"{}\"><a href=\"#{}\">{}</a></td>",
+                            outcome_class(Some(cell)),
+                            html_escape(&cell.detail),
+                            cell_id(index(cell)),
+                            html_escape(&text(Some(cell)))
+                        );
+                    }
+                    None => s.push_str("<td class=\"none\">-</td>"),
+                }
+            }
+            s.push_str("</tr>\n");
+        }
+        s.push_str("</table>\n");
+    }
+    if !r.lessons.is_empty() {
+        s.push_str("<h2>The article's lesson</h2>\n<ul>\n");
+        for l in &r.lessons {
+            let _ = writeln!(
+                s,
+                "<li><b>{}</b>: {} <i>Fix:</i> {}</li>",
+                html_escape(&l.cluster),
+                html_escape(&l.observed),
+                html_escape(&l.fix)
+            );
+        }
+        s.push_str("</ul>\n");
+    }
+    if !r.errors.is_empty() || r.interrupted {
+        s.push_str("<h2>What stopped the run</h2>\n<ul id=\"errors\">\n");
+        for e in &r.errors {
+            let _ = writeln!(s, "<li>{}</li>", html_escape(e));
+        }
+        if r.interrupted {
+            s.push_str("<li>interrupted</li>\n");
+        }
+        s.push_str("</ul>\n");
+    }
+    s.push_str("<h2>Cleanup</h2>\n<table id=\"cleanup\">\n<tr><th>cluster</th><th>namespace</th><th>outcome</th></tr>\n");
+    for c in &r.cleanup {
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            html_escape(&c.cluster),
+            html_escape(&c.namespace),
+            if c.ok() { "pass" } else { "fail" },
+            html_escape(&outcome_word(&c.outcome))
+        );
+    }
+    s.push_str("</table>\n<h2>Every cell</h2>\n<table id=\"cells\">\n<tr><th>check</th><th>from</th><th>to</th><th>result</th><th>requests</th><th>detail</th><th>fix</th></tr>\n");
+    for (i, c) in r.cells.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "<tr id=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}/{}</td><td><pre>{}</pre></td><td>{}</td></tr>",
+            cell_id(i),
+            html_escape(c.check),
+            html_escape(&c.from),
+            html_escape(c.to.as_deref().unwrap_or("")),
+            outcome_class(Some(c)),
+            html_escape(&text(Some(c))),
+            c.answered,
+            c.requests,
+            html_escape(&c.detail),
+            html_escape(c.fix.as_deref().unwrap_or(""))
+        );
+    }
+    s.push_str("</table>\n</body>\n</html>\n");
     s
 }
