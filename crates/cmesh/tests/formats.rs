@@ -392,7 +392,10 @@ mod meshtest_and_lint {
         let h = ui::meshtest::report_html(&r);
         insta::assert_snapshot!(h);
         // Nothing fetched or run: no script, no external reference.
-        assert!(!h.contains("<script") && !h.contains("src=") && !h.contains("http"), "{h}");
+        assert!(
+            !h.contains("<script") && !h.contains("src=") && !h.contains("http"),
+            "{h}"
+        );
         assert!(h.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{h}");
         assert!(!h.contains('\u{1b}'));
         // Balanced rows and cells; one detail row per cell, each matrix cell linked to its own.
@@ -406,13 +409,20 @@ mod meshtest_and_lint {
         assert_eq!(h.matches("<tr id=\"cell-").count(), r.cells.len());
         let matrix = &h[h.find("<table id=\"pod-matrix\">").unwrap()..];
         let matrix = &matrix[..matrix.find("</table>").unwrap()];
-        assert_eq!(matrix.matches("<tr>").count(), 3, "a header and a row per cluster");
+        assert_eq!(
+            matrix.matches("<tr>").count(),
+            3,
+            "a header and a row per cluster"
+        );
         assert_eq!(matrix.matches("class=\"self\"").count(), 2);
         assert_eq!(matrix.matches("class=\"fail\"").count(), 1, "{matrix}");
         assert_eq!(matrix.matches("class=\"pass\"").count(), 1, "{matrix}");
         for link in matrix.split("href=\"#").skip(1) {
             let id = &link[..link.find('"').unwrap()];
-            assert!(h.contains(&format!("<tr id=\"{id}\">")), "{id} has no detail");
+            assert!(
+                h.contains(&format!("<tr id=\"{id}\">")),
+                "{id} has no detail"
+            );
         }
         assert!(h.contains("<title>cmesh test ab12cd FAILED</title>"));
     }

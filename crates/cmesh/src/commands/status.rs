@@ -16,8 +16,8 @@ use crate::pipeline::{PkiAccess, open_pki, reconcile};
 use crate::ui::status::ClusterChecks;
 use crate::ui::{self, Style};
 
-/// Runs `cmesh status`. Exit 0 when no check fails, 7 when a cluster cannot be reached, 1
-/// otherwise.
+/// Runs `cmesh status`. Exit 0 when no check fails, 7 when a cluster's API server cannot be
+/// reached, 1 otherwise (a cluster that answered too slowly for its deadline included).
 ///
 /// # Errors
 /// Spec and usage errors.
@@ -80,26 +80,33 @@ pub(crate) fn run(
                             timeout,
                         ),
                     )
-                    .await
-                    .unwrap_or_else(|_| {
+                    .await;
+                    // Past the deadline the cluster was slow, not unreachable: its own
+                    // requests are bounded well inside it, so it had answered some.
+                    let timed_out = obs.is_err();
+                    let obs = obs.unwrap_or_else(|_| {
                         status::Observed::unreachable(format!(
                             "no complete answer within {}s (four --request-timeout plus 3s per peer)",
                             deadline.as_secs()
                         ))
                     });
-                    (i, name, obs)
+                    (i, name, obs, timed_out)
                 });
             }
             let mut obs = Vec::new();
             while let Some(Ok(r)) = set.join_next().await {
                 obs.push(r);
             }
-            obs.sort_by_key(|(i, _, _)| *i);
+            obs.sort_by_key(|(i, _, _, _)| *i);
             obs
         });
+        // As every command: a cluster whose API server could not be reached is exit 7.
+        let unreachable = all
+            .iter()
+            .any(|(_, _, obs, timed_out)| obs.api.is_err() && !timed_out);
         let checks: Vec<ClusterChecks> = all
             .into_iter()
-            .filter_map(|(_, name, obs)| {
+            .filter_map(|(_, name, obs, _)| {
                 let cluster = spec.cluster(&name)?;
                 let rendered_values = rendered
                     .as_ref()
@@ -128,12 +135,6 @@ pub(crate) fn run(
                     args.timeout.0.as_secs()
                 );
             }
-            // As every command: a cluster that cannot be reached is exit 7, over a failed check.
-            let unreachable = checks.iter().any(|c| {
-                c.checks
-                    .iter()
-                    .any(|k| k.name == "api" && k.outcome == status::Outcome::Fail)
-            });
             return Ok(if unreachable {
                 exit::CLUSTER
             } else if ok {
