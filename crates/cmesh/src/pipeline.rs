@@ -256,14 +256,7 @@ fn verify_committed(
         }
     }
     let committed = keyless::committed_leaf_certs(spec, phase, &values);
-    let opts = ReconcileOptions {
-        now: now(),
-        renew_before: time::Duration::days(30),
-        force: false,
-        clusters: None,
-        leaves: spec.clustermesh.certificates == CertMethod::Cmesh,
-        ca_policy: CaPolicy::MustExist,
-    };
+    let opts = reconcile_options(spec, CaPolicy::MustExist, None, false);
     verify_public(
         spec,
         &String::from_utf8_lossy(ca_cert),
@@ -324,6 +317,24 @@ fn render_view(
     })
 }
 
+/// How the PKI is judged now: leaves only for `certificates: cmesh`, renewed within
+/// `renew_before` (30 days by default); the same for a render and a keyless check.
+fn reconcile_options(
+    spec: &MeshSpec,
+    policy: CaPolicy,
+    renew_before: Option<time::Duration>,
+    force: bool,
+) -> ReconcileOptions {
+    ReconcileOptions {
+        now: now(),
+        renew_before: renew_before.unwrap_or(time::Duration::days(30)),
+        force,
+        clusters: None,
+        leaves: spec.clustermesh.certificates == CertMethod::Cmesh,
+        ca_policy: policy,
+    }
+}
+
 /// Reconciles the PKI of `spec` (skipped for certManager, which has no shared CA).
 ///
 /// # Errors
@@ -339,14 +350,7 @@ pub(crate) fn reconcile(
         return Ok(None);
     }
     let files = pki.read()?;
-    let opts = ReconcileOptions {
-        now: now(),
-        renew_before: renew_before.unwrap_or(time::Duration::days(30)),
-        force,
-        clusters: None,
-        leaves: spec.clustermesh.certificates == CertMethod::Cmesh,
-        ca_policy: policy,
-    };
+    let opts = reconcile_options(spec, policy, renew_before, force);
     store::reconcile(spec, &files, &opts)
         .map(Some)
         .map_err(|source| ExpectedError::Pki {

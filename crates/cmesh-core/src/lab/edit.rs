@@ -57,6 +57,33 @@ fn path_of(cluster: usize, key: &[&str]) -> String {
     })
 }
 
+/// The change that adds `key: value` on a new line after the line of the sibling key at
+/// `anchor`, at that key's indentation: `(offset, 0, text)`. `None` when the sibling does not
+/// start its line (flow style), except after `- ` when `list_item` allows it.
+fn insert_after(
+    text: &str,
+    anchor: crate::yaml::Span,
+    key: &str,
+    value: &str,
+    list_item: bool,
+) -> Option<(usize, usize, String)> {
+    let line_start = text[..anchor.offset].rfind('\n').map_or(0, |i| i + 1);
+    let prefix = &text[line_start..anchor.offset];
+    if !prefix.chars().all(|c| c == ' ' || (list_item && c == '-')) {
+        return None;
+    }
+    let indent = " ".repeat(prefix.chars().count());
+    let line_end = text[anchor.offset..]
+        .find('\n')
+        .map_or(text.len(), |i| anchor.offset + i + 1);
+    let newline = if line_end == text.len() && !text.ends_with('\n') {
+        "\n"
+    } else {
+        ""
+    };
+    Some((line_end, 0, format!("{newline}{indent}{key}: {value}\n")))
+}
+
 /// Applies `edits` to the text `spec` was read from; returns the new text.
 ///
 /// # Errors
@@ -88,23 +115,9 @@ pub fn apply(spec: &MeshSpec, file: &str, edits: &[Edit]) -> Result<String, Edit
         let Some(anchor) = sibling else {
             return Err(no_anchor());
         };
-        let line_start = text[..anchor.offset].rfind('\n').map_or(0, |i| i + 1);
-        let prefix = &text[line_start..anchor.offset];
-        // `- name:` opens a list item: the keys under it are indented to `name`.
-        if !prefix.chars().all(|c| c == ' ' || c == '-') {
-            return Err(no_anchor());
-        }
-        let indent = " ".repeat(prefix.chars().count());
-        let line_end = text[anchor.offset..]
-            .find('\n')
-            .map_or(text.len(), |i| anchor.offset + i + 1);
-        let newline = if line_end == text.len() && !text.ends_with('\n') {
-            "\n"
-        } else {
-            ""
-        };
         let key = e.key[e.key.len() - 1];
-        changes.push((line_end, 0, format!("{newline}{indent}{key}: {value}\n")));
+        // `- name:` opens a list item: the keys under it are indented to `name`.
+        changes.push(insert_after(text, anchor, key, &value, true).ok_or_else(no_anchor)?);
     }
     changes.sort_by_key(|(o, _, _)| *o);
     let mut out = text.to_owned();
@@ -181,20 +194,7 @@ pub fn set_gitops(
         };
         match anchor {
             Some(a) => {
-                let line_start = text[..a.offset].rfind('\n').map_or(0, |i| i + 1);
-                let prefix = &text[line_start..a.offset];
-                if !prefix.chars().all(|c| c == ' ') {
-                    return Err(no_anchor());
-                }
-                let line_end = text[a.offset..]
-                    .find('\n')
-                    .map_or(text.len(), |i| a.offset + i + 1);
-                let newline = if line_end == text.len() && !text.ends_with('\n') {
-                    "\n"
-                } else {
-                    ""
-                };
-                changes.push((line_end, 0, format!("{newline}{prefix}{key}: {value}\n")));
+                changes.push(insert_after(text, a, key, &value, false).ok_or_else(no_anchor)?);
             }
             None if src.span("gitops").is_none() => {
                 appended.push_str(&format!("  {key}: {value}\n"));
@@ -219,14 +219,8 @@ pub fn set_gitops(
         why: e.to_string(),
     })?;
     for (key, value) in fields {
-        let g = &edited.gitops;
-        let got = match *key {
-            "repoURL" => g.repo_url.clone(),
-            "revision" => Some(g.revision.clone()),
-            "path" => Some(g.path.clone()),
-            _ => None,
-        };
-        if got.as_deref() != Some(value.as_str()) {
+        let got = edited.gitops.field(key);
+        if got != Some(value.as_str()) {
             return Err(EditError::ReadBack {
                 file: file.to_owned(),
                 why: format!("gitops.{key} is {got:?}"),

@@ -223,6 +223,20 @@ pub struct GitopsSettings {
     pub flux_kubeconfig: bool,
 }
 
+impl GitopsSettings {
+    /// The value of a string field by its mesh.yaml key (`repoURL`, `revision`, `path`,
+    /// `sealedPath`); `None` when unset or not such a field.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        match key {
+            "repoURL" => self.repo_url.as_deref(),
+            "revision" => Some(&self.revision),
+            "path" => Some(&self.path),
+            "sealedPath" => self.sealed_path.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 impl Default for GitopsSettings {
     fn default() -> Self {
         GitopsSettings {

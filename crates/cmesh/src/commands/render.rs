@@ -97,9 +97,15 @@ pub(crate) fn run(
         }
     }
     if !args.save && !args.check {
+        // mesh.yaml as written: the loaded spec already carries the flags.
+        let written = cmesh_core::spec::load("mesh.yaml", &prepared.loaded.input.text)
+            .ok()
+            .map(|(spec, _)| spec.gitops);
         let unsaved: Vec<String> = saved
             .iter()
-            .filter(|(key, value)| gitops_value(&prepared.loaded.input.text, key, value))
+            .filter(|(key, value)| {
+                written.as_ref().and_then(|g| g.field(key)) != Some(value.as_str())
+            })
             .map(|(key, _)| format!("gitops.{key}"))
             .collect();
         if !unsaved.is_empty() {
@@ -316,21 +322,4 @@ fn git_fields(args: &RenderArgs) -> Vec<(&'static str, String)> {
     .into_iter()
     .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
     .collect()
-}
-
-/// True when mesh.yaml's text does not already hold `gitops.<key>: value` (so the flag would
-/// be lost without `--save`).
-fn gitops_value(text: &str, key: &str, value: &str) -> bool {
-    match cmesh_core::spec::load("mesh.yaml", text) {
-        Ok((spec, _)) => {
-            let g = &spec.gitops;
-            let current = match key {
-                "repoURL" => g.repo_url.clone(),
-                "revision" => Some(g.revision.clone()),
-                _ => Some(g.path.clone()),
-            };
-            current.as_deref() != Some(value)
-        }
-        Err(_) => true,
-    }
 }
