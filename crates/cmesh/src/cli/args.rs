@@ -279,6 +279,32 @@ pub(crate) enum TestOutput {
     Html,
 }
 
+/// A `test --report` file: where, and in which format (from its extension).
+#[derive(Debug, Clone)]
+pub(crate) struct ReportFile {
+    pub path: PathBuf,
+    pub format: TestOutput,
+}
+
+fn parse_report_path(s: &str) -> Result<ReportFile, String> {
+    let path = PathBuf::from(s);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let format = match ext.as_deref() {
+        Some("json") => TestOutput::Json,
+        Some("xml") => TestOutput::Junit,
+        Some("html" | "htm") => TestOutput::Html,
+        _ => {
+            return Err(format!(
+                "`{s}`: the format is taken from the extension: .json, .xml (JUnit) or .html"
+            ));
+        }
+    };
+    Ok(ReportFile { path, format })
+}
+
 /// `cmesh test`.
 #[derive(Debug, Args)]
 pub(crate) struct TestArgs {
@@ -297,6 +323,11 @@ pub(crate) struct TestArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = TestOutput::Table)]
     pub output: TestOutput,
+    /// Also write the report to PATH, in the format its extension names: `.json`, `.xml`
+    /// (JUnit) or `.html` (repeatable; written when the run ends, whatever its outcome, so a CI
+    /// job keeps the table in its log and the files as artifacts).
+    #[arg(long, value_name = "PATH", value_parser = parse_report_path, conflicts_with = "cleanup")]
+    pub report: Vec<ReportFile>,
     /// Server image: nginx or compatible (reads /etc/nginx/conf.d), for air-gapped clusters.
     #[arg(long, default_value = cmesh_core::meshtest::DEFAULT_SERVER_IMAGE, value_name = "IMAGE")]
     pub server_image: String,
@@ -591,6 +622,10 @@ pub(crate) enum PkiCommand {
         #[arg(long = "out", default_value = "cmesh-out", value_name = "DIR")]
         out_dir: PathBuf,
     },
+    /// Rotate the mesh CA in stages, without a moment of broken trust (docs/rotation.md):
+    /// begin, render + apply, reissue, render + apply, finish, render + apply.
+    #[command(subcommand)]
+    Rotate(RotateCommand),
     /// Re-issue certificates that expire soon (or all with --force).
     Renew {
         /// Re-issue what expires within this window.
@@ -602,6 +637,35 @@ pub(crate) enum PkiCommand {
         /// Re-issue every selected certificate.
         #[arg(long)]
         force: bool,
+    },
+}
+
+/// `cmesh pki rotate` stages.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RotateCommand {
+    /// Create the new CA (or import one) beside the current one: from the next render every
+    /// cluster trusts both, and the current CA still issues every certificate.
+    Begin {
+        /// The new CA's certificate (PEM), instead of one cmesh creates.
+        #[arg(long, value_name = "FILE", requires = "key")]
+        cert: Option<PathBuf>,
+        /// The new CA's private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+        #[arg(long, value_name = "FILE", requires = "cert")]
+        key: Option<PathBuf>,
+    },
+    /// From the next render the new CA issues every certificate; both CAs stay trusted.
+    Reissue,
+    /// The new CA becomes the mesh CA and leaves the old one out of the trust; the old CA's
+    /// key moves to pki.dir's retired/ (never deleted).
+    Finish,
+    /// Go back to the current CA alone: at once after `begin`; after `reissue` in two steps
+    /// (certificates back to the current CA first, then the new CA out of the trust).
+    Abort,
+    /// The stage, both CAs' fingerprints and expiry, and what to run next.
+    Status {
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
 }
 

@@ -10,6 +10,7 @@ use cmesh_core::meshtest::{self, Kind, Settings};
 use super::common::{emit, load_spec};
 use crate::cli::{GlobalArgs, TestArgs, TestOutput};
 use crate::errors::{ExpectedError, exit};
+use crate::fs::atomic::{Mode, write_atomic};
 use crate::live::kube;
 use crate::live::meshtest::{Options, Suite, remove_leftovers};
 use crate::ui::{self, Style};
@@ -157,13 +158,23 @@ pub(crate) fn run(
         return Ok(exit::INTERRUPTED);
     };
     let report = suite.finish(cleanup, interrupted, started);
-    let text = match args.output {
+    let render = |format| match format {
         TestOutput::Table => ui::meshtest::report_table(&report, style.width),
         TestOutput::Json => ui::meshtest::report_json(&report),
         TestOutput::Junit => ui::meshtest::report_junit(&report),
         TestOutput::Html => ui::meshtest::report_html(&report),
     };
-    emit(out, &text)?;
+    // The files first: a failed write is reported, and the run's verdict still printed.
+    let mut unwritten = None;
+    for f in &args.report {
+        if let Err(e) = write_atomic(&f.path, render(f.format).as_bytes(), Mode::Public, true) {
+            unwritten.get_or_insert(e);
+        }
+    }
+    emit(out, &render(args.output))?;
+    if let Some(e) = unwritten {
+        return Err(e);
+    }
     Ok(if interrupted {
         exit::INTERRUPTED
     } else if report.ok() {

@@ -114,3 +114,21 @@ fn works_as_a_kubectl_plugin() {
     assert_code(&r, 0);
     assert!(r.stdout.contains("Usage: cmesh"), "{}", r.stdout);
 }
+
+/// `test --report PATH` takes its format from the extension, refused before anything runs when
+/// it names none cmesh writes.
+#[test]
+fn test_report_files_are_named_by_their_format() {
+    let d = cli::scratch();
+    let r = cmesh(d.path(), &["test", "--report", "results.txt"]);
+    assert_code(&r, 2);
+    assert!(
+        r.stderr
+            .contains("`results.txt`: the format is taken from the extension: .json, .xml (JUnit) or .html"),
+        "{}",
+        r.stderr
+    );
+    let r = cmesh(d.path(), &["test", "--cleanup", "--report", "r.html"]);
+    assert_code(&r, 2);
+    assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
+}

@@ -209,8 +209,16 @@ pub(crate) fn usage_errors(m: &Mesh) {
 }
 
 pub(crate) fn three_clusters_pass_with_global_namespaces(m: &Mesh) {
-    let v = test_json(m, &[], 0);
+    // The same run also writes its HTML report, which a real browser then reads back.
+    let html = m.dir().join("report.html");
+    let v = test_json(m, &["--report", html.to_str().unwrap()], 0);
     assert_eq!(cells(&v, "fail"), BTreeSet::new());
+    let page = integration_tests::browser::read_back(&html);
+    integration_tests::browser::assert_shows_test_report(&page, &v);
+    // docs/img/test-report.png is this page: `CMESH_REPORT_SCREENSHOT=$PWD/docs/img/test-report.png`.
+    if let Some(png) = std::env::var_os("CMESH_REPORT_SCREENSHOT") {
+        integration_tests::browser::screenshot(&html, std::path::Path::new(&png), 1280, 1100);
+    }
     let pods: Vec<&Value> = v["cells"]
         .as_array()
         .unwrap()
