@@ -100,7 +100,7 @@ fn main() {
             let r = store::reconcile(&spec, &files, &opts()).unwrap();
             assert!(r.writes.is_empty());
             let t2 = Instant::now();
-            let view = render::pki_view(&spec, Some(&r.ca), &r.leaves);
+            let view = render::pki_view(&spec, Some(&r));
             let tree = render::render_tree(&spec, &view, &render_opts()).unwrap();
             let t3 = Instant::now();
             bytes = tree

@@ -53,7 +53,7 @@ fn pki_for(spec: &MeshSpec, files: &mut PkiFiles) -> render::PkiView {
     for w in &r.writes {
         files.insert(w.path.clone(), w.bytes.clone());
     }
-    render::pki_view(spec, Some(&r.ca), &r.leaves)
+    render::pki_view(spec, Some(&r))
 }
 
 fn opts(phase: Phase) -> RenderOptions {
@@ -745,7 +745,7 @@ fn cert_manager_method() {
         );
     let (spec, warnings) = spec::load("m", &text).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
-    let view = render::pki_view(&spec, None, &BTreeMap::new());
+    let view = render::pki_view(&spec, None);
     let tree = render::render_tree(&spec, &view, &opts(Phase::Mesh)).unwrap();
     let v = file(&tree, "k8s01/values.yaml");
     assert!(v.contains("method: certmanager"), "{v}");
@@ -838,7 +838,8 @@ fn a_keyless_render_reproduces_every_committed_file() {
                     expect,
                     "{what}"
                 );
-                let view = keyless::keyless_view(&spec, &public);
+                let trust = cmesh_core::pki::rotation::trust_view(&files, &ca).unwrap();
+                let view = keyless::keyless_view(&spec, &public, &trust);
                 let again = render::render_tree(&spec, &view, &opts(phase)).unwrap();
                 assert_eq!(
                     full.files.keys().collect::<Vec<_>>(),
@@ -932,7 +933,11 @@ fn a_keyless_check_names_each_leaf_it_would_change() {
     // A keyless render's values never carry a key, real or stand-in.
     let again = render::render_tree(
         &spec,
-        &keyless::keyless_view(&spec, &public),
+        &keyless::keyless_view(
+            &spec,
+            &public,
+            &cmesh_core::pki::rotation::trust_view(&files, &ca).unwrap(),
+        ),
         &opts(Phase::Mesh),
     )
     .unwrap();

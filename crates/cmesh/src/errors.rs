@@ -289,6 +289,9 @@ fn pki_hints(e: &PkiError) -> Vec<String> {
         PkiError::KeyMismatch { .. } => vec!["pass the key that belongs to this certificate".into()],
         PkiError::NotCa { .. } => vec!["pass the CA certificate, not a leaf certificate".into()],
         PkiError::InFile { source, .. } => pki_hints(source),
+        PkiError::InvalidState { .. } => vec![
+            "rotation/ in pki.dir is written by `cmesh pki rotate` only; restore it from git (state.yaml and ca.crt are committed), or retire the rotation by moving rotation/ into retired/ if it never reached `reissue`".into(),
+        ],
         PkiError::InvalidKey { .. } | PkiError::InvalidCert { .. } | PkiError::Generate { .. } => Vec::new(),
     }
 }

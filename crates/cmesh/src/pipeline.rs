@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use cmesh_core::pki::public::{PublicPki, verify_public};
+use cmesh_core::pki::rotation::{self, TrustView};
 use cmesh_core::pki::store::{self, CaPolicy, ReconcileOptions, Reconciled};
 use cmesh_core::render::{self, PkiView, RenderOptions, RenderedTree, ScriptPaths, keyless};
 use cmesh_core::spec::{CertMethod, MeshSpec};
@@ -187,8 +188,8 @@ pub(crate) fn prepare(
     if check && spec.clustermesh.certificates != CertMethod::CertManager {
         let files = pki_dir.read()?;
         if let (Some(ca_cert), None) = (files.get(store::CA_CERT), files.get(store::CA_KEY)) {
-            let public = verify_committed(&loaded, &pki_dir, ca_cert, phase, out_dir)?;
-            let view = keyless::keyless_view(&loaded.spec, &public);
+            let (public, trust) = verify_committed(&loaded, &pki_dir, &files, ca_cert, phase, out_dir)?;
+            let view = keyless::keyless_view(&loaded.spec, &public, &trust);
             let tree = render_view(&loaded, &view, phase, out_dir, secrets_dir)?;
             return Ok(Prepared {
                 loaded,
@@ -227,16 +228,23 @@ pub(crate) fn prepare(
 /// hundred KiB; a Kubernetes object cannot exceed 1.5 MiB).
 const MAX_COMMITTED_VALUES: u64 = 4 * 1024 * 1024;
 
-/// The keyless check's PKI: `ca.crt` as pki.dir holds it, and the leaf certificates that
-/// the committed `values.yaml` of each cluster carries, judged against it.
+/// The keyless check's PKI: `ca.crt` as pki.dir holds it (with a rotation's `rotation/ca.crt`
+/// and stage), and the leaf certificates that the committed `values.yaml` of each cluster
+/// carries, judged against the CA that issues them at this stage.
 fn verify_committed(
     loaded: &Loaded,
     pki_dir: &PkiDir,
+    files: &store::PkiFiles,
     ca_cert: &[u8],
     phase: render::Phase,
     out_dir: &Path,
-) -> Result<PublicPki, ExpectedError> {
+) -> Result<(PublicPki, TrustView), ExpectedError> {
     let spec = &loaded.spec;
+    let pki_err = |source| ExpectedError::Pki {
+        context: format!("PKI in {}", pki_dir.path().display()),
+        source,
+    };
+    let trust = rotation::trust_view(files, &String::from_utf8_lossy(ca_cert)).map_err(pki_err)?;
     let mut values = BTreeMap::new();
     for c in &spec.clusters {
         let path = out_dir.join(&c.name).join("values.yaml");
@@ -257,17 +265,15 @@ fn verify_committed(
     }
     let committed = keyless::committed_leaf_certs(spec, phase, &values);
     let opts = reconcile_options(spec, CaPolicy::MustExist, None, false);
-    verify_public(
+    let public = verify_public(
         spec,
-        &String::from_utf8_lossy(ca_cert),
+        &trust.issuer_pem,
         &committed,
         |_, kind| keyless::leaf_in_tree(spec, phase, kind),
         &opts,
     )
-    .map_err(|source| ExpectedError::Pki {
-        context: format!("PKI in {}", pki_dir.path().display()),
-        source,
-    })
+    .map_err(pki_err)?;
+    Ok((public, trust))
 }
 
 /// Renders the tree for `loaded` with the reconciled PKI.
@@ -282,10 +288,7 @@ pub(crate) fn render_in_memory(
     secrets_dir: Option<&Path>,
 ) -> Result<RenderedTree, ExpectedError> {
     let spec = &loaded.spec;
-    let view = match pki {
-        Some(r) => render::pki_view(spec, Some(&r.ca), &r.leaves),
-        None => render::pki_view(spec, None, &BTreeMap::new()),
-    };
+    let view = render::pki_view(spec, pki);
     render_view(loaded, &view, phase, out_dir, secrets_dir)
 }
 

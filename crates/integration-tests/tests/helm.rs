@@ -36,7 +36,7 @@ fn values(spec: &MeshSpec) -> Vec<(String, Vec<String>, serde_json::Value)> {
         ca_policy: CaPolicy::CreateIfMissing,
     };
     let r = store::reconcile(spec, &PkiFiles::new(), &opts).unwrap();
-    let view = render::pki_view(spec, Some(&r.ca), &r.leaves);
+    let view = render::pki_view(spec, Some(&r));
     let ro = RenderOptions {
         phase: Phase::Mesh,
         paths: ScriptPaths {

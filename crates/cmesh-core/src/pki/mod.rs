@@ -10,6 +10,7 @@ mod cert;
 pub mod inspect;
 mod key;
 pub mod public;
+pub mod rotation;
 pub mod store;
 
 pub use ca::{Ca, IssuedCert, LeafRequest, normalize_pem};
@@ -67,6 +68,12 @@ pub enum PkiError {
     /// Key generation or signing failed.
     #[error("failed to generate: {reason}")]
     Generate {
+        /// Why.
+        reason: String,
+    },
+    /// A recorded rotation state that cannot be used.
+    #[error("invalid rotation state: {reason}")]
+    InvalidState {
         /// Why.
         reason: String,
     },

@@ -113,8 +113,11 @@ pub struct PkiWrite {
 /// The outcome of [`reconcile`].
 #[derive(Debug)]
 pub struct Reconciled {
-    /// The CA.
+    /// The CA that issues the leaves: the mesh CA, or during a rotation's `reissued` stage
+    /// the incoming one.
     pub ca: Ca,
+    /// What the clusters trust (both CAs during a rotation).
+    pub trust: super::rotation::TrustView,
     /// Leaves per cluster and kind.
     pub leaves: BTreeMap<(String, LeafKind), LeafMaterial>,
     /// Files to write (new CA, new or renewed leaves).
@@ -206,6 +209,8 @@ pub fn reconcile(
             ca
         }
     };
+    let trust = super::rotation::trust_view(files, ca.cert_pem())?;
+    let ca = super::rotation::load_issuer(files, ca, opts.now)?;
     let mut leaves = BTreeMap::new();
     if opts.leaves {
         // Clusters are independent: check and issue them on every core, merged in order.
@@ -220,6 +225,7 @@ pub fn reconcile(
     }
     Ok(Reconciled {
         ca,
+        trust,
         leaves,
         writes,
         events,

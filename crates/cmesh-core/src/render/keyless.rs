@@ -15,6 +15,7 @@ use super::values::{PkiView, leaf_in_values};
 use crate::pki::LeafKind;
 use crate::pki::catalog::leaves_for;
 use crate::pki::public::PublicPki;
+use crate::pki::rotation::TrustView;
 use crate::spec::{CertMethod, MeshSpec};
 use crate::yaml::{Limits, parse, to_json};
 
@@ -83,7 +84,7 @@ pub fn committed_leaf_certs(
 
 /// The material rendering needs, from the public side alone: the real certificates where the
 /// tree shows them, stand-ins for every key and for certificates only secret files hold.
-pub fn keyless_view(spec: &MeshSpec, public: &PublicPki) -> PkiView {
+pub fn keyless_view(spec: &MeshSpec, public: &PublicPki, trust: &TrustView) -> PkiView {
     let mut leaves = BTreeMap::new();
     if spec.clustermesh.certificates == CertMethod::Cmesh {
         for cluster in &spec.clusters {
@@ -100,6 +101,8 @@ pub fn keyless_view(spec: &MeshSpec, public: &PublicPki) -> PkiView {
     }
     PkiView {
         ca_cert_pem: public.ca_cert_pem.clone(),
+        trust_pem: trust.bundle(),
+        rotating: trust.rotation.is_some(),
         ca_key_pem: spec
             .clustermesh
             .certificates

@@ -11,8 +11,8 @@ pub mod values;
 
 use std::collections::BTreeMap;
 
-use crate::pki::store::LeafMaterial;
-use crate::pki::{Ca, LeafKind};
+use crate::pki::store::Reconciled;
+use crate::pki::LeafKind;
 use crate::spec::{CertMethod, MeshSpec};
 use crate::value::Value;
 use crate::yaml::{EmitError, to_yaml};
@@ -226,18 +226,26 @@ fn check_sizes(tree: &mut RenderedTree) -> Result<(), RenderError> {
 
 /// Builds the view rendering needs from a reconciled PKI (`None` for certManager, which uses
 /// no shared CA).
-pub fn pki_view(
-    spec: &MeshSpec,
-    ca: Option<&Ca>,
-    leaves: &BTreeMap<(String, LeafKind), LeafMaterial>,
-) -> PkiView {
+pub fn pki_view(spec: &MeshSpec, pki: Option<&Reconciled>) -> PkiView {
     let method = spec.clustermesh.certificates;
+    let Some(r) = pki else {
+        return PkiView {
+            ca_cert_pem: String::new(),
+            trust_pem: String::new(),
+            rotating: false,
+            ca_key_pem: None,
+            leaves: BTreeMap::new(),
+        };
+    };
     PkiView {
-        ca_cert_pem: ca.map(|c| c.cert_pem().to_owned()).unwrap_or_default(),
-        ca_key_pem: ca
-            .filter(|_| method.needs_ca_key_in_cluster())
-            .map(|c| c.key().pem().to_owned()),
-        leaves: leaves
+        ca_cert_pem: r.ca.cert_pem().to_owned(),
+        trust_pem: r.trust.bundle(),
+        rotating: r.trust.rotation.is_some(),
+        ca_key_pem: method
+            .needs_ca_key_in_cluster()
+            .then(|| r.ca.key().pem().to_owned()),
+        leaves: r
+            .leaves
             .iter()
             .map(|(k, m)| (k.clone(), (m.cert_pem.clone(), m.key_pem.clone())))
             .collect(),

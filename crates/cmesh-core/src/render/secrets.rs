@@ -53,7 +53,9 @@ fn secret(
 /// The Secrets `cluster` needs before the chart in `phase`, in a stable order.
 pub fn secrets(spec: &MeshSpec, cluster: &Cluster, phase: Phase, pki: &PkiView) -> Vec<Value> {
     let v = &spec.cilium.version;
-    let ca_crt = b64(&pki.ca_cert_pem);
+    // What a cluster trusts, in every Secret's ca.crt (components that do not read the chart's
+    // bundle read this); cronJob's cilium-ca keeps the issuing CA alone, to match its key.
+    let ca_crt = b64(&pki.trust_pem);
     let mut out = Vec::new();
     match spec.clustermesh.certificates {
         CertMethod::Cmesh => {
@@ -91,7 +93,7 @@ pub fn secrets(spec: &MeshSpec, cluster: &Cluster, phase: Phase, pki: &PkiView) 
                     cluster,
                     CA_SECRET,
                     None,
-                    vec![("ca.crt", ca_crt), ("ca.key", b64(key))],
+                    vec![("ca.crt", b64(&pki.ca_cert_pem)), ("ca.key", b64(key))],
                 ));
             }
         }

@@ -44,8 +44,14 @@ impl Phase {
 /// rendering takes.
 #[derive(Clone)]
 pub struct PkiView {
-    /// The CA certificate, PEM (normalised: one trailing newline).
+    /// The CA certificate that issues the leaves, PEM (normalised: one trailing newline).
     pub ca_cert_pem: String,
+    /// What the clusters trust: the CA certificate, or during a rotation both CAs' PEMs
+    /// concatenated (the trust bundle).
+    pub trust_pem: String,
+    /// True during a CA rotation: the trust bundle is also rendered as the chart's
+    /// `tls.caBundle`.
+    pub rotating: bool,
     /// The CA key, only for methods that sign inside the cluster (helm, cronJob).
     pub ca_key_pem: Option<String>,
     /// Leaf certificate and key per (cluster, kind).
@@ -74,6 +80,8 @@ impl PkiView {
         }
         Self {
             ca_cert_pem: "CA".to_owned(),
+            trust_pem: "CA".to_owned(),
+            rotating: true,
             ca_key_pem: Some("CAKEY".to_owned()),
             leaves,
         }
@@ -177,13 +185,21 @@ fn build(
 
     // The shared CA. Its key goes into the cluster only where the chart signs there (helm);
     // cronJob gets it through the pre-created cilium-ca Secret, cmesh never ships it.
+    // During a rotation every CA the clusters trust: on 1.14 and 1.15 the chart copies it into
+    // each Secret's ca.crt, which some components read instead of the bundle (docs/rotation.md).
     if method != CertMethod::CertManager {
-        out.set(&["tls", "ca", "cert"], b64(&pki.ca_cert_pem));
+        out.set(&["tls", "ca", "cert"], b64(&pki.trust_pem));
         if method == CertMethod::Helm
             && let Some(key) = &pki.ca_key_pem
         {
             out.set(&["tls", "ca", "key"], b64(key));
         }
+    }
+    // The chart's trust bundle, which replaces each certificate's ca.crt in the mounts of the
+    // agents, clustermesh-apiserver (etcd, KVStoreMesh from 1.17), operator and Hubble.
+    if pki.rotating {
+        out.set(&["tls", "caBundle", "enabled"], true);
+        out.set(&["tls", "caBundle", "content"], pki.trust_pem.as_str());
     }
 
     // Hubble certificates.
@@ -349,7 +365,7 @@ fn owner_field(key: &[String], i: usize) -> String {
         ["ipam", "operator", m, ..] if m.ends_with("MaskSize") => child(&c, "podCIDRMaskSize"),
         ["ipam", ..] | ["ipv4", ..] | ["ipv6", ..] => child(&c, "podCIDR"),
         ["k8sServiceHost" | "k8sServicePort", ..] => child(&c, "apiServer"),
-        ["tls", "ca", ..] => "pki.dir".into(),
+        ["tls", "ca" | "caBundle", ..] => "pki.dir".into(),
         ["clustermesh", "apiserver", "service", "nodePort", ..] => {
             child(&child(&c, "clustermesh"), "port")
         }

@@ -74,10 +74,7 @@ pub(crate) fn run(
         }
         pki
     };
-    let view = match &pki {
-        Some(r) => render::pki_view(spec, Some(&r.ca), &r.leaves),
-        None => render::pki_view(spec, None, &BTreeMap::new()),
-    };
+    let view = render::pki_view(spec, pki.as_ref());
     let mut artifacts: Artifacts = BTreeMap::new();
     for c in spec
         .clusters

@@ -1,14 +1,16 @@
-//! `cmesh pki init|import|show|renew`: the mesh CA and the certificates issued from it.
+//! `cmesh pki init|import|show|renew|rotate`: the mesh CA, the certificates issued from it, and
+//! the staged rotation to a new CA.
 
 use std::io::Write;
 use std::path::Path;
 
+use cmesh_core::pki::rotation::{self, RotationRefused};
 use cmesh_core::pki::store::{self, CA_CERT, CA_KEY, CaPolicy};
 use cmesh_core::pki::{Ca, CertInfo, PkiError, PrivateKey, normalize_pem};
 use cmesh_core::render::values::b64;
 
 use super::common::{emit, load_spec, now};
-use crate::cli::{DurationArg, GlobalArgs, Output, PkiArgs, PkiCommand};
+use crate::cli::{DurationArg, GlobalArgs, Output, PkiArgs, PkiCommand, RotateCommand};
 use crate::errors::{ExpectedError, exit};
 use crate::fs::bounded;
 use crate::pipeline::{PkiAccess, open_pki, reconcile};
@@ -61,7 +63,163 @@ pub(crate) fn run(
             cluster,
             force,
         } => renew(&cx, renew_before, cluster, *force, out),
+        PkiCommand::Rotate(cmd) => rotate(&cx, cmd, out),
     }
+}
+
+/// `pki rotate …`: one step of the staged rotation, then where it stands.
+fn rotate(cx: &Ctx<'_>, cmd: &RotateCommand, out: &mut dyn Write) -> Result<u8, ExpectedError> {
+    let (spec, dir, shown) = (cx.spec, cx.dir, cx.shown.as_str());
+    let files = dir.read()?;
+    let t = now();
+    let current = store::load_ca(&files, t)
+        .map_err(|e| cx.err(e))?
+        .ok_or_else(|| cx.err(PkiError::NoCa))?;
+    let state = rotation::read_state(&files).map_err(|e| cx.err(e))?;
+    // A finish killed after placing the new CA: complete it before anything else.
+    if state.as_ref().is_some_and(|s| s.to == current.info().sha256) {
+        dir.drop_rotation()?;
+        if matches!(cmd, RotateCommand::Finish) {
+            emit(out, "finished the CA rotation an earlier run was interrupted in: the new CA is the mesh CA\nthen: `cmesh render` and `cmesh apply`, so every cluster trusts the mesh CA alone\n")?;
+            return Ok(exit::OK);
+        }
+        return rotate(cx, cmd, out);
+    }
+    let refused = |e: RotationRefused| match e {
+        RotationRefused::Method { reason } => ExpectedError::PkiRefused {
+            message: "cmesh cannot rotate this mesh's CA".into(),
+            hint: reason,
+        },
+        RotationRefused::Stage { message, hint } => ExpectedError::PkiRefused { message, hint },
+    };
+    let mut said = String::new();
+    match cmd {
+        RotateCommand::Status { output } => {
+            let report = rotation::report(&files).map_err(|e| cx.err(e))?;
+            let text = match output {
+                Output::Table => ui::pki::rotation(&report, t),
+                Output::Json => format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ),
+            };
+            emit(out, &text)?;
+            return Ok(exit::OK);
+        }
+        RotateCommand::Begin { cert, key } => {
+            let incoming = match (cert, key) {
+                (Some(c), Some(k)) => {
+                    let (cert_pem, key_pem) = (read_pem(c)?, read_pem(k)?);
+                    Ca::load(&cert_pem, &key_pem, t).map_err(|source| ExpectedError::Pki {
+                        context: format!("cannot use {} with {} as the new CA", c.display(), k.display()),
+                        source,
+                    })?
+                }
+                _ => Ca::generate(
+                    &rotation::incoming_ca_name(spec, t),
+                    spec.pki.key_algorithm,
+                    spec.pki.ca_validity_days,
+                    t,
+                )
+                .map_err(|e| cx.err(e))?,
+            };
+            let rotation::Transition::Begin { incoming, state } =
+                rotation::begin(spec, current.info(), state.as_ref(), incoming, t)
+                    .map_err(refused)?
+            else {
+                return Err(ExpectedError::Internal("begin returned another step".into()));
+            };
+            dir.begin_rotation(
+                normalize_pem(incoming.cert_pem()).as_bytes(),
+                incoming.key().pem().as_bytes(),
+                state.to_text().as_bytes(),
+            )?;
+            said.push_str(&format!(
+                "began a CA rotation in {shown}: the new CA `{}` joins the trust\n",
+                incoming.info().subject
+            ));
+            said.push_str(&commit_note(dir));
+        }
+        RotateCommand::Reissue => {
+            let rotation::Transition::Record(next) =
+                rotation::reissue(state.as_ref(), t).map_err(refused)?
+            else {
+                return Err(ExpectedError::Internal("reissue returned another step".into()));
+            };
+            dir.record_rotation(next.to_text().as_bytes())?;
+            said.push_str("the new CA issues every certificate from the next render on\n");
+        }
+        RotateCommand::Finish => {
+            let leaves = leaf_certs(&files);
+            let rotation::Transition::Promote {
+                cert_pem,
+                key_pem,
+                retiring,
+            } = rotation::finish(&files, state.as_ref(), &leaves).map_err(refused)?
+            else {
+                return Err(ExpectedError::Internal("finish returned another step".into()));
+            };
+            let retired = dir.promote_rotation(
+                cert_pem.as_bytes(),
+                key_pem.as_bytes(),
+                &rotation::retired_name(t, &retiring, "rotated"),
+            )?;
+            said.push_str(&format!(
+                "finished the CA rotation: the new CA is the mesh CA; the old CA leaves the trust at the next render\nthe old CA was moved to {} (never deleted)\n",
+                retired.display()
+            ));
+        }
+        RotateCommand::Abort => match rotation::abort(state.as_ref(), t).map_err(refused)? {
+            rotation::Transition::Record(next) => {
+                dir.record_rotation(next.to_text().as_bytes())?;
+                said.push_str("aborting: the mesh CA issues every certificate again from the next render; both CAs stay trusted until every cluster has them\n");
+            }
+            rotation::Transition::Discard { incoming } => {
+                let retired = dir.discard_rotation(&rotation::retired_name(t, &incoming, "aborted"))?;
+                said.push_str(&format!(
+                    "aborted the CA rotation: the new CA leaves the trust at the next render\nit was moved to {} (never deleted)\n",
+                    retired.display()
+                ));
+            }
+            _ => return Err(ExpectedError::Internal("abort returned another step".into())),
+        },
+    }
+    let files = dir.read()?;
+    let report = rotation::report(&files).map_err(|e| cx.err(e))?;
+    said.push_str(&ui::pki::rotation(&report, t));
+    if report.rotation.is_none() {
+        said.push_str("then: `cmesh render` and `cmesh apply`, so every cluster trusts the mesh CA alone\n");
+    }
+    emit(out, &said)?;
+    Ok(exit::OK)
+}
+
+/// The leaf certificates of pki.dir, by path.
+fn leaf_certs(files: &store::PkiFiles) -> Vec<(String, CertInfo)> {
+    files
+        .iter()
+        .filter(|(p, _)| p.starts_with("clusters/") && p.ends_with(".crt"))
+        .filter_map(|(p, b)| {
+            CertInfo::from_pem(&String::from_utf8_lossy(b))
+                .ok()
+                .map(|i| (p.clone(), i))
+        })
+        .collect()
+}
+
+/// What of a rotation belongs in git, and a warning when git would take its key.
+fn commit_note(dir: &crate::fs::pki::PkiDir) -> String {
+    let mut s = String::from(
+        "commit rotation/ca.crt and rotation/state.yaml with ca.crt (a keyless `render --check` needs them); never rotation/ca.key\n",
+    );
+    let key = dir.path().join(rotation::ROTATION_CA_KEY);
+    if crate::host::git::would_be_committed(&key) == Some(true) {
+        s.push_str(&format!(
+            "warning: git does not ignore {}; add it to .gitignore before committing\n",
+            key.display()
+        ));
+    }
+    s
 }
 
 /// `pki init`: a new CA, refusing to replace one unless forced (the old one is retired).
@@ -117,17 +275,7 @@ fn import(
     out: &mut dyn Write,
 ) -> Result<u8, ExpectedError> {
     let (dir, shown) = (cx.dir, cx.shown.as_str());
-    let read = |p: &Path| {
-        let bytes = bounded::read(p, 1024 * 1024).map_err(|e| ExpectedError::Read {
-            path: p.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        String::from_utf8(bytes).map_err(|_| ExpectedError::Read {
-            path: p.to_path_buf(),
-            source: std::io::Error::other("not PEM text"),
-        })
-    };
-    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    let (cert_pem, key_pem) = (read_pem(cert)?, read_pem(key)?);
     let ca = Ca::load(&cert_pem, &key_pem, now()).map_err(|source| ExpectedError::Pki {
         context: format!("cannot import {} with {}", cert.display(), key.display()),
         source,
@@ -185,6 +333,18 @@ fn import(
         ),
     )?;
     Ok(exit::OK)
+}
+
+/// A PEM file the user names (bounded: certificates and keys are a few KiB).
+fn read_pem(p: &Path) -> Result<String, ExpectedError> {
+    let bytes = bounded::read(p, 1024 * 1024).map_err(|e| ExpectedError::Read {
+        path: p.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    String::from_utf8(bytes).map_err(|_| ExpectedError::Read {
+        path: p.to_path_buf(),
+        source: std::io::Error::other("not PEM text"),
+    })
 }
 
 /// `pki show`: the CA, whether its key matches, every leaf's state and the rendered files that

@@ -40,10 +40,7 @@ pub(crate) fn run(
         // What render would produce now, for the drift check (never writes the PKI).
         let rendered: Result<_, String> =
             reconcile(spec, &pki_dir, CaPolicy::MustExist, None, false)
-                .map(|pki| match &pki {
-                    Some(r) => render::pki_view(spec, Some(&r.ca), &r.leaves),
-                    None => render::pki_view(spec, None, &Default::default()),
-                })
+                .map(|pki| render::pki_view(spec, pki.as_ref()))
                 .map_err(|e| e.to_string());
         (mesh_ca, rendered)
     };

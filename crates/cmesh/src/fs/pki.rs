@@ -18,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cmesh_core::pki::rotation;
 use cmesh_core::pki::store::{CA_CERT, CA_KEY, PkiFiles, PkiWrite};
 
 use super::atomic::{self, Mode, TMP_PREFIX};
@@ -101,8 +102,8 @@ impl PkiDir {
         &self.dir
     }
 
-    /// Reads every `*.crt` and `*.key` (through links; `retired/` and cmesh's own hidden
-    /// files left out).
+    /// Reads every `*.crt` and `*.key` and a rotation's `state.yaml` (through links;
+    /// `retired/` and cmesh's own hidden files left out).
     ///
     /// # Errors
     /// [`ExpectedError::PkiFile`] for a file that cannot be read (which is never taken for a
@@ -198,6 +199,124 @@ impl PkiDir {
         };
         self.create_ca(cert_pem, key_pem, retired.as_deref())?;
         Ok(retired.map(|r| self.dir.join(r)))
+    }
+
+    /// Starts a CA rotation: `rotation/` with the incoming CA (key 0600) and the state,
+    /// staged in a temporary directory that one rename puts in place, so a killed run leaves
+    /// either no rotation or a whole one.
+    ///
+    /// # Errors
+    /// Write errors; [`ExpectedError::PkiRefused`] if `rotation/` exists.
+    pub(crate) fn begin_rotation(
+        &self,
+        cert: &[u8],
+        key: &[u8],
+        state: &[u8],
+    ) -> Result<(), ExpectedError> {
+        let target = self.dir.join(rotation::ROTATION_DIR);
+        if std::fs::symlink_metadata(&target).is_ok() {
+            return Err(ExpectedError::PkiRefused {
+                message: format!("{} exists", target.display()),
+                hint: "a rotation is in progress or was left half-removed: `cmesh pki rotate status` says which".into(),
+            });
+        }
+        let werr = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| ExpectedError::Write { path: p, source }
+        };
+        let staging = tempfile::Builder::new()
+            .prefix(&format!("{TMP_PREFIX}rotation-"))
+            .tempdir_in(&self.dir)
+            .map_err(werr(&self.dir))?;
+        for (name, bytes, mode) in [
+            (CA_KEY, key, Mode::Private),
+            (CA_CERT, cert, Mode::Public),
+            ("state.yaml", state, Mode::Public),
+        ] {
+            let p = staging.path().join(name);
+            atomic::write_new(&p, bytes, mode)?;
+            sync_file(&p).map_err(werr(&p))?;
+        }
+        sync_dir(staging.path()).map_err(werr(staging.path()))?;
+        std::fs::rename(staging.path(), &target).map_err(werr(&target))?;
+        let _ = staging.keep();
+        sync_dir(&self.dir).map_err(werr(&self.dir))
+    }
+
+    /// Rewrites the rotation's state file.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub(crate) fn record_rotation(&self, state: &[u8]) -> Result<(), ExpectedError> {
+        atomic::write_atomic(
+            &self.dir.join(rotation::ROTATION_STATE),
+            state,
+            Mode::Public,
+            true,
+        )
+    }
+
+    /// Finishes a rotation: the incoming pair becomes `ca.crt`/`ca.key` (placed as any new
+    /// CA is, the current pair moved to `retired/<retire_as>/`), then `rotation/` goes (its
+    /// key is now `ca.key`; the copy is overwritten before removal). A run killed between the
+    /// two leaves a rotation whose incoming CA is the mesh CA, which [`Self::drop_rotation`]
+    /// clears.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub(crate) fn promote_rotation(
+        &self,
+        cert: &[u8],
+        key: &[u8],
+        retire_as: &str,
+    ) -> Result<PathBuf, ExpectedError> {
+        let retired = format!("{RETIRED}/{retire_as}");
+        self.create_ca(cert, key, Some(&retired))?;
+        fault::point("pki-rotation-promoted");
+        self.drop_rotation()?;
+        Ok(self.dir.join(retired))
+    }
+
+    /// Removes `rotation/` (after [`Self::promote_rotation`] placed its CA).
+    ///
+    /// # Errors
+    /// Write errors.
+    pub(crate) fn drop_rotation(&self) -> Result<(), ExpectedError> {
+        let dir = self.dir.join(rotation::ROTATION_DIR);
+        if std::fs::symlink_metadata(&dir).is_err() {
+            return Ok(());
+        }
+        let doomed = self.dir.join(format!("{TMP_PREFIX}rotation-done"));
+        std::fs::rename(&dir, &doomed).map_err(|source| ExpectedError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        atomic::remove_leftover(&doomed)?;
+        sync_dir(&self.dir).map_err(|source| ExpectedError::Write {
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    /// Aborts a rotation: `rotation/` as a whole (the incoming CA and its key) moves to
+    /// `retired/<retire_as>/` in one rename.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub(crate) fn discard_rotation(&self, retire_as: &str) -> Result<PathBuf, ExpectedError> {
+        let from = self.dir.join(rotation::ROTATION_DIR);
+        let retired = self.dir.join(RETIRED);
+        ensure_private_dir(&retired)?;
+        let to = retired.join(retire_as);
+        std::fs::rename(&from, &to).map_err(|source| ExpectedError::Write {
+            path: to.clone(),
+            source,
+        })?;
+        sync_dir(&self.dir).map_err(|source| ExpectedError::Write {
+            path: self.dir.clone(),
+            source,
+        })?;
+        Ok(to)
     }
 
     fn create_ca(
@@ -375,7 +494,12 @@ fn walk(
         if name.starts_with('.') || (depth == 0 && name == RETIRED) {
             continue;
         }
-        let is_pki_file = name.ends_with(".crt") || name.ends_with(".key");
+        // Certificates, keys, and a rotation's state.
+        let is_pki_file = name.ends_with(".crt")
+            || name.ends_with(".key")
+            || (depth == 1
+                && name == "state.yaml"
+                && dir.file_name() == Some(std::ffi::OsStr::new(rotation::ROTATION_DIR)));
         // Follow links: a CA kept on another volume is still the CA.
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,

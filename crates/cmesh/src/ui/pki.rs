@@ -174,3 +174,67 @@ pub fn show(
     }
     s
 }
+
+/// `pki rotate status` (and the summary after each rotate command): the stage with when each
+/// was entered, both CAs with fingerprint and expiry and what each does now, the leaves of
+/// pki.dir by issuer, and the next step.
+pub fn rotation(r: &cmesh_core::pki::rotation::RotationReport, now: OffsetDateTime) -> String {
+    let mut s = String::new();
+    match &r.rotation {
+        None => {
+            let _ = writeln!(s, "no CA rotation in progress");
+        }
+        Some(state) => {
+            let when: Vec<String> = r
+                .history
+                .iter()
+                .map(|h| format!("{} {}", h.stage.as_str(), fmt_date(h.at)))
+                .collect();
+            let _ = writeln!(
+                s,
+                "CA rotation at stage `{}` ({})",
+                state.stage.as_str(),
+                when.join(", ")
+            );
+        }
+    }
+    let role = |which: &str| {
+        let trusted = if r.rotation.is_some() {
+            "trusted"
+        } else {
+            "trusted alone"
+        };
+        if r.issuer == which {
+            format!("{trusted}, issues the certificates")
+        } else {
+            trusted.to_owned()
+        }
+    };
+    let mut rows = vec![("mesh CA", &r.current, role("current"))];
+    if let Some(i) = &r.incoming {
+        rows.push(("new CA", i, role("incoming")));
+    }
+    for (label, c, what) in rows {
+        let _ = writeln!(
+            s,
+            "  {label:<8} {}\n           sha256 {}\n           valid until {} ({} days); {what}",
+            c.subject,
+            c.sha256,
+            fmt_date(c.not_after),
+            c.days_left(now)
+        );
+    }
+    if !r.leaves.is_empty() {
+        let parts: Vec<String> = [
+            ("current", "from the mesh CA"),
+            ("incoming", "from the new CA"),
+            ("other", "from neither"),
+        ]
+        .iter()
+        .filter_map(|(k, label)| r.leaves.get(k).map(|n| format!("{n} {label}")))
+        .collect();
+        let _ = writeln!(s, "certificates in pki.dir: {}", parts.join(", "));
+    }
+    let _ = writeln!(s, "next: {}", r.next);
+    s
+}
