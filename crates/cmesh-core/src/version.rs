@@ -210,6 +210,13 @@ impl CiliumVersion {
         }
     }
 
+    /// The chart's `clustermesh.apiserver.tls.auto.schedule` has a default (1.20+). Before,
+    /// `certificates: cronJob` gets the one-off Job only, and nothing renews the leaves unless
+    /// the schedule is set.
+    pub fn has_clustermesh_cronjob_schedule_default(&self) -> bool {
+        self.at_least(20)
+    }
+
     /// Hubble's `existingSecret` keys exist (1.16.19+; not in 1.16.0).
     pub fn has_hubble_existing_secret(&self) -> bool {
         self.at_least(17) || (self.minor_release() == (1, 16) && self.patch >= 19)

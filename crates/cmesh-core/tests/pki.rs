@@ -465,6 +465,9 @@ fn check_rules_on_an_existing_ca() {
     assert!(codes(&files, Some(0o600), NOW).is_empty());
     assert_eq!(codes(&files, Some(0o644), NOW), vec!["CM515"]);
     assert_eq!(codes(&files, None, NOW + Duration::days(80)), vec!["CM513"]);
+    // 90 days ahead: 95 days left is quiet, 85 days left warns.
+    assert!(codes(&files, Some(0o600), NOW + Duration::days(5)).is_empty());
+    assert_eq!(codes(&files, None, NOW + Duration::days(15)), vec!["CM513"]);
     assert_eq!(
         codes(&files, None, NOW + Duration::days(101)),
         vec!["CM512"]
@@ -480,7 +483,7 @@ fn check_rules_on_an_existing_ca() {
                 ip_addresses: vec![],
             },
             KeyAlgorithm::EcdsaP256,
-            50,
+            365,
             NOW,
         )
         .unwrap();

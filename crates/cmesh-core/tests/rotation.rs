@@ -54,36 +54,7 @@ fn render_pki(spec: &MeshSpec, files: &mut PkiFiles, now: OffsetDateTime) -> sto
 
 /// What the edge does with a transition, in memory.
 fn carry_out(t: Transition, files: &mut PkiFiles) {
-    match t {
-        Transition::Begin { incoming, state } => {
-            files.insert(
-                rotation::ROTATION_CA_CERT.into(),
-                incoming.cert_pem().as_bytes().to_vec(),
-            );
-            files.insert(
-                rotation::ROTATION_CA_KEY.into(),
-                incoming.key().pem().as_bytes().to_vec(),
-            );
-            files.insert(
-                rotation::ROTATION_STATE.into(),
-                state.to_text().into_bytes(),
-            );
-        }
-        Transition::Record(state) => {
-            files.insert(
-                rotation::ROTATION_STATE.into(),
-                state.to_text().into_bytes(),
-            );
-        }
-        Transition::Promote {
-            cert_pem, key_pem, ..
-        } => {
-            files.insert(store::CA_CERT.into(), cert_pem.into_bytes());
-            files.insert(store::CA_KEY.into(), key_pem.into_bytes());
-            files.retain(|p, _| !p.starts_with("rotation/"));
-        }
-        Transition::Discard { .. } => files.retain(|p, _| !p.starts_with("rotation/")),
-    }
+    t.apply_in_memory(files);
 }
 
 fn current(files: &PkiFiles) -> CertInfo {

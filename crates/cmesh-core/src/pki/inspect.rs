@@ -12,7 +12,7 @@ use crate::spec::SpecSource;
 use crate::spec::codes;
 
 /// Warn when the CA expires within this window.
-pub const CA_EXPIRY_WARNING: Duration = Duration::days(30);
+pub const CA_EXPIRY_WARNING: Duration = Duration::days(90);
 
 /// Diagnostics about the CA in `files` (pki.dir shown as `dir`); `key_mode` is the key file's
 /// Unix mode, when known.
@@ -103,7 +103,7 @@ pub fn ca_diagnostics(
                 info.days_left(now),
                 super::fmt_date(info.not_after)
             ),
-            "plan a CA rotation now: every cluster must trust the new CA before the old one expires",
+            "start a CA rotation now: `cmesh pki rotate begin` (docs/rotation.md); every cluster must trust the new CA before this one expires",
         );
     }
     if let Some(k) = &key

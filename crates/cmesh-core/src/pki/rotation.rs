@@ -362,6 +362,37 @@ pub enum Transition {
     },
 }
 
+impl Transition {
+    /// What the edge does to pki.dir for this transition, on the in-memory files (the disk
+    /// version adds crash safety and `retired/`): for tests, and to preview a stage.
+    pub fn apply_in_memory(self, files: &mut PkiFiles) {
+        match self {
+            Transition::Begin { incoming, state } => {
+                files.insert(
+                    ROTATION_CA_CERT.into(),
+                    normalize_pem(incoming.cert_pem()).into_bytes(),
+                );
+                files.insert(
+                    ROTATION_CA_KEY.into(),
+                    incoming.key().pem().as_bytes().to_vec(),
+                );
+                files.insert(ROTATION_STATE.into(), state.to_text().into_bytes());
+            }
+            Transition::Record(state) => {
+                files.insert(ROTATION_STATE.into(), state.to_text().into_bytes());
+            }
+            Transition::Promote {
+                cert_pem, key_pem, ..
+            } => {
+                files.insert(super::store::CA_CERT.into(), cert_pem.into_bytes());
+                files.insert(super::store::CA_KEY.into(), key_pem.into_bytes());
+                files.retain(|p, _| !p.starts_with("rotation/"));
+            }
+            Transition::Discard { .. } => files.retain(|p, _| !p.starts_with("rotation/")),
+        }
+    }
+}
+
 /// Why a rotation command cannot run now; each says what to do instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RotationRefused {

@@ -88,6 +88,11 @@ impl PkiView {
     }
 }
 
+/// When certgen renews the Cluster Mesh certificates with `certificates: cronJob` (the chart's
+/// default from 1.20 and Hubble's in every version: 00:00 on the first day of every fourth
+/// month).
+pub const CRONJOB_SCHEDULE: &str = "0 0 1 */4 *";
+
 /// Base64 of a PEM text, as the chart expects for certificate values.
 pub fn b64(pem: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(pem.as_bytes())
@@ -245,6 +250,11 @@ fn build(
             other => {
                 out.set(&[&auto[..], &["enabled"]].concat(), true);
                 out.set(&[&auto[..], &["method"]].concat(), method_word(other));
+                // Before 1.20 the chart has no default schedule: certgen would run once and
+                // never renew. The same schedule as Hubble's and 1.20's default.
+                if other == CertMethod::CronJob && !v.has_clustermesh_cronjob_schedule_default() {
+                    out.set(&[&auto[..], &["schedule"]].concat(), CRONJOB_SCHEDULE);
+                }
             }
         }
     }

@@ -152,7 +152,7 @@ pub const CA_NOT_CA: Rule = error("CM511", "existing CA certificate is not a CA"
 /// The existing CA has expired or is not yet valid.
 pub const CA_EXPIRED: Rule = error("CM512", "existing CA has expired or is not yet valid");
 /// The existing CA expires within 30 days.
-pub const CA_EXPIRING: Rule = warning("CM513", "existing CA expires within 30 days");
+pub const CA_EXPIRING: Rule = warning("CM513", "existing CA expires within 90 days");
 /// CA key and certificate do not match.
 pub const CA_KEY_MISMATCH: Rule =
     error("CM514", "CA private key does not match the CA certificate");
