@@ -136,7 +136,10 @@ fn assert_trust(spec: &MeshSpec, r: &store::Reconciled, want: &[&str], bundle: b
     // tls.ca.cert into their Secrets' ca.crt); later versions as cmesh's Secrets.
     let mut sites = vec!["tls.ca.cert", "Secret cilium-ca"];
     if !spec.cilium.version.clustermesh_certs_only_as_values() {
-        sites.extend(["Secret clustermesh-apiserver-server-cert", "Secret clustermesh-apiserver-remote-cert"]);
+        sites.extend([
+            "Secret clustermesh-apiserver-server-cert",
+            "Secret clustermesh-apiserver-remote-cert",
+        ]);
     }
     for site in sites {
         assert!(t.contains_key(site), "{site} in {t:#?}");
@@ -165,7 +168,10 @@ fn full_rotation(spec: &MeshSpec) {
     let t1 = T0 + Duration::hours(1);
     let new = incoming(&spec, t1);
     let new_fp = new.info().sha256.clone();
-    carry_out(rotation::begin(&spec, &current(&files), None, new, t1).unwrap(), &mut files);
+    carry_out(
+        rotation::begin(&spec, &current(&files), None, new, t1).unwrap(),
+        &mut files,
+    );
     assert_eq!(state(&files).unwrap().stage, Stage::Begun);
     let r1 = render_pki(&spec, &mut files, t1);
     assert!(r1.writes.is_empty(), "begin re-issues nothing");
@@ -175,7 +181,10 @@ fn full_rotation(spec: &MeshSpec) {
 
     // reissue: every leaf from the new CA, both still trusted.
     let t2 = t1 + Duration::hours(1);
-    carry_out(rotation::reissue(state(&files).as_ref(), t2).unwrap(), &mut files);
+    carry_out(
+        rotation::reissue(state(&files).as_ref(), t2).unwrap(),
+        &mut files,
+    );
     // finish before a render re-issued the leaves would strand them: refused.
     let early = rotation::finish(&files, state(&files).as_ref(), &leaves(&files));
     assert!(
@@ -190,10 +199,17 @@ fn full_rotation(spec: &MeshSpec) {
         .filter(|e| e.action == Action::Renewed)
         .collect();
     assert_eq!(renewed.len(), leaves(&files).len());
-    assert!(renewed.iter().all(|e| e.reason == "signed by a different CA"));
+    assert!(
+        renewed
+            .iter()
+            .all(|e| e.reason == "signed by a different CA")
+    );
     assert_trust(&spec, &r2, &[old.as_str(), new_fp.as_str()], true);
     let r2b = render_pki(&spec, &mut files, t2 + Duration::minutes(5));
-    assert!(r2b.writes.is_empty(), "a second render in the stage is stable");
+    assert!(
+        r2b.writes.is_empty(),
+        "a second render in the stage is stable"
+    );
 
     // finish: the new CA alone; leaves kept; no bundle.
     let t3 = t2 + Duration::hours(1);
@@ -219,19 +235,34 @@ fn clusters_one_stage_apart_trust_each_other() {
     let mut files = PkiFiles::new();
     let mut snapshots = vec![("none", render_pki(&spec, &mut files, T0))];
     let new = incoming(&spec, T0);
-    carry_out(rotation::begin(&spec, &current(&files), None, new, T0).unwrap(), &mut files);
+    carry_out(
+        rotation::begin(&spec, &current(&files), None, new, T0).unwrap(),
+        &mut files,
+    );
     snapshots.push(("begun", render_pki(&spec, &mut files, T0)));
-    carry_out(rotation::reissue(state(&files).as_ref(), T0).unwrap(), &mut files);
+    carry_out(
+        rotation::reissue(state(&files).as_ref(), T0).unwrap(),
+        &mut files,
+    );
     snapshots.push(("reissued", render_pki(&spec, &mut files, T0)));
     let mut aborting = files.clone();
-    carry_out(rotation::finish(&files, state(&files).as_ref(), &leaves(&files)).unwrap(), &mut files);
+    carry_out(
+        rotation::finish(&files, state(&files).as_ref(), &leaves(&files)).unwrap(),
+        &mut files,
+    );
     snapshots.push(("finished", render_pki(&spec, &mut files, T0)));
     // The abort path from `reissued`: reverting, then discarded.
     let mut abort_snaps = vec![("reissued", render_pki(&spec, &mut aborting, T0))];
-    carry_out(rotation::abort(state(&aborting).as_ref(), T0).unwrap(), &mut aborting);
+    carry_out(
+        rotation::abort(state(&aborting).as_ref(), T0).unwrap(),
+        &mut aborting,
+    );
     assert_eq!(state(&aborting).unwrap().stage, Stage::Reverting);
     abort_snaps.push(("reverting", render_pki(&spec, &mut aborting, T0)));
-    carry_out(rotation::abort(state(&aborting).as_ref(), T0).unwrap(), &mut aborting);
+    carry_out(
+        rotation::abort(state(&aborting).as_ref(), T0).unwrap(),
+        &mut aborting,
+    );
     assert!(state(&aborting).is_none());
     abort_snaps.push(("aborted", render_pki(&spec, &mut aborting, T0)));
 
@@ -269,7 +300,10 @@ fn abort_after_begin_returns_at_once_and_after_reissue_in_two_steps() {
     let before: Vec<_> = leaves(&files).into_iter().map(|(_, c)| c.sha256).collect();
     let new = incoming(&spec, T0);
     let new_fp = new.info().sha256.clone();
-    carry_out(rotation::begin(&spec, &current(&files), None, new, T0).unwrap(), &mut files);
+    carry_out(
+        rotation::begin(&spec, &current(&files), None, new, T0).unwrap(),
+        &mut files,
+    );
     render_pki(&spec, &mut files, T0);
     let t = rotation::abort(state(&files).as_ref(), T0).unwrap();
     assert!(matches!(&t, Transition::Discard { incoming } if *incoming == new_fp));
@@ -283,10 +317,19 @@ fn abort_after_begin_returns_at_once_and_after_reissue_in_two_steps() {
     // After reissue: back to the old CA's leaves with both trusted, then the new CA goes.
     let new = incoming(&spec, T0);
     let new_fp = new.info().sha256.clone();
-    carry_out(rotation::begin(&spec, &current(&files), None, new, T0).unwrap(), &mut files);
-    carry_out(rotation::reissue(state(&files).as_ref(), T0).unwrap(), &mut files);
+    carry_out(
+        rotation::begin(&spec, &current(&files), None, new, T0).unwrap(),
+        &mut files,
+    );
+    carry_out(
+        rotation::reissue(state(&files).as_ref(), T0).unwrap(),
+        &mut files,
+    );
     render_pki(&spec, &mut files, T0);
-    carry_out(rotation::abort(state(&files).as_ref(), T0).unwrap(), &mut files);
+    carry_out(
+        rotation::abort(state(&files).as_ref(), T0).unwrap(),
+        &mut files,
+    );
     let r = render_pki(&spec, &mut files, T0);
     assert_eq!(r.ca.info().sha256, old);
     assert!(r.events.iter().all(|e| e.action == Action::Renewed));
@@ -296,7 +339,10 @@ fn abort_after_begin_returns_at_once_and_after_reissue_in_two_steps() {
         rotation::finish(&files, state(&files).as_ref(), &leaves(&files)),
         Err(RotationRefused::Stage { .. })
     ));
-    carry_out(rotation::abort(state(&files).as_ref(), T0).unwrap(), &mut files);
+    carry_out(
+        rotation::abort(state(&files).as_ref(), T0).unwrap(),
+        &mut files,
+    );
     let r = render_pki(&spec, &mut files, T0);
     assert!(r.writes.is_empty());
     assert_trust(&spec, &r, &[old.as_str()], false);
@@ -312,7 +358,10 @@ fn steps_out_of_order_and_methods_that_cannot_rotate_are_refused_with_the_way_fo
         other => panic!("{other:?}"),
     };
     let none = stage_hint(rotation::reissue(None, T0));
-    assert!(none.contains("no CA rotation is in progress") && none.contains("rotate begin"), "{none}");
+    assert!(
+        none.contains("no CA rotation is in progress") && none.contains("rotate begin"),
+        "{none}"
+    );
     assert!(stage_hint(rotation::abort(None, T0)).contains("no CA rotation"));
     // The same CA again.
     let same = Ca::load(
@@ -321,8 +370,14 @@ fn steps_out_of_order_and_methods_that_cannot_rotate_are_refused_with_the_way_fo
         T0,
     )
     .unwrap();
-    assert!(stage_hint(rotation::begin(&spec, &current(&files), None, same, T0)).contains("mesh CA already"));
-    carry_out(rotation::begin(&spec, &current(&files), None, incoming(&spec, T0), T0).unwrap(), &mut files);
+    assert!(
+        stage_hint(rotation::begin(&spec, &current(&files), None, same, T0))
+            .contains("mesh CA already")
+    );
+    carry_out(
+        rotation::begin(&spec, &current(&files), None, incoming(&spec, T0), T0).unwrap(),
+        &mut files,
+    );
     let twice = stage_hint(rotation::begin(
         &spec,
         &current(&files),
@@ -330,9 +385,19 @@ fn steps_out_of_order_and_methods_that_cannot_rotate_are_refused_with_the_way_fo
         incoming(&spec, T0),
         T0,
     ));
-    assert!(twice.contains("already in progress (stage `begun`"), "{twice}");
-    let early = stage_hint(rotation::finish(&files, state(&files).as_ref(), &leaves(&files)));
-    assert!(early.contains("stage `begun`") && early.contains("rotate reissue"), "{early}");
+    assert!(
+        twice.contains("already in progress (stage `begun`"),
+        "{twice}"
+    );
+    let early = stage_hint(rotation::finish(
+        &files,
+        state(&files).as_ref(),
+        &leaves(&files),
+    ));
+    assert!(
+        early.contains("stage `begun`") && early.contains("rotate reissue"),
+        "{early}"
+    );
 
     for method in ["helm", "cronJob"] {
         let spec = spec_with(method);
@@ -341,7 +406,10 @@ fn steps_out_of_order_and_methods_that_cannot_rotate_are_refused_with_the_way_fo
         let ca = current(&files);
         match rotation::begin(&spec, &ca, None, incoming(&spec, T0), T0) {
             Err(RotationRefused::Method { reason }) => {
-                assert!(reason.contains(&format!("certificates: {method}")), "{reason}");
+                assert!(
+                    reason.contains(&format!("certificates: {method}")),
+                    "{reason}"
+                );
             }
             other => panic!("{method}: {other:?}"),
         }
@@ -353,8 +421,14 @@ fn the_state_file_round_trips_and_tampering_is_caught() {
     let spec = spec_with("cmesh");
     let mut files = PkiFiles::new();
     render_pki(&spec, &mut files, T0);
-    carry_out(rotation::begin(&spec, &current(&files), None, incoming(&spec, T0), T0).unwrap(), &mut files);
-    carry_out(rotation::reissue(state(&files).as_ref(), T0 + Duration::hours(2)).unwrap(), &mut files);
+    carry_out(
+        rotation::begin(&spec, &current(&files), None, incoming(&spec, T0), T0).unwrap(),
+        &mut files,
+    );
+    carry_out(
+        rotation::reissue(state(&files).as_ref(), T0 + Duration::hours(2)).unwrap(),
+        &mut files,
+    );
     let s = state(&files).unwrap();
     assert_eq!(rotation::RotationState::parse(&s.to_text()).unwrap(), s);
     assert_eq!(
@@ -381,16 +455,28 @@ fn the_state_file_round_trips_and_tampering_is_caught() {
     let e = store::reconcile(&spec, &replaced, &opts(&spec, T0))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("`from` is") && e.contains("replaced during the rotation"), "{e}");
+    assert!(
+        e.contains("`from` is") && e.contains("replaced during the rotation"),
+        "{e}"
+    );
     // A stage cmesh never writes; half a rotation.
     let mut bad = files.clone();
-    bad.insert(rotation::ROTATION_STATE.into(), text.replace("stage: reissued", "stage: done").into_bytes());
+    bad.insert(
+        rotation::ROTATION_STATE.into(),
+        text.replace("stage: reissued", "stage: done").into_bytes(),
+    );
     let e = rotation::read_state(&bad).unwrap_err().to_string();
-    assert!(e.contains("`stage: done` is not one of begun, reissued, reverting"), "{e}");
+    assert!(
+        e.contains("`stage: done` is not one of begun, reissued, reverting"),
+        "{e}"
+    );
     let mut half = files.clone();
     half.remove(rotation::ROTATION_CA_CERT);
     let e = rotation::read_state(&half).unwrap_err().to_string();
-    assert!(e.contains("rotation/state.yaml but not rotation/ca.crt"), "{e}");
+    assert!(
+        e.contains("rotation/state.yaml but not rotation/ca.crt"),
+        "{e}"
+    );
     // In `reissued` the new CA's key is needed to issue.
     let mut keyless = files.clone();
     keyless.remove(rotation::ROTATION_CA_KEY);
@@ -412,8 +498,14 @@ fn the_report_says_where_the_rotation_stands() {
     assert!(r.next.contains("rotate begin"));
     let n = leaves(&files).len();
     assert_eq!(r.leaves["current"], n);
-    carry_out(rotation::begin(&spec, &current(&files), None, incoming(&spec, T0), T0).unwrap(), &mut files);
-    carry_out(rotation::reissue(state(&files).as_ref(), T0).unwrap(), &mut files);
+    carry_out(
+        rotation::begin(&spec, &current(&files), None, incoming(&spec, T0), T0).unwrap(),
+        &mut files,
+    );
+    carry_out(
+        rotation::reissue(state(&files).as_ref(), T0).unwrap(),
+        &mut files,
+    );
     let r = rotation::report(&files).unwrap();
     assert_eq!(r.issuer, "incoming");
     assert_eq!(r.leaves["current"], n, "not rendered yet");
@@ -426,5 +518,8 @@ fn the_report_says_where_the_rotation_stands() {
     assert_eq!(json["rotation"]["stage"], "reissued");
     assert_eq!(json["history"][1]["stage"], "reissued");
     assert!(json["incoming"]["sha256"].is_string());
-    assert!(!json.to_string().contains("PRIVATE"), "no key in the report");
+    assert!(
+        !json.to_string().contains("PRIVATE"),
+        "no key in the report"
+    );
 }

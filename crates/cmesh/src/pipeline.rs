@@ -188,7 +188,8 @@ pub(crate) fn prepare(
     if check && spec.clustermesh.certificates != CertMethod::CertManager {
         let files = pki_dir.read()?;
         if let (Some(ca_cert), None) = (files.get(store::CA_CERT), files.get(store::CA_KEY)) {
-            let (public, trust) = verify_committed(&loaded, &pki_dir, &files, ca_cert, phase, out_dir)?;
+            let (public, trust) =
+                verify_committed(&loaded, &pki_dir, &files, ca_cert, phase, out_dir)?;
             let view = keyless::keyless_view(&loaded.spec, &public, &trust);
             let tree = render_view(&loaded, &view, phase, out_dir, secrets_dir)?;
             return Ok(Prepared {

@@ -183,7 +183,12 @@ fn every_stage_of_a_ca_rotation_reaches_every_ca_file_the_charts_mount() {
         };
         reconcile(&mut files);
         let old = fp(&files, store::CA_CERT);
-        stages.push(("none", reconcile(&mut files), vec![old.clone()], old.clone()));
+        stages.push((
+            "none",
+            reconcile(&mut files),
+            vec![old.clone()],
+            old.clone(),
+        ));
         let incoming = cmesh_core::pki::Ca::generate(
             &rotation::incoming_ca_name(&spec, now),
             spec.pki.key_algorithm,
@@ -192,10 +197,9 @@ fn every_stage_of_a_ca_rotation_reaches_every_ca_file_the_charts_mount() {
         )
         .unwrap();
         let new = incoming.info().sha256.clone();
-        let current = cmesh_core::pki::CertInfo::from_pem(&String::from_utf8_lossy(
-            &files[store::CA_CERT],
-        ))
-        .unwrap();
+        let current =
+            cmesh_core::pki::CertInfo::from_pem(&String::from_utf8_lossy(&files[store::CA_CERT]))
+                .unwrap();
         rotation::begin(&spec, &current, None, incoming, now)
             .unwrap()
             .apply_in_memory(&mut files);
@@ -220,7 +224,12 @@ fn every_stage_of_a_ca_rotation_reaches_every_ca_file_the_charts_mount() {
         rotation::finish(&files, st.as_ref(), &leaves)
             .unwrap()
             .apply_in_memory(&mut files);
-        stages.push(("finished", reconcile(&mut files), vec![new.clone()], new.clone()));
+        stages.push((
+            "finished",
+            reconcile(&mut files),
+            vec![new.clone()],
+            new.clone(),
+        ));
 
         for (stage, r, trusted, issuer) in &stages {
             let view = render::pki_view(&spec, Some(r));
@@ -383,7 +392,10 @@ fn ca_mounts(objects: &[serde_json::Value], what: &str) -> Vec<CaMount> {
                 files.iter().filter(|f| f.3.ends_with("ca.crt")).collect();
             for ca in cas {
                 let text = object_text(objects, ca.0, &ca.1, &ca.2).unwrap_or_else(|| {
-                    panic!("{what}: {workload} mounts {}/{} key {} that nothing renders", ca.0, ca.1, ca.2)
+                    panic!(
+                        "{what}: {workload} mounts {}/{} key {} that nothing renders",
+                        ca.0, ca.1, ca.2
+                    )
                 });
                 let trusted = pem_certs(&text);
                 let certs = files

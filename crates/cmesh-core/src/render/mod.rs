@@ -11,8 +11,8 @@ pub mod values;
 
 use std::collections::BTreeMap;
 
-use crate::pki::store::Reconciled;
 use crate::pki::LeafKind;
+use crate::pki::store::Reconciled;
 use crate::spec::{CertMethod, MeshSpec};
 use crate::value::Value;
 use crate::yaml::{EmitError, to_yaml};

@@ -3,6 +3,7 @@
 
 pub mod parse;
 mod peering;
+pub mod trust;
 
 pub use peering::{PeerState, Peering, peerings};
 
@@ -106,6 +107,11 @@ pub struct Observed {
     pub service: Result<Option<ServiceObs>, String>,
     /// `cilium-ca` Secret's ca.crt (PEM).
     pub ca_crt: Result<Option<String>, String>,
+    /// The certificates (never the keys) of the TLS Secrets in [`trust::CERT_SECRETS`] that
+    /// exist, by Secret name.
+    pub certs: Result<BTreeMap<String, trust::SecretCerts>, String>,
+    /// The chart's trust bundle (ConfigMap [`trust::BUNDLE_CONFIGMAP`], key `ca.crt`).
+    pub trust_bundle: Result<Option<String>, String>,
     /// `cilium-clustermesh` Secret, decoded.
     pub clustermesh: Result<Option<BTreeMap<String, String>>, String>,
     /// `cilium-kvstoremesh` Secret, decoded.
@@ -131,6 +137,8 @@ impl Observed {
             apiserver: e(),
             service: e(),
             ca_crt: e(),
+            certs: e(),
+            trust_bundle: e(),
             clustermesh: e(),
             kvstoremesh: e(),
             agent_reports: Vec::new(),
@@ -831,6 +839,8 @@ mod tests {
                 node_port: Some(i64::from(c.clustermesh.port)),
             })),
             ca_crt: Ok(None),
+            certs: Ok(BTreeMap::new()),
+            trust_bundle: Ok(None),
             clustermesh: Ok(Some(
                 expected_agent_endpoints(spec, c)
                     .into_iter()

@@ -77,10 +77,16 @@ fn rotate(cx: &Ctx<'_>, cmd: &RotateCommand, out: &mut dyn Write) -> Result<u8, 
         .ok_or_else(|| cx.err(PkiError::NoCa))?;
     let state = rotation::read_state(&files).map_err(|e| cx.err(e))?;
     // A finish killed after placing the new CA: complete it before anything else.
-    if state.as_ref().is_some_and(|s| s.to == current.info().sha256) {
+    if state
+        .as_ref()
+        .is_some_and(|s| s.to == current.info().sha256)
+    {
         dir.drop_rotation()?;
         if matches!(cmd, RotateCommand::Finish) {
-            emit(out, "finished the CA rotation an earlier run was interrupted in: the new CA is the mesh CA\nthen: `cmesh render` and `cmesh apply`, so every cluster trusts the mesh CA alone\n")?;
+            emit(
+                out,
+                "finished the CA rotation an earlier run was interrupted in: the new CA is the mesh CA\nthen: `cmesh render` and `cmesh apply`, so every cluster trusts the mesh CA alone\n",
+            )?;
             return Ok(exit::OK);
         }
         return rotate(cx, cmd, out);
@@ -111,7 +117,11 @@ fn rotate(cx: &Ctx<'_>, cmd: &RotateCommand, out: &mut dyn Write) -> Result<u8, 
                 (Some(c), Some(k)) => {
                     let (cert_pem, key_pem) = (read_pem(c)?, read_pem(k)?);
                     Ca::load(&cert_pem, &key_pem, t).map_err(|source| ExpectedError::Pki {
-                        context: format!("cannot use {} with {} as the new CA", c.display(), k.display()),
+                        context: format!(
+                            "cannot use {} with {} as the new CA",
+                            c.display(),
+                            k.display()
+                        ),
                         source,
                     })?
                 }
@@ -127,7 +137,9 @@ fn rotate(cx: &Ctx<'_>, cmd: &RotateCommand, out: &mut dyn Write) -> Result<u8, 
                 rotation::begin(spec, current.info(), state.as_ref(), incoming, t)
                     .map_err(refused)?
             else {
-                return Err(ExpectedError::Internal("begin returned another step".into()));
+                return Err(ExpectedError::Internal(
+                    "begin returned another step".into(),
+                ));
             };
             dir.begin_rotation(
                 normalize_pem(incoming.cert_pem()).as_bytes(),
@@ -144,7 +156,9 @@ fn rotate(cx: &Ctx<'_>, cmd: &RotateCommand, out: &mut dyn Write) -> Result<u8, 
             let rotation::Transition::Record(next) =
                 rotation::reissue(state.as_ref(), t).map_err(refused)?
             else {
-                return Err(ExpectedError::Internal("reissue returned another step".into()));
+                return Err(ExpectedError::Internal(
+                    "reissue returned another step".into(),
+                ));
             };
             dir.record_rotation(next.to_text().as_bytes())?;
             said.push_str("the new CA issues every certificate from the next render on\n");
@@ -157,7 +171,9 @@ fn rotate(cx: &Ctx<'_>, cmd: &RotateCommand, out: &mut dyn Write) -> Result<u8, 
                 retiring,
             } = rotation::finish(&files, state.as_ref(), &leaves).map_err(refused)?
             else {
-                return Err(ExpectedError::Internal("finish returned another step".into()));
+                return Err(ExpectedError::Internal(
+                    "finish returned another step".into(),
+                ));
             };
             let retired = dir.promote_rotation(
                 cert_pem.as_bytes(),
@@ -175,20 +191,27 @@ fn rotate(cx: &Ctx<'_>, cmd: &RotateCommand, out: &mut dyn Write) -> Result<u8, 
                 said.push_str("aborting: the mesh CA issues every certificate again from the next render; both CAs stay trusted until every cluster has them\n");
             }
             rotation::Transition::Discard { incoming } => {
-                let retired = dir.discard_rotation(&rotation::retired_name(t, &incoming, "aborted"))?;
+                let retired =
+                    dir.discard_rotation(&rotation::retired_name(t, &incoming, "aborted"))?;
                 said.push_str(&format!(
                     "aborted the CA rotation: the new CA leaves the trust at the next render\nit was moved to {} (never deleted)\n",
                     retired.display()
                 ));
             }
-            _ => return Err(ExpectedError::Internal("abort returned another step".into())),
+            _ => {
+                return Err(ExpectedError::Internal(
+                    "abort returned another step".into(),
+                ));
+            }
         },
     }
     let files = dir.read()?;
     let report = rotation::report(&files).map_err(|e| cx.err(e))?;
     said.push_str(&ui::pki::rotation(&report, t));
     if report.rotation.is_none() {
-        said.push_str("then: `cmesh render` and `cmesh apply`, so every cluster trusts the mesh CA alone\n");
+        said.push_str(
+            "then: `cmesh render` and `cmesh apply`, so every cluster trusts the mesh CA alone\n",
+        );
     }
     emit(out, &said)?;
     Ok(exit::OK)

@@ -8,7 +8,7 @@ use cmesh_core::pki::store::{CA_CERT, CaPolicy};
 use cmesh_core::render::{self, Phase};
 use cmesh_core::status;
 
-use super::common::{emit, load_spec};
+use super::common::{emit, load_spec, now};
 use crate::cli::{GlobalArgs, StatusArgs, StatusOutput};
 use crate::errors::{ExpectedError, exit};
 use crate::live::{helm, kube};
@@ -101,6 +101,12 @@ pub(crate) fn run(
         let unreachable = all
             .iter()
             .any(|(_, _, obs, timed_out)| obs.api.is_err() && !timed_out);
+        // Trust is judged across clusters: each one's certificates against its peers' CAs.
+        let observed: Vec<(&cmesh_core::spec::Cluster, &status::Observed)> = all
+            .iter()
+            .filter_map(|(_, name, obs, _)| spec.cluster(name).map(|c| (c, obs)))
+            .collect();
+        let mut trust = status::trust::trust_checks(spec, &observed);
         let checks: Vec<ClusterChecks> = all
             .into_iter()
             .filter_map(|(_, name, obs, _)| {
@@ -109,9 +115,14 @@ pub(crate) fn run(
                     .as_ref()
                     .map(|v| render::cluster_values(spec, cluster, Phase::Mesh, v));
                 let r = rendered_values.as_ref().map_err(|e| e.as_str());
+                let mut checks = status::evaluate(spec, cluster, &obs, mesh_ca.as_ref(), r);
+                if obs.api.is_ok() {
+                    checks.extend(trust.remove(&name));
+                    checks.push(status::trust::expiry_check(&obs, now()));
+                }
                 Some(ClusterChecks {
                     cluster: name,
-                    checks: status::evaluate(spec, cluster, &obs, mesh_ca.as_ref(), r),
+                    checks,
                     peerings: status::peerings(spec, cluster, &obs),
                 })
             })

@@ -2,11 +2,12 @@
 //! the apiserver Service, the CA and clustermesh Secrets, what each agent reports through exec,
 //! the release's values). `cmesh_core::status::evaluate` judges it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cmesh_core::spec::CILIUM_NAMESPACE;
 use cmesh_core::spec::MeshSpec;
-use cmesh_core::status::{AgentObs, KVSTOREMESH_DBG_SINCE, MeshObs, Observed};
+use cmesh_core::status::{self, AgentObs, KVSTOREMESH_DBG_SINCE, MeshObs, Observed};
 
 /// How many peers `status` asks KVStoreMesh about: `None` unless it runs and its release
 /// answers `kvstoremesh-dbg`.
@@ -223,10 +224,35 @@ pub(crate) async fn observe(
             .await
             .map(|d| d.and_then(|m| m.get("ca.crt").cloned()))
             .map_err(text),
+        certs: cert_secrets(&conn).await.map_err(text),
+        trust_bundle: conn
+            .configmap_data(status::trust::BUNDLE_CONFIGMAP)
+            .await
+            .map(|d| d.and_then(|m| m.get("ca.crt").cloned()))
+            .map_err(text),
         clustermesh: conn.secret_data("cilium-clustermesh").await.map_err(text),
         kvstoremesh: conn.secret_data("cilium-kvstoremesh").await.map_err(text),
         agent_reports,
         kvstoremesh_reports,
         release_values,
     }
+}
+
+/// The certificates of the TLS Secrets that exist, keys dropped as soon as read.
+async fn cert_secrets(
+    conn: &Conn,
+) -> Result<BTreeMap<String, status::trust::SecretCerts>, KubeError> {
+    let mut out = BTreeMap::new();
+    for name in status::trust::CERT_SECRETS {
+        if let Some(mut d) = conn.secret_data(name).await? {
+            out.insert(
+                name.to_owned(),
+                status::trust::SecretCerts {
+                    ca_crt: d.remove("ca.crt"),
+                    tls_crt: d.remove("tls.crt"),
+                },
+            );
+        }
+    }
+    Ok(out)
 }

@@ -123,8 +123,9 @@ fn test_report_files_are_named_by_their_format() {
     let r = cmesh(d.path(), &["test", "--report", "results.txt"]);
     assert_code(&r, 2);
     assert!(
-        r.stderr
-            .contains("`results.txt`: the format is taken from the extension: .json, .xml (JUnit) or .html"),
+        r.stderr.contains(
+            "`results.txt`: the format is taken from the extension: .json, .xml (JUnit) or .html"
+        ),
         "{}",
         r.stderr
     );

@@ -287,6 +287,23 @@ impl Conn {
             }))
     }
 
+    /// A ConfigMap's data in the Cilium namespace, `None` when it does not exist.
+    ///
+    /// # Errors
+    /// API errors.
+    pub(crate) async fn configmap_data(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, KubeError> {
+        let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        Ok(api
+            .get_opt(name)
+            .await
+            .map_err(KubeError::api(""))?
+            .map(|c| c.data.unwrap_or_default().into_iter().collect()))
+    }
+
     /// Creates or updates a Secret by server-side apply (field manager `cmesh`).
     ///
     /// # Errors
