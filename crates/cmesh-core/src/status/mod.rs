@@ -411,10 +411,30 @@ fn ca_check(spec: &MeshSpec, obs: &Observed, mesh_ca: Option<&CertInfo>) -> Chec
             "Secret cilium-ca not found: the cluster does not run with the mesh CA",
         ),
         (Ok(Some(pem)), Some(ca)) => match CertInfo::from_pem(pem) {
-            Ok(info) if info.sha256 == ca.sha256 => check(
+            Ok(info) if info.sha256 == ca.sha256 => {
+                // During a CA rotation cilium-ca holds both CAs (trust::trust_checks judges
+                // what each cluster trusts against its peers' certificates).
+                let others = trust::count_certs(pem).saturating_sub(1);
+                check(
+                    "ca",
+                    Outcome::Pass,
+                    if others == 0 {
+                        format!("cilium-ca is the mesh CA ({})", short(&ca.sha256))
+                    } else {
+                        format!(
+                            "cilium-ca holds the mesh CA ({}) and {others} other CA(s) of a rotation",
+                            short(&ca.sha256)
+                        )
+                    },
+                )
+            }
+            Ok(_) if trust::holds(pem, &ca.sha256) => check(
                 "ca",
                 Outcome::Pass,
-                format!("cilium-ca is the mesh CA ({})", short(&ca.sha256)),
+                format!(
+                    "cilium-ca holds the mesh CA ({}) after the CA it replaces (a rotation's finish not yet applied)",
+                    short(&ca.sha256)
+                ),
             ),
             Ok(info) => check(
                 "ca",

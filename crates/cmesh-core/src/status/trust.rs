@@ -47,6 +47,16 @@ fn certs(pem: &str) -> Vec<CertInfo> {
         .collect()
 }
 
+/// How many certificates a PEM text holds.
+pub fn count_certs(pem: &str) -> usize {
+    certs(pem).len()
+}
+
+/// Whether a PEM text holds the certificate with fingerprint `sha256`.
+pub fn holds(pem: &str, sha256: &str) -> bool {
+    certs(pem).iter().any(|c| c.sha256 == sha256)
+}
+
 /// Whether the release enables the chart's trust bundle (`tls.caBundle.enabled`).
 fn bundle_enabled(obs: &Observed) -> bool {
     obs.release_values

@@ -418,6 +418,11 @@ pub(crate) struct ApplyArgs {
     /// Output format: the summary (or the `--dry-run` plan) as a table, or one JSON document.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Change one cluster at a time, in mesh.yaml's order, and wait after each until `status`
+    /// passes on every cluster (drift aside) before the next; stop at the first that does not
+    /// within --timeout. Always on while a CA rotation is in progress.
+    #[arg(long)]
+    pub one_at_a_time: bool,
 }
 
 /// `cmesh status`.

@@ -48,85 +48,16 @@ pub(crate) fn run(
     let runtime = super::common::runtime()?;
     let start = Instant::now();
     let terminal = std::io::stderr().is_terminal();
-    let ask_kvstoremesh = crate::live::status::asks_kvstoremesh(spec);
     loop {
-        let all = runtime.block_on(async {
-            let conns = kube::connect_all(
-                spec,
-                &loaded.input.base_dir,
-                &args.cluster,
-                args.request_timeout.0,
-            )
-            .await;
-            let mut set = tokio::task::JoinSet::new();
-            for (i, (name, conn)) in conns.into_iter().enumerate() {
-                let helm = helm.clone();
-                let timeout = args.request_timeout.0;
-                let peers = spec.clusters.len().saturating_sub(1);
-                let deadline =
-                    crate::live::status::cluster_deadline(timeout, spec.clusters.len().saturating_sub(1));
-                set.spawn(async move {
-                    // Whatever one cluster's server does, it cannot hold up the others' report.
-                    let obs = tokio::time::timeout(
-                        deadline,
-                        crate::live::status::observe(
-                            peers,
-                            ask_kvstoremesh,
-                            conn,
-                            helm.as_ref().map_err(String::as_str),
-                            timeout,
-                        ),
-                    )
-                    .await;
-                    // Past the deadline the cluster was slow, not unreachable: its own
-                    // requests are bounded well inside it, so it had answered some.
-                    let timed_out = obs.is_err();
-                    let obs = obs.unwrap_or_else(|_| {
-                        status::Observed::unreachable(format!(
-                            "no complete answer within {}s (four --request-timeout plus 3s per peer)",
-                            deadline.as_secs()
-                        ))
-                    });
-                    (i, name, obs, timed_out)
-                });
-            }
-            let mut obs = Vec::new();
-            while let Some(Ok(r)) = set.join_next().await {
-                obs.push(r);
-            }
-            obs.sort_by_key(|(i, _, _, _)| *i);
-            obs
-        });
-        // As every command: a cluster whose API server could not be reached is exit 7.
-        let unreachable = all
-            .iter()
-            .any(|(_, _, obs, timed_out)| obs.api.is_err() && !timed_out);
-        // Trust is judged across clusters: each one's certificates against its peers' CAs.
-        let observed: Vec<(&cmesh_core::spec::Cluster, &status::Observed)> = all
-            .iter()
-            .filter_map(|(_, name, obs, _)| spec.cluster(name).map(|c| (c, obs)))
-            .collect();
-        let mut trust = status::trust::trust_checks(spec, &observed);
-        let checks: Vec<ClusterChecks> = all
-            .into_iter()
-            .filter_map(|(_, name, obs, _)| {
-                let cluster = spec.cluster(&name)?;
-                let rendered_values = rendered
-                    .as_ref()
-                    .map(|v| render::cluster_values(spec, cluster, Phase::Mesh, v));
-                let r = rendered_values.as_ref().map_err(|e| e.as_str());
-                let mut checks = status::evaluate(spec, cluster, &obs, mesh_ca.as_ref(), r);
-                if obs.api.is_ok() {
-                    checks.extend(trust.remove(&name));
-                    checks.push(status::trust::expiry_check(&obs, now()));
-                }
-                Some(ClusterChecks {
-                    cluster: name,
-                    checks,
-                    peerings: status::peerings(spec, cluster, &obs),
-                })
-            })
-            .collect();
+        let (checks, unreachable) = runtime.block_on(survey(
+            spec,
+            &loaded.input.base_dir,
+            &args.cluster,
+            &helm,
+            args.request_timeout.0,
+            mesh_ca.as_ref(),
+            Some(&rendered),
+        ));
         let ok = ui::status::ok(&checks);
         if ok || !args.wait || start.elapsed() >= args.timeout.0 {
             let text = match args.output {
@@ -159,4 +90,97 @@ pub(crate) fn run(
         }
         std::thread::sleep(args.interval.0);
     }
+}
+
+/// One pass of `status` over `selected` clusters (all when empty): every cluster observed at
+/// once, each bounded by its own deadline, then judged, trust across clusters included. With
+/// `rendered` absent the drift check is skipped (`apply`'s gate between clusters, where the
+/// clusters not yet applied differ from the render by design). Returns the checks and whether
+/// an API server could not be reached.
+pub(crate) async fn survey(
+    spec: &cmesh_core::spec::MeshSpec,
+    base_dir: &std::path::Path,
+    selected: &[String],
+    helm: &Result<crate::live::helm::Helm, String>,
+    request_timeout: std::time::Duration,
+    mesh_ca: Option<&CertInfo>,
+    rendered: Option<&Result<render::PkiView, String>>,
+) -> (Vec<ClusterChecks>, bool) {
+    let ask_kvstoremesh = crate::live::status::asks_kvstoremesh(spec);
+    let conns = kube::connect_all(spec, base_dir, selected, request_timeout).await;
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (name, conn)) in conns.into_iter().enumerate() {
+        let helm = helm.clone();
+        let peers = spec.clusters.len().saturating_sub(1);
+        let deadline = crate::live::status::cluster_deadline(request_timeout, peers);
+        set.spawn(async move {
+            // Whatever one cluster's server does, it cannot hold up the others' report.
+            let obs = tokio::time::timeout(
+                deadline,
+                crate::live::status::observe(
+                    peers,
+                    ask_kvstoremesh,
+                    conn,
+                    helm.as_ref().map_err(String::as_str),
+                    request_timeout,
+                ),
+            )
+            .await;
+            // Past the deadline the cluster was slow, not unreachable: its own requests are
+            // bounded well inside it, so it had answered some.
+            let timed_out = obs.is_err();
+            let obs = obs.unwrap_or_else(|_| {
+                status::Observed::unreachable(format!(
+                    "no complete answer within {}s (four --request-timeout plus 3s per peer)",
+                    deadline.as_secs()
+                ))
+            });
+            (i, name, obs, timed_out)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(Ok(r)) = set.join_next().await {
+        all.push(r);
+    }
+    all.sort_by_key(|(i, _, _, _)| *i);
+    // As every command: a cluster whose API server could not be reached is exit 7.
+    let unreachable = all
+        .iter()
+        .any(|(_, _, obs, timed_out)| obs.api.is_err() && !timed_out);
+    // Trust is judged across clusters: each one's certificates against its peers' CAs.
+    let observed: Vec<(&cmesh_core::spec::Cluster, &status::Observed)> = all
+        .iter()
+        .filter_map(|(_, name, obs, _)| spec.cluster(name).map(|c| (c, obs)))
+        .collect();
+    let mut trust = status::trust::trust_checks(spec, &observed);
+    let checks = all
+        .into_iter()
+        .filter_map(|(_, name, obs, _)| {
+            let cluster = spec.cluster(&name)?;
+            let mut checks = match rendered {
+                Some(rendered) => {
+                    let values = rendered
+                        .as_ref()
+                        .map(|v| render::cluster_values(spec, cluster, Phase::Mesh, v));
+                    let r = values.as_ref().map_err(|e| e.as_str());
+                    status::evaluate(spec, cluster, &obs, mesh_ca, r)
+                }
+                None => {
+                    let mut c = status::evaluate(spec, cluster, &obs, mesh_ca, Err("not compared"));
+                    c.retain(|c| c.name != "drift");
+                    c
+                }
+            };
+            if obs.api.is_ok() {
+                checks.extend(trust.remove(&name));
+                checks.push(status::trust::expiry_check(&obs, now()));
+            }
+            Some(ClusterChecks {
+                cluster: name,
+                checks,
+                peerings: status::peerings(spec, cluster, &obs),
+            })
+        })
+        .collect();
+    (checks, unreachable)
 }

@@ -513,6 +513,33 @@ impl Handle {
         self.with_apiserver(|p| p.uid.clone())
     }
 
+    /// The pods running with their own network namespace (namespace/name, IP, namespace
+    /// name under /run/netns), for tests that send packets from a pod.
+    pub fn pod_netns(&self) -> Vec<(String, String, String)> {
+        let runs: Vec<Arc<tokio::sync::Mutex<PodRun>>> = self
+            .shared
+            .lock()
+            .pods
+            .values()
+            .filter_map(|s| match s {
+                Slot::Running(r) => Some(Arc::clone(r)),
+                _ => None,
+            })
+            .collect();
+        runs.iter()
+            .filter_map(|r| {
+                let r = lock_blocking(r);
+                r.own_netns.then(|| {
+                    (
+                        format!("{}/{}", r.namespace, r.name),
+                        r.ip.clone(),
+                        r.netns.clone(),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The pods running (namespace/name, IP), for tests.
     pub fn running(&self) -> Vec<(String, String)> {
         let runs: Vec<Arc<tokio::sync::Mutex<PodRun>>> = self
