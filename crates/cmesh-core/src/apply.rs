@@ -90,10 +90,45 @@ pub fn secret_data(secret: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Whether applying `secret` changes what the agents already read: only a Secret that exists
-/// with other data counts (a new Secret is read by agents that start with it).
-pub fn secret_changed(before: Option<&BTreeMap<String, String>>, secret: &Value) -> bool {
-    before.is_some_and(|b| *b != secret_data(secret))
+/// What applying the Secrets changed in Secrets that existed (a new Secret is read by the
+/// pods that start with it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SecretChange {
+    /// Some certificate or key differs.
+    pub certificates: bool,
+    /// Some `ca.crt` differs: what the cluster trusts.
+    pub trust: bool,
+}
+
+impl SecretChange {
+    /// Both changes of `self` and `other`.
+    pub fn or(self, other: SecretChange) -> SecretChange {
+        SecretChange {
+            certificates: self.certificates || other.certificates,
+            trust: self.trust || other.trust,
+        }
+    }
+}
+
+/// What applying `secret` changes in the copy the cluster has (`before`).
+pub fn secret_change(before: Option<&BTreeMap<String, String>>, secret: &Value) -> SecretChange {
+    let Some(b) = before else {
+        return SecretChange::default();
+    };
+    let new = secret_data(secret);
+    SecretChange {
+        certificates: *b != new,
+        trust: b.get("ca.crt") != new.get("ca.crt"),
+    }
+}
+
+/// Values keys that carry certificates (1.14 and 1.15 take the Cluster Mesh ones as values,
+/// Hubble's before 1.16.19) or the trusted CAs (`tls.ca.cert`): the components reload the
+/// first and the trust is handled by [`restart_apiserver`], so neither restarts the agents.
+pub fn is_certificate_value(path: &str) -> bool {
+    path == "tls.ca.cert"
+        || ((path.starts_with("clustermesh.apiserver.tls.") || path.starts_with("hubble.tls."))
+            && (path.ends_with(".cert") || path.ends_with(".key")))
 }
 
 /// The `secrets` step's outcome and text, once every Secret was applied or one failed.
@@ -138,6 +173,17 @@ pub enum HelmAction {
 /// release worth looking up to skip the upgrade.
 pub fn same_values(previous: Option<&Value>, values: &Value) -> bool {
     previous.is_some_and(|p| value::diff(p, values).is_empty())
+}
+
+/// Why the base phase leaves a cluster alone when both phases run: its release is meshed
+/// already (`clustermesh.useAPIServer`), and base's values would take the mesh away until the
+/// mesh phase puts it back, restarting every agent twice. (`--phase base` alone still applies.)
+pub fn skip_base(previous: &Value) -> Option<String> {
+    let meshed = previous
+        .get(&["clustermesh", "useAPIServer"])
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    meshed.then(|| "already meshed: the base phase is for clusters without the mesh".to_owned())
 }
 
 /// Install, upgrade or skip. Skipping matters beyond speed: some charts (Cilium 1.16's agent
@@ -215,32 +261,58 @@ pub enum Restart {
     Restart(String),
 }
 
-/// Agents read the mesh configuration and certificates only at start: restart them when an
-/// existing release's relevant values or Secrets changed, unless the chart's upgrade rolled
-/// them already (`rolled_by_chart`: the DaemonSet's generation rose), since a second restart
-/// would only cut traffic again.
+/// Agents read the mesh configuration at start: restart them when an existing release's
+/// relevant values changed, unless the chart's upgrade rolled them already (`rolled_by_chart`:
+/// the DaemonSet's generation rose), since a second restart would only cut traffic again.
+/// Certificates alone never restart them: an agent loads its etcd client certificate at every
+/// handshake and its trusted CAs at every connection (Cilium's `pkg/kvstore/etcd.go`), which is
+/// what lets a CA rotation go by without one (docs/rotation.md; the lab's rotation session
+/// samples every peering while it runs).
 pub fn restart(
     previous: Option<&Value>,
     values: &Value,
-    secrets_changed: bool,
+    secrets: SecretChange,
     rolled_by_chart: bool,
 ) -> Restart {
-    let changed = restart_changes(previous, values);
-    if changed.is_empty() && !secrets_changed {
-        return Restart::Skip(if previous.is_some() {
-            "no change".into()
-        } else {
+    let all = restart_changes(previous, values);
+    let (certs, changed): (Vec<String>, Vec<String>) =
+        all.into_iter().partition(|p| is_certificate_value(p));
+    if changed.is_empty() {
+        return Restart::Skip(if previous.is_none() {
             "fresh install".into()
+        } else if secrets.certificates || !certs.is_empty() {
+            "only certificates changed: agents load them at every connection".into()
+        } else {
+            "no change".into()
         });
     }
     if rolled_by_chart {
         return Restart::Skip("the chart's upgrade already restarted every agent".into());
     }
-    Restart::Restart(if changed.is_empty() {
-        "certificates changed".to_owned()
-    } else {
-        format!("{} changed", first_paths(&changed))
-    })
+    Restart::Restart(format!("{} changed", first_paths(&changed)))
+}
+
+/// clustermesh-apiserver's etcd reads its trusted CAs only at start (etcd-io/etcd#21074; its
+/// serving certificate it reads at every handshake): restart it when what the cluster trusts
+/// changed (a Secret's `ca.crt`, or `tls.ca.cert` where the chart writes the Secrets), unless
+/// the chart's upgrade rolled it already. Only in the mesh phase, where it exists.
+pub fn restart_apiserver(
+    phase: Phase,
+    previous: Option<&Value>,
+    values: &Value,
+    secrets: SecretChange,
+    rolled_by_chart: bool,
+) -> Restart {
+    let trust_in_values = restart_changes(previous, values)
+        .iter()
+        .any(|p| p == "tls.ca.cert");
+    if phase != Phase::Mesh || previous.is_none() || !(secrets.trust || trust_in_values) {
+        return Restart::Skip("the trusted CAs did not change".into());
+    }
+    if rolled_by_chart {
+        return Restart::Skip("the chart's upgrade already restarted it".into());
+    }
+    Restart::Restart("the trusted CAs changed: its etcd reads them only at start".into())
 }
 
 /// At most three paths, then `…`.
@@ -309,7 +381,10 @@ pub fn dry_run(
         Ok(Some(prev)) => {
             d.helm = "upgrade the current release".into();
             d.changes = value::diff(prev, &artifacts.values);
-            let relevant = restart_changes(Some(prev), &artifacts.values);
+            let relevant: Vec<String> = restart_changes(Some(prev), &artifacts.values)
+                .into_iter()
+                .filter(|p| !is_certificate_value(p))
+                .collect();
             if !relevant.is_empty() {
                 d.restart = Some(format!("{} changed", first_paths(&relevant)));
             }
@@ -366,20 +441,25 @@ mod tests {
         let s = secret("cilium-clustermesh", &[("k8s02.etcd-client.crt", "A")]);
         assert_eq!(secret_name(&s), "cilium-clustermesh");
         assert_eq!(secret_data(&s), map(&[("k8s02.etcd-client.crt", "A")]));
-        assert!(!secret_changed(None, &s), "a new Secret is no change");
-        assert!(!secret_changed(
-            Some(&map(&[("k8s02.etcd-client.crt", "A")])),
-            &s
-        ));
-        assert!(secret_changed(
-            Some(&map(&[("k8s02.etcd-client.crt", "B")])),
-            &s
-        ));
-        assert!(secret_changed(Some(&map(&[])), &s), "a key added");
-        assert!(secret_changed(
-            Some(&map(&[("k8s02.etcd-client.crt", "A"), ("old", "x")])),
-            &s
-        ));
+        let changed =
+            |before: Option<&BTreeMap<String, String>>| secret_change(before, &s).certificates;
+        assert!(!changed(None), "a new Secret is no change");
+        assert!(!changed(Some(&map(&[("k8s02.etcd-client.crt", "A")]))));
+        assert!(changed(Some(&map(&[("k8s02.etcd-client.crt", "B")]))));
+        assert!(changed(Some(&map(&[]))), "a key added");
+        assert!(changed(Some(&map(&[
+            ("k8s02.etcd-client.crt", "A"),
+            ("old", "x")
+        ]))));
+        // The trust changes only with ca.crt.
+        let tls = secret(
+            "clustermesh-apiserver-remote-cert",
+            &[("ca.crt", "OLD+NEW"), ("tls.crt", "C")],
+        );
+        let c = secret_change(Some(&map(&[("ca.crt", "OLD"), ("tls.crt", "C")])), &tls);
+        assert_eq!((c.certificates, c.trust), (true, true));
+        let c = secret_change(Some(&map(&[("ca.crt", "OLD+NEW"), ("tls.crt", "B")])), &tls);
+        assert_eq!((c.certificates, c.trust), (true, false));
     }
 
     #[test]
@@ -480,39 +560,120 @@ mod tests {
             "debug": {"enabled": false},
             "clustermesh": {"useAPIServer": true, "config": {"clusters": [{"name": "k8s02"}]}}
         }));
+        let none = SecretChange::default();
+        let certs = SecretChange {
+            certificates: true,
+            trust: false,
+        };
         assert_eq!(
-            restart(None, &mesh, false, false),
+            restart(None, &mesh, none, false),
             Restart::Skip("fresh install".into())
         );
         assert_eq!(
-            restart(Some(&base), &base, false, false),
+            restart(Some(&base), &base, none, false),
             Restart::Skip("no change".into())
         );
         // A key the agents re-read needs no restart.
         assert_eq!(
-            restart(Some(&base), &debug, false, false),
+            restart(Some(&base), &debug, none, false),
             Restart::Skip("no change".into())
         );
         assert_eq!(
-            restart(Some(&base), &mesh, false, false),
+            restart(Some(&base), &mesh, none, false),
             Restart::Restart(
                 "clustermesh.config.clusters, clustermesh.useAPIServer changed".into()
             )
         );
+        // Certificates alone: agents load them at every connection.
         assert_eq!(
-            restart(Some(&base), &base, true, false),
-            Restart::Restart("certificates changed".into())
+            restart(Some(&base), &base, certs, false),
+            Restart::Skip("only certificates changed: agents load them at every connection".into())
+        );
+        let mut rotated = mesh.clone();
+        rotated.set(&["tls", "ca", "cert"], "Ym90aA==");
+        rotated.set(
+            &["clustermesh", "apiserver", "tls", "server", "cert"],
+            "bmV3",
+        );
+        assert_eq!(
+            restart(Some(&mesh), &rotated, certs, false),
+            Restart::Skip("only certificates changed: agents load them at every connection".into())
         );
         // The chart's upgrade rolled the agents after everything was in place.
         assert_eq!(
-            restart(Some(&base), &mesh, true, true),
+            restart(Some(&base), &mesh, certs, true),
             Restart::Skip("the chart's upgrade already restarted every agent".into())
         );
         // Nothing relevant changed: "no change" even when the chart rolled them.
         assert_eq!(
-            restart(Some(&base), &debug, false, true),
+            restart(Some(&base), &debug, none, true),
             Restart::Skip("no change".into())
         );
+    }
+
+    #[test]
+    fn clustermesh_apiserver_restarts_when_the_trust_changes() {
+        let mesh = v(
+            serde_json::json!({"tls": {"ca": {"cert": "b2xk"}}, "clustermesh": {"useAPIServer": true}}),
+        );
+        let trust = SecretChange {
+            certificates: true,
+            trust: true,
+        };
+        let certs = SecretChange {
+            certificates: true,
+            trust: false,
+        };
+        let why = "the trusted CAs changed: its etcd reads them only at start";
+        assert_eq!(
+            restart_apiserver(Phase::Mesh, Some(&mesh), &mesh, trust, false),
+            Restart::Restart(why.into())
+        );
+        assert!(matches!(
+            restart_apiserver(Phase::Mesh, Some(&mesh), &mesh, certs, false),
+            Restart::Skip(_)
+        ));
+        // 1.14/1.15: the trust arrives through tls.ca.cert, from which the chart writes the Secrets.
+        let mut both = mesh.clone();
+        both.set(&["tls", "ca", "cert"], "Ym90aA==");
+        assert_eq!(
+            restart_apiserver(
+                Phase::Mesh,
+                Some(&mesh),
+                &both,
+                SecretChange::default(),
+                false
+            ),
+            Restart::Restart(why.into())
+        );
+        assert!(matches!(
+            restart_apiserver(Phase::Mesh, Some(&mesh), &both, trust, true),
+            Restart::Skip(w) if w.contains("chart")
+        ));
+        assert!(matches!(
+            restart_apiserver(Phase::Base, Some(&mesh), &both, trust, false),
+            Restart::Skip(_)
+        ));
+        assert!(matches!(
+            restart_apiserver(Phase::Mesh, None, &both, trust, false),
+            Restart::Skip(_)
+        ));
+        assert_eq!(
+            (
+                is_certificate_value("tls.ca.cert"),
+                is_certificate_value("hubble.tls.server.key"),
+                is_certificate_value("clustermesh.apiserver.tls.auto.enabled")
+            ),
+            (true, true, false)
+        );
+    }
+
+    #[test]
+    fn base_leaves_a_meshed_cluster_alone() {
+        let meshed = v(serde_json::json!({"clustermesh": {"useAPIServer": true}}));
+        let base = v(serde_json::json!({"cluster": {"name": "k8s01"}}));
+        assert!(skip_base(&meshed).unwrap().starts_with("already meshed"));
+        assert_eq!(skip_base(&base), None);
     }
 
     #[test]

@@ -101,7 +101,7 @@ fn b64d(s: &str) -> String {
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s).unwrap()).unwrap()
 }
 
-/// The rendered trust of the first cluster: `tls.ca.cert`, `tls.caBundle` (if any), and every
+/// The rendered trust of the first cluster: `tls.ca.cert` and every
 /// Secret's `ca.crt`, each as the fingerprints it holds.
 fn rendered_trust(spec: &MeshSpec, r: &store::Reconciled) -> BTreeMap<String, Vec<String>> {
     let view = render::pki_view(spec, Some(r));
@@ -112,10 +112,10 @@ fn rendered_trust(spec: &MeshSpec, r: &store::Reconciled) -> BTreeMap<String, Ve
         "tls.ca.cert".into(),
         fingerprints(&b64d(values["tls"]["ca"]["cert"].as_str().unwrap())),
     );
-    if let Some(content) = values["tls"]["caBundle"]["content"].as_str() {
-        assert_eq!(values["tls"]["caBundle"]["enabled"], true);
-        out.insert("tls.caBundle".into(), fingerprints(content));
-    }
+    assert!(
+        values["tls"]["caBundle"].is_null(),
+        "the chart's bundle stays off"
+    );
     for s in render::secrets::secrets(spec, c, Phase::Mesh, &view) {
         let s = s.to_json();
         if let Some(ca) = s["data"]["ca.crt"].as_str() {
@@ -129,9 +129,8 @@ fn rendered_trust(spec: &MeshSpec, r: &store::Reconciled) -> BTreeMap<String, Ve
 }
 
 /// Every rendered trust of the first cluster holds exactly `want`.
-fn assert_trust(spec: &MeshSpec, r: &store::Reconciled, want: &[&str], bundle: bool) {
+fn assert_trust(spec: &MeshSpec, r: &store::Reconciled, want: &[&str]) {
     let t = rendered_trust(spec, r);
-    assert_eq!(t.contains_key("tls.caBundle"), bundle, "{t:#?}");
     // 1.14 and 1.15 take the Cluster Mesh certificates as values (the chart copies
     // tls.ca.cert into their Secrets' ca.crt); later versions as cmesh's Secrets.
     let mut sites = vec!["tls.ca.cert", "Secret cilium-ca"];
@@ -162,7 +161,7 @@ fn full_rotation(spec: &MeshSpec) {
     let r0 = render_pki(&spec, &mut files, T0);
     let old = current(&files).sha256;
     assert!(r0.trust.rotation.is_none());
-    assert_trust(&spec, &r0, &[old.as_str()], false);
+    assert_trust(&spec, &r0, &[old.as_str()]);
 
     // begin: both trusted, leaves untouched.
     let t1 = T0 + Duration::hours(1);
@@ -177,7 +176,7 @@ fn full_rotation(spec: &MeshSpec) {
     assert!(r1.writes.is_empty(), "begin re-issues nothing");
     assert!(r1.events.iter().all(|e| e.action == Action::Reused));
     assert_eq!(r1.ca.info().sha256, old, "the old CA still issues");
-    assert_trust(&spec, &r1, &[old.as_str(), new_fp.as_str()], true);
+    assert_trust(&spec, &r1, &[old.as_str(), new_fp.as_str()]);
 
     // reissue: every leaf from the new CA, both still trusted.
     let t2 = t1 + Duration::hours(1);
@@ -204,7 +203,7 @@ fn full_rotation(spec: &MeshSpec) {
             .iter()
             .all(|e| e.reason == "signed by a different CA")
     );
-    assert_trust(&spec, &r2, &[old.as_str(), new_fp.as_str()], true);
+    assert_trust(&spec, &r2, &[old.as_str(), new_fp.as_str()]);
     let r2b = render_pki(&spec, &mut files, t2 + Duration::minutes(5));
     assert!(
         r2b.writes.is_empty(),
@@ -223,7 +222,7 @@ fn full_rotation(spec: &MeshSpec) {
     assert!(state(&files).is_none());
     let r3 = render_pki(&spec, &mut files, t3);
     assert!(r3.writes.is_empty(), "finish re-issues nothing");
-    assert_trust(&spec, &r3, &[new_fp.as_str()], false);
+    assert_trust(&spec, &r3, &[new_fp.as_str()]);
 }
 
 /// A cluster that applied stage n+1 and one still on stage n trust each other's
@@ -310,7 +309,7 @@ fn abort_after_begin_returns_at_once_and_after_reissue_in_two_steps() {
     carry_out(t, &mut files);
     let r = render_pki(&spec, &mut files, T0);
     assert!(r.writes.is_empty());
-    assert_trust(&spec, &r, &[old.as_str()], false);
+    assert_trust(&spec, &r, &[old.as_str()]);
     let after: Vec<_> = leaves(&files).into_iter().map(|(_, c)| c.sha256).collect();
     assert_eq!(before, after, "an abort after begin touches no certificate");
 
@@ -333,7 +332,7 @@ fn abort_after_begin_returns_at_once_and_after_reissue_in_two_steps() {
     let r = render_pki(&spec, &mut files, T0);
     assert_eq!(r.ca.info().sha256, old);
     assert!(r.events.iter().all(|e| e.action == Action::Renewed));
-    assert_trust(&spec, &r, &[old.as_str(), new_fp.as_str()], true);
+    assert_trust(&spec, &r, &[old.as_str(), new_fp.as_str()]);
     // finish is no way out of an abort; reissue would resume the rotation.
     assert!(matches!(
         rotation::finish(&files, state(&files).as_ref(), &leaves(&files)),
@@ -345,7 +344,7 @@ fn abort_after_begin_returns_at_once_and_after_reissue_in_two_steps() {
     );
     let r = render_pki(&spec, &mut files, T0);
     assert!(r.writes.is_empty());
-    assert_trust(&spec, &r, &[old.as_str()], false);
+    assert_trust(&spec, &r, &[old.as_str()]);
 }
 
 #[test]

@@ -102,7 +102,6 @@ pub fn keyless_view(spec: &MeshSpec, public: &PublicPki, trust: &TrustView) -> P
     PkiView {
         ca_cert_pem: public.ca_cert_pem.clone(),
         trust_pem: trust.bundle(),
-        rotating: trust.rotation.is_some(),
         ca_key_pem: spec
             .clustermesh
             .certificates

@@ -232,7 +232,6 @@ pub fn pki_view(spec: &MeshSpec, pki: Option<&Reconciled>) -> PkiView {
         return PkiView {
             ca_cert_pem: String::new(),
             trust_pem: String::new(),
-            rotating: false,
             ca_key_pem: None,
             leaves: BTreeMap::new(),
         };
@@ -240,7 +239,6 @@ pub fn pki_view(spec: &MeshSpec, pki: Option<&Reconciled>) -> PkiView {
     PkiView {
         ca_cert_pem: r.ca.cert_pem().to_owned(),
         trust_pem: r.trust.bundle(),
-        rotating: r.trust.rotation.is_some(),
         ca_key_pem: method
             .needs_ca_key_in_cluster()
             .then(|| r.ca.key().pem().to_owned()),

@@ -47,11 +47,8 @@ pub struct PkiView {
     /// The CA certificate that issues the leaves, PEM (normalised: one trailing newline).
     pub ca_cert_pem: String,
     /// What the clusters trust: the CA certificate, or during a rotation both CAs' PEMs
-    /// concatenated (the trust bundle).
+    /// concatenated (the trust bundle), which goes into every `ca.crt`.
     pub trust_pem: String,
-    /// True during a CA rotation: the trust bundle is also rendered as the chart's
-    /// `tls.caBundle`.
-    pub rotating: bool,
     /// The CA key, only for methods that sign inside the cluster (helm, cronJob).
     pub ca_key_pem: Option<String>,
     /// Leaf certificate and key per (cluster, kind).
@@ -81,7 +78,6 @@ impl PkiView {
         Self {
             ca_cert_pem: "CA".to_owned(),
             trust_pem: "CA".to_owned(),
-            rotating: true,
             ca_key_pem: Some("CAKEY".to_owned()),
             leaves,
         }
@@ -200,12 +196,9 @@ fn build(
             out.set(&["tls", "ca", "key"], b64(key));
         }
     }
-    // The chart's trust bundle, which replaces each certificate's ca.crt in the mounts of the
-    // agents, clustermesh-apiserver (etcd, KVStoreMesh from 1.17), operator and Hubble.
-    if pki.rotating {
-        out.set(&["tls", "caBundle", "enabled"], true);
-        out.set(&["tls", "caBundle", "content"], pki.trust_pem.as_str());
-    }
+    // Not the chart's `tls.caBundle`: with it off, every component reads its CAs from a
+    // Secret's ca.crt, which holds the trust; turning it on and off would change the pod
+    // templates and restart every agent twice per rotation (docs/rotation.md).
 
     // Hubble certificates.
     let hubble = HubbleFeatures::from_values(&user);
@@ -375,7 +368,7 @@ fn owner_field(key: &[String], i: usize) -> String {
         ["ipam", "operator", m, ..] if m.ends_with("MaskSize") => child(&c, "podCIDRMaskSize"),
         ["ipam", ..] | ["ipv4", ..] | ["ipv6", ..] => child(&c, "podCIDR"),
         ["k8sServiceHost" | "k8sServicePort", ..] => child(&c, "apiServer"),
-        ["tls", "ca" | "caBundle", ..] => "pki.dir".into(),
+        ["tls", "ca", ..] => "pki.dir".into(),
         ["clustermesh", "apiserver", "service", "nodePort", ..] => {
             child(&child(&c, "clustermesh"), "port")
         }

@@ -28,14 +28,20 @@ pub struct Rollout {
     pub generation: i64,
     /// status.observedGeneration.
     pub observed_generation: i64,
+    /// Pods of every revision (Deployment `status.replicas`, DaemonSet
+    /// `currentNumberScheduled`): above `desired` while old pods still run.
+    pub total: i64,
 }
 
 impl Rollout {
     /// Everything rolled out and ready.
     pub fn complete(&self) -> bool {
+        // As `kubectl rollout status`: every pod updated and ready, and no old pod left (a
+        // Deployment with maxSurge briefly has the new pod and the old one).
         self.desired > 0
             && self.ready >= self.desired
             && self.updated >= self.desired
+            && self.total <= self.desired
             && self.observed_generation >= self.generation
     }
 
@@ -43,6 +49,12 @@ impl Rollout {
         let mut s = format!("{}/{} ready", self.ready, self.desired);
         if self.updated < self.desired {
             s.push_str(&format!(", {}/{} updated", self.updated, self.desired));
+        }
+        if self.total > self.desired {
+            s.push_str(&format!(
+                ", {} old pod(s) still running",
+                self.total - self.desired
+            ));
         }
         if self.observed_generation < self.generation {
             s.push_str(", rollout in progress");
@@ -842,6 +854,7 @@ mod tests {
                 updated: d,
                 generation: 2,
                 observed_generation: 2,
+                total: d,
             }))
         };
         let cfg = |url: &str| {

@@ -94,6 +94,7 @@ pub(crate) fn run(
         timeout: args.timeout.0,
         poll: args.poll.0,
         request_timeout: args.request_timeout.0,
+        skip_base_when_meshed: args.phase.is_none(),
     });
     let runtime = super::common::runtime()?;
     let conns = runtime.block_on(kube::connect_all(
@@ -158,7 +159,9 @@ pub(crate) fn run(
             request_timeout: args.request_timeout.0,
             why: match (rotation, trust_change) {
                 (Some(stage), _) => format!("CA rotation at stage `{}`", stage.as_str()),
-                (None, TrustChange::Staged) => "the trusted CAs change (a rotation's last step)".into(),
+                (None, TrustChange::Staged) => {
+                    "the trusted CAs change (a rotation's last step)".into()
+                }
                 _ => "--one-at-a-time".into(),
             },
         };
@@ -226,7 +229,9 @@ fn one_at_a_time(
         ));
         let failed = these.iter().any(|s| s.outcome == StepOutcome::Failed);
         steps.extend(these);
-        let stop = |steps: &mut Vec<Step>, rest: Vec<(String, Result<kube::Conn, kube::KubeError>)>, why: &str| {
+        let stop = |steps: &mut Vec<Step>,
+                    rest: Vec<(String, Result<kube::Conn, kube::KubeError>)>,
+                    why: &str| {
             for (n, _) in rest {
                 let s = Step {
                     cluster: n,
@@ -241,7 +246,14 @@ fn one_at_a_time(
             }
         };
         if failed {
-            stop(&mut steps, conns.collect(), &format!("{name} failed, and clusters go one at a time ({})", gate.why));
+            stop(
+                &mut steps,
+                conns.collect(),
+                &format!(
+                    "{name} failed, and clusters go one at a time ({})",
+                    gate.why
+                ),
+            );
             break;
         }
         done += 1;
@@ -282,7 +294,10 @@ fn one_at_a_time(
             }
             progress.working(
                 &name,
-                &format!("waiting for status on every cluster: {}", failing.first().map_or("", String::as_str)),
+                &format!(
+                    "waiting for status on every cluster: {}",
+                    failing.first().map_or("", String::as_str)
+                ),
             );
             std::thread::sleep(gate.poll.max(std::time::Duration::from_secs(1)));
         };
@@ -298,7 +313,11 @@ fn one_at_a_time(
         progress.finished(&s);
         steps.push(s);
         if !ok {
-            stop(&mut steps, conns.collect(), "the gate before them did not pass");
+            stop(
+                &mut steps,
+                conns.collect(),
+                "the gate before them did not pass",
+            );
             break;
         }
     }
@@ -321,8 +340,16 @@ async fn live_trust_change(
     trust: &cmesh_core::pki::rotation::TrustView,
     request_timeout: std::time::Duration,
 ) -> TrustChange {
-    let fingerprint = |pem: &str| cmesh_core::pki::CertInfo::from_pem(pem).ok().map(|c| c.sha256);
-    let rendered: Vec<String> = trust.trusted_pem.iter().filter_map(|p| fingerprint(p)).collect();
+    let fingerprint = |pem: &str| {
+        cmesh_core::pki::CertInfo::from_pem(pem)
+            .ok()
+            .map(|c| c.sha256)
+    };
+    let rendered: Vec<String> = trust
+        .trusted_pem
+        .iter()
+        .filter_map(|p| fingerprint(p))
+        .collect();
     let mut change = TrustChange::None;
     for conn in conns.iter().filter_map(|(_, c)| c.as_ref().ok()) {
         let Ok(Ok(Some(data))) =
@@ -330,7 +357,9 @@ async fn live_trust_change(
         else {
             continue;
         };
-        let Some(pem) = data.get("ca.crt") else { continue };
+        let Some(pem) = data.get("ca.crt") else {
+            continue;
+        };
         let live: Vec<String> = pem
             .split_inclusive("-----END CERTIFICATE-----")
             .filter(|p| p.contains("-----BEGIN CERTIFICATE-----"))

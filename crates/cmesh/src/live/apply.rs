@@ -34,6 +34,8 @@ pub(crate) struct Options {
     pub poll: Duration,
     /// Bound on one request (and on a `helm get values`, which reads one Secret).
     pub request_timeout: Duration,
+    /// Both phases run: the base phase leaves meshed clusters alone.
+    pub skip_base_when_meshed: bool,
 }
 
 /// What to install per cluster and phase.
@@ -155,6 +157,20 @@ async fn apply_phase(
         failed
     };
 
+    // 0. A meshed cluster needs no base phase on the way to the mesh.
+    if phase == Phase::Base && opts.skip_base_when_meshed {
+        let t = Instant::now();
+        let target = Target::of(conn);
+        if let Ok(Some(p)) = opts
+            .helm
+            .get_values(RELEASE, CILIUM_NAMESPACE, &target, opts.request_timeout * 2)
+            .await
+            && let Some(why) = decide::skip_base(&Value::from_json(&p))
+        {
+            push(at.step("helm", StepOutcome::Skipped, why, t), &mut steps);
+            return steps;
+        }
+    }
     // 1. Secrets first: the chart mounts them by name.
     let (secrets, secrets_changed) = apply_secrets(&at, a).await;
     if push(secrets, &mut steps) {
@@ -182,7 +198,7 @@ async fn apply_phase(
     ) {
         return steps;
     }
-    // 4. Agents read the mesh configuration and certificates only at start.
+    // 4. Agents read the mesh configuration only at start.
     let rolled_by_chart = match (chart.agents_generation, conn.daemonset("cilium").await) {
         (Some(before), Ok(Some(now))) => now.generation > before,
         _ => false,
@@ -193,7 +209,43 @@ async fn apply_phase(
         secrets_changed,
         rolled_by_chart,
     );
-    push(restart_agents(&at, decision, opts).await, &mut steps);
+    let agents = Workload {
+        name: "cilium",
+        daemonset: true,
+    };
+    if push(
+        restart_workload(&at, "restart", agents, decision, opts).await,
+        &mut steps,
+    ) {
+        return steps;
+    }
+    // 5. clustermesh-apiserver's etcd reads the trusted CAs only at start.
+    if phase == Phase::Mesh {
+        let rolled = match (
+            chart.apiserver_generation,
+            conn.deployment("clustermesh-apiserver").await,
+        ) {
+            (Some(before), Ok(Some(now))) => now.generation > before,
+            _ => false,
+        };
+        let decision = decide::restart_apiserver(
+            phase,
+            chart.previous.as_ref(),
+            &a.values,
+            secrets_changed,
+            rolled,
+        );
+        if let Restart::Restart(_) = decision {
+            let apiserver = Workload {
+                name: "clustermesh-apiserver",
+                daemonset: false,
+            };
+            push(
+                restart_workload(&at, "restart-apiserver", apiserver, decision, opts).await,
+                &mut steps,
+            );
+        }
+    }
     steps
 }
 
@@ -222,12 +274,12 @@ impl At<'_> {
     }
 }
 
-/// Applies the phase's Secrets (server-side apply); the step and whether one that existed
-/// changed (then the agents must restart to read it).
-async fn apply_secrets(at: &At<'_>, a: &ClusterArtifacts) -> (Step, bool) {
+/// Applies the phase's Secrets (server-side apply); the step and what changed in those that
+/// existed (certificates; the trust, which clustermesh-apiserver reads only at start).
+async fn apply_secrets(at: &At<'_>, a: &ClusterArtifacts) -> (Step, decide::SecretChange) {
     at.working(&format!("applying {} Secret(s)", a.secrets.len()));
     let t = Instant::now();
-    let mut changed = false;
+    let mut changed = decide::SecretChange::default();
     let mut error = None;
     for s in &a.secrets {
         let before = at
@@ -236,13 +288,14 @@ async fn apply_secrets(at: &At<'_>, a: &ClusterArtifacts) -> (Step, bool) {
             .await
             .ok()
             .flatten();
-        changed |= decide::secret_changed(before.as_ref(), s);
+        changed = changed.or(decide::secret_change(before.as_ref(), s));
         if let Err(e) = at.conn.apply_secret(&s.to_json()).await {
             error = Some(e.to_string());
             break;
         }
     }
-    let (outcome, detail) = decide::secrets_step(a.secrets.len(), changed, error.as_deref());
+    let (outcome, detail) =
+        decide::secrets_step(a.secrets.len(), changed.certificates, error.as_deref());
     (at.step("secrets", outcome, detail, t), changed)
 }
 
@@ -254,6 +307,8 @@ struct ChartStep {
     /// The agents' DaemonSet generation before the upgrade: if the chart changes the pod
     /// template, the rollout itself restarts every agent with the new configuration.
     agents_generation: Option<i64>,
+    /// clustermesh-apiserver's Deployment generation before the upgrade, likewise.
+    apiserver_generation: Option<i64>,
 }
 
 /// `helm upgrade --install`, or nothing when the release already has this chart and values.
@@ -269,6 +324,13 @@ async fn apply_chart(at: &At<'_>, a: &ClusterArtifacts, opts: &Options) -> Resul
     let agents_generation = at
         .conn
         .daemonset("cilium")
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.generation);
+    let apiserver_generation = at
+        .conn
+        .deployment("clustermesh-apiserver")
         .await
         .ok()
         .flatten()
@@ -324,6 +386,7 @@ async fn apply_chart(at: &At<'_>, a: &ClusterArtifacts, opts: &Options) -> Resul
         step,
         previous: prev,
         agents_generation,
+        apiserver_generation,
     })
 }
 
@@ -359,39 +422,37 @@ async fn upgrade_install(
         .map_err(|e| e.to_string())
 }
 
-/// Carries out the restart decision: `kubectl rollout restart` of the agents, then waits.
-async fn restart_agents(at: &At<'_>, decision: Restart, opts: &Options) -> Step {
+/// Carries out a restart decision for `workload`: `kubectl rollout restart`, then waits for
+/// the rollout.
+async fn restart_workload(
+    at: &At<'_>,
+    step: &'static str,
+    workload: Workload,
+    decision: Restart,
+    opts: &Options,
+) -> Step {
     let why = match decision {
         Restart::Skip(why) => {
             return Step {
                 millis: 0,
-                ..at.step("restart", StepOutcome::Skipped, why, Instant::now())
+                ..at.step(step, StepOutcome::Skipped, why, Instant::now())
             };
         }
         Restart::Restart(why) => why,
     };
-    at.working("restarting agents");
+    at.working(&format!("restarting {}", workload.name));
     let t = Instant::now();
     let stamp = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let agents = [Workload {
-        name: "cilium",
-        daemonset: true,
-    }];
-    let result = match at.conn.rollout_restart("cilium", &stamp).await {
-        Ok(()) => wait_rollouts(at.conn, &agents, opts, at.progress, at.phase)
+    let result = match at.conn.rollout_restart(workload, &stamp).await {
+        Ok(()) => wait_rollouts(at.conn, &[workload], opts, at.progress, at.phase)
             .await
             .map(|d| format!("{why}: restarted, {d}")),
         Err(e) => Err(format!("rollout restart: {e}")),
     };
     let ok = result.is_ok();
-    at.step(
-        "restart",
-        StepOutcome::of(ok),
-        result.unwrap_or_else(|e| e),
-        t,
-    )
+    at.step(step, StepOutcome::of(ok), result.unwrap_or_else(|e| e), t)
 }
 
 /// Waits until every workload has rolled out and is ready; `Err` names what is not.

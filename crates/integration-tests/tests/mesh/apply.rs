@@ -124,7 +124,7 @@ pub(crate) fn mesh_after_base(m: &Mesh, version: &str) {
     code(m, &r, 0);
     for c in (0..n).map(name) {
         assert!(
-            r.stdout.contains(&format!("{c}: 12/12 checks pass")),
+            r.stdout.contains(&format!("{c}: 14/14 checks pass")),
             "{}",
             r.stdout
         );

@@ -33,7 +33,7 @@ pub(crate) fn code(m: &Mesh, r: &Run, want: i32) {
 }
 
 /// Every check cmesh status makes on a meshed cluster with KVStoreMesh.
-pub(crate) const ALL: [&str; 12] = [
+pub(crate) const ALL: [&str; 14] = [
     "api",
     "agents",
     "operator",
@@ -46,6 +46,8 @@ pub(crate) const ALL: [&str; 12] = [
     "agents-clustermesh",
     "agents-nodes",
     "drift",
+    "trust",
+    "certificates",
 ];
 
 #[track_caller]

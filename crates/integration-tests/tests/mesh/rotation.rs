@@ -6,8 +6,8 @@
 //! last the forced replacement (`pki init --force` + `apply`) under the same samplers, so the
 //! outage it causes is measured beside the rotation's.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cmesh_core::meshtest::{self, Settings};
@@ -83,14 +83,18 @@ fn probes(m: &Mesh) -> Vec<Probe> {
     loop {
         let found: Vec<Option<Probe>> = (0..n)
             .map(|i| {
-                m.lab.kubelet(i).pod_netns().into_iter().find_map(|(pod, ip, netns)| {
-                    pod.starts_with(&format!("cmesh-rotation/{}-", meshtest::SERVER))
-                        .then(|| Probe {
-                            cluster: name(i),
-                            ip,
-                            netns,
-                        })
-                })
+                m.lab
+                    .kubelet(i)
+                    .pod_netns()
+                    .into_iter()
+                    .find_map(|(pod, ip, netns)| {
+                        pod.starts_with(&format!("cmesh-rotation/{}-", meshtest::SERVER))
+                            .then(|| Probe {
+                                cluster: name(i),
+                                ip,
+                                netns,
+                            })
+                    })
             })
             .collect();
         if found.iter().all(Option::is_some) {
@@ -101,7 +105,12 @@ fn probes(m: &Mesh) -> Vec<Probe> {
                     if a.cluster != b.cluster {
                         let deadline = Instant::now() + Duration::from_secs(60);
                         while let Err(e) = request(a, b) {
-                            assert!(Instant::now() < deadline, "{} → {}: {e}", a.cluster, b.cluster);
+                            assert!(
+                                Instant::now() < deadline,
+                                "{} → {}: {e}",
+                                a.cluster,
+                                b.cluster
+                            );
                             std::thread::sleep(Duration::from_millis(500));
                         }
                     }
@@ -139,6 +148,13 @@ fn sampled<T>(m: &Mesh, probes: &[Probe], body: impl FnOnce() -> T) -> (T, Sampl
     let samples = Mutex::new(Samples::default());
     let start = Instant::now();
     let helm = m.helm.display().to_string();
+    // A panicking body still stops the samplers, or the scope would wait for them forever.
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     let out = std::thread::scope(|scope| {
         scope.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
@@ -164,7 +180,15 @@ fn sampled<T>(m: &Mesh, probes: &[Probe], body: impl FnOnce() -> T) -> (T, Sampl
                 let r = cli::run(
                     bin(),
                     m.dir(),
-                    &["status", "-o", "json", "--request-timeout", "5s"],
+                    &[
+                        "status",
+                        "-o",
+                        "json",
+                        "--request-timeout",
+                        "5s",
+                        "--helm",
+                        "/nonexistent/helm",
+                    ],
                     &[("CMESH_HELM", helm.as_str())],
                 );
                 let at = start.elapsed().as_secs_f64();
@@ -190,14 +214,14 @@ fn sampled<T>(m: &Mesh, probes: &[Probe], body: impl FnOnce() -> T) -> (T, Sampl
                     let cluster = c["cluster"].as_str().unwrap_or_default();
                     let (o, why) = check(&v, cluster, "kvstoremesh");
                     if o == "fail" && why.contains("ready") {
-                        s.not_ready.push((at, format!("{cluster} KVStoreMesh: {why}")));
+                        s.not_ready
+                            .push((at, format!("{cluster} KVStoreMesh: {why}")));
                     }
                 }
             }
         });
-        let out = body();
-        stop.store(true, Ordering::Relaxed);
-        out
+        let _stop = StopOnDrop(&stop);
+        body()
     });
     (out, samples.into_inner().unwrap())
 }
@@ -222,7 +246,10 @@ fn stage(m: &Mesh, step: &str) {
     code(m, &r, 0);
     eprintln!("pki rotate {step}, then apply:\n{}", r.stderr);
     // Clusters went one at a time, each behind a gate that passed.
-    let gates = r.stderr.matches("  gate  ok: status passed on every cluster").count();
+    let gates = r
+        .stderr
+        .matches("  gate  ok: status passed on every cluster")
+        .count();
     assert_eq!(gates, m.lab.clusters.len(), "{}\n{}", r.stdout, r.stderr);
 }
 
@@ -249,16 +276,34 @@ pub(crate) fn a_full_rotation_breaks_nothing(m: &Mesh) {
         for step in ["begin", "reissue", "finish"] {
             let t = Instant::now();
             stage(m, step);
-            eprintln!("rotation: {step} + apply in {:.0}s", t.elapsed().as_secs_f64());
+            eprintln!(
+                "rotation: {step} + apply in {:.0}s",
+                t.elapsed().as_secs_f64()
+            );
         }
     });
     record(m, "rotation", t.elapsed(), &s);
     assert!(s.packets > 0 && s.statuses > 0, "{s:?}");
-    assert!(s.packet_failures.is_empty(), "{}: {:#?}", s.summary(), s.packet_failures);
-    assert!(s.not_ready.is_empty(), "{}: {:#?}", s.summary(), s.not_ready);
+    assert!(
+        s.packet_failures.is_empty(),
+        "{}: {:#?}",
+        s.summary(),
+        s.packet_failures
+    );
+    assert!(
+        s.not_ready.is_empty(),
+        "{}: {:#?}",
+        s.summary(),
+        s.not_ready
+    );
     let after = trust_reasons(m);
     assert_ne!(before, after);
-    assert!(after.iter().all(|r| r.matches("` (").count() >= 1 && !r.contains(" and ")), "{after:?}");
+    assert!(
+        after
+            .iter()
+            .all(|r| r.matches("` (").count() >= 1 && !r.contains(" and ")),
+        "{after:?}"
+    );
     let r = m.cmesh(bin(), &["pki", "rotate", "status", "-o", "json"]);
     code(m, &r, 0);
     let v: Value = serde_json::from_str(&r.stdout).unwrap();

@@ -199,6 +199,7 @@ impl Conn {
                     desired: i64::from(s.desired_number_scheduled),
                     ready: i64::from(s.number_ready),
                     updated: i64::from(s.updated_number_scheduled.unwrap_or(0)),
+                    total: i64::from(s.current_number_scheduled),
                     generation: d.metadata.generation.unwrap_or(0),
                     observed_generation: s.observed_generation.unwrap_or(0),
                 }
@@ -233,6 +234,7 @@ impl Conn {
                     desired: i64::from(d.spec.replicas.unwrap_or(1)),
                     ready: i64::from(s.ready_replicas.unwrap_or(0)),
                     updated: i64::from(s.updated_replicas.unwrap_or(0)),
+                    total: i64::from(s.replicas.unwrap_or(0)),
                     generation: d.metadata.generation.unwrap_or(0),
                     observed_generation: s.observed_generation.unwrap_or(0),
                 }
@@ -325,21 +327,30 @@ impl Conn {
         .map_err(KubeError::api(format!("Secret {name}")))
     }
 
-    /// Restarts a DaemonSet's pods as `kubectl rollout restart` does.
+    /// Restarts a DaemonSet's or Deployment's pods as `kubectl rollout restart` does.
     ///
     /// # Errors
     /// API errors.
     pub(crate) async fn rollout_restart(
         &self,
-        daemonset: &str,
+        workload: cmesh_core::apply::Workload,
         stamp: &str,
     ) -> Result<(), KubeError> {
-        let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
         let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}});
-        api.patch(daemonset, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map(|_| ())
-            .map_err(KubeError::api(""))
+        let pp = PatchParams::default();
+        let r = if workload.daemonset {
+            let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+            api.patch(workload.name, &pp, &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+        } else {
+            let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+                Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+            api.patch(workload.name, &pp, &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+        };
+        r.map_err(KubeError::api(""))
     }
 
     /// Agent pods (`k8s-app=cilium`) with their Ready condition.
