@@ -220,6 +220,9 @@ fn three_clusters_on_1_20() {
     suite::three_clusters_pass_with_global_namespaces(&m);
     suite::lint_live_flags_a_namespace_that_is_not_global_on_1_20(&m);
     suite::ctrl_c_cleans_up_and_exits_130(&m);
+    rotation::a_full_rotation_breaks_nothing(&m);
+    rotation::an_abort_after_begin_returns_to_a_green_mesh(&m);
+    rotation::a_forced_replacement_cuts_the_mesh(&m);
     suite::a_lost_cluster(&m);
 }
 
@@ -272,18 +275,6 @@ fn three_clusters_on_1_16_without_kvstoremesh() {
     suite::a_global_service_missing_in_one_cluster(&m);
     faults::a_peer_missing_from_one_clusters_list(&m);
     faults::probe_with_the_certificates_from_the_cluster(&m);
-}
-
-/// A CA rotation on three clusters on Cilium 1.20.0 while real packets cross every pair and
-/// status samples every peering: the staged rotation (zero failures), the aborts, then the
-/// forced replacement's outage, measured the same way.
-#[test]
-#[ignore = "needs the lab: root, network namespaces, the components of scripts/install-test-deps"]
-fn ca_rotation_on_1_20() {
-    let m = healthy(3, "1.20.0", "");
     rotation::a_full_rotation_breaks_nothing(&m);
-    if std::env::var_os("CMESH_ROTATION_ONLY").is_none() {
-        rotation::aborts_return_to_a_green_mesh(&m);
-    }
-    rotation::a_forced_replacement_cuts_the_mesh(&m);
+    rotation::an_abort_after_reissue_returns_to_a_green_mesh(&m);
 }

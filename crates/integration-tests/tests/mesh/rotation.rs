@@ -39,6 +39,8 @@ pub(crate) struct Samples {
     pub not_ready: Vec<(f64, String)>,
     /// Peerings nobody could be asked about (an agent restarting): seconds, what.
     pub unknown: Vec<(f64, String)>,
+    /// What the body did when: seconds, what.
+    pub marks: Vec<(f64, String)>,
 }
 
 impl Samples {
@@ -123,6 +125,19 @@ fn probes(m: &Mesh) -> Vec<Probe> {
     }
 }
 
+/// Deletes what [`probes`] created (the namespace, and with it the pods).
+fn remove_probes(m: &Mesh) {
+    for i in 0..m.lab.clusters.len() {
+        m.kube(i, async |c| {
+            let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(c);
+            match api.delete("cmesh-rotation", &Default::default()).await {
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                r => r.map(|_| ()),
+            }
+        });
+    }
+}
+
 /// One request from `from`'s server pod to `to`'s, over the datapath.
 fn request(from: &Probe, to: &Probe) -> Result<(), String> {
     let out = std::process::Command::new("ip")
@@ -142,11 +157,19 @@ fn request(from: &Probe, to: &Probe) -> Result<(), String> {
     }
 }
 
-/// Runs `body` while the samplers run, and returns what both saw.
-fn sampled<T>(m: &Mesh, probes: &[Probe], body: impl FnOnce() -> T) -> (T, Samples) {
+/// Runs `body` while the samplers run, and returns what both saw. `body` gets a function to
+/// mark the timeline with what it does.
+fn sampled<T>(m: &Mesh, probes: &[Probe], body: impl FnOnce(&dyn Fn(&str)) -> T) -> (T, Samples) {
     let stop = AtomicBool::new(false);
     let samples = Mutex::new(Samples::default());
     let start = Instant::now();
+    let mark = |what: &str| {
+        samples
+            .lock()
+            .unwrap()
+            .marks
+            .push((start.elapsed().as_secs_f64(), what.to_owned()));
+    };
     let helm = m.helm.display().to_string();
     // A panicking body still stops the samplers, or the scope would wait for them forever.
     struct StopOnDrop<'a>(&'a AtomicBool);
@@ -218,10 +241,13 @@ fn sampled<T>(m: &Mesh, probes: &[Probe], body: impl FnOnce() -> T) -> (T, Sampl
                             .push((at, format!("{cluster} KVStoreMesh: {why}")));
                     }
                 }
+                drop(s);
+                // Room for the rollout itself: status execs into every agent.
+                std::thread::sleep(Duration::from_secs(2));
             }
         });
         let _stop = StopOnDrop(&stop);
-        body()
+        body(&mark)
     });
     (out, samples.into_inner().unwrap())
 }
@@ -233,17 +259,42 @@ fn record(m: &Mesh, what: &str, took: Duration, s: &Samples) {
         took,
     );
     eprintln!("{what} in {:.0}s: {}", took.as_secs_f64(), s.summary());
-    for (t, f) in s.packet_failures.iter().chain(&s.not_ready).take(20) {
-        eprintln!("  {t:6.1}s {f}");
+    let mut timeline: Vec<(f64, String)> = s
+        .marks
+        .iter()
+        .map(|(t, w)| (*t, format!("-- {w}")))
+        .chain(
+            s.packet_failures
+                .iter()
+                .map(|(t, w)| (*t, format!("packet: {w}"))),
+        )
+        .chain(
+            s.not_ready
+                .iter()
+                .map(|(t, w)| (*t, format!("not ready: {w}"))),
+        )
+        .chain(
+            s.unknown
+                .iter()
+                .take(10)
+                .map(|(t, w)| (*t, format!("unknown: {w}"))),
+        )
+        .collect();
+    timeline.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (t, w) in timeline.iter().take(60) {
+        eprintln!("  {t:6.1}s {w}");
     }
 }
 
-/// `pki rotate <step>`, then `apply` (one cluster at a time, gated), both exit 0.
-fn stage(m: &Mesh, step: &str) {
+/// `pki rotate <step>`, then `apply` (one cluster at a time, gated), both exit 0; each
+/// cluster's steps marked on the samplers' timeline.
+fn stage(m: &Mesh, step: &str, mark: &dyn Fn(&str)) {
     let r = m.cmesh(bin(), &["pki", "rotate", step]);
     code(m, &r, 0);
+    mark(&format!("{step}: apply starts"));
     let r = m.apply(bin(), &["--timeout", "240s"]);
     code(m, &r, 0);
+    mark(&format!("{step}: apply done"));
     eprintln!("pki rotate {step}, then apply:\n{}", r.stderr);
     // Clusters went one at a time, each behind a gate that passed.
     let gates = r
@@ -272,10 +323,10 @@ pub(crate) fn a_full_rotation_breaks_nothing(m: &Mesh) {
     let probes = probes(m);
     let before = trust_reasons(m);
     let t = Instant::now();
-    let ((), s) = sampled(m, &probes, || {
+    let ((), s) = sampled(m, &probes, |mark| {
         for step in ["begin", "reissue", "finish"] {
             let t = Instant::now();
-            stage(m, step);
+            stage(m, step, mark);
             eprintln!(
                 "rotation: {step} + apply in {:.0}s",
                 t.elapsed().as_secs_f64()
@@ -283,6 +334,7 @@ pub(crate) fn a_full_rotation_breaks_nothing(m: &Mesh) {
         }
     });
     record(m, "rotation", t.elapsed(), &s);
+    remove_probes(m);
     assert!(s.packets > 0 && s.statuses > 0, "{s:?}");
     assert!(
         s.packet_failures.is_empty(),
@@ -310,20 +362,49 @@ pub(crate) fn a_full_rotation_breaks_nothing(m: &Mesh) {
     assert!(v["rotation"].is_null(), "{v}");
 }
 
-/// Aborts after `begin` and after `reissue` (twice `abort`) return to a green mesh on the
-/// current CA.
-pub(crate) fn aborts_return_to_a_green_mesh(m: &Mesh) {
+/// An abort after `begin` returns to a green mesh on the current CA, under the samplers.
+pub(crate) fn an_abort_after_begin_returns_to_a_green_mesh(m: &Mesh) {
+    aborted(m, "abort after begin", &["begin", "abort"]);
+}
+
+/// An abort after `reissue` (two steps: certificates back to the current CA, then the new CA
+/// out of the trust) returns to a green mesh on the current CA, under the samplers.
+pub(crate) fn an_abort_after_reissue_returns_to_a_green_mesh(m: &Mesh) {
+    aborted(
+        m,
+        "abort after reissue",
+        &["begin", "reissue", "abort", "abort"],
+    );
+}
+
+fn aborted(m: &Mesh, what: &str, steps: &[&str]) {
+    let probes = probes(m);
     let before = trust_reasons(m);
-    stage(m, "begin");
-    stage(m, "abort");
+    let t = Instant::now();
+    let ((), s) = sampled(m, &probes, |mark| {
+        for step in steps {
+            stage(m, step, mark);
+        }
+    });
+    record(m, what, t.elapsed(), &s);
+    remove_probes(m);
+    assert!(
+        s.packet_failures.is_empty(),
+        "{}: {:#?}",
+        s.summary(),
+        s.packet_failures
+    );
+    assert!(
+        s.not_ready.is_empty(),
+        "{}: {:#?}",
+        s.summary(),
+        s.not_ready
+    );
     healthy_again(m);
     assert_eq!(trust_reasons(m), before);
-    stage(m, "begin");
-    stage(m, "reissue");
-    stage(m, "abort");
-    stage(m, "abort");
-    healthy_again(m);
-    assert_eq!(trust_reasons(m), before);
+    let r = m.cmesh(bin(), &["pki", "rotate", "status", "-o", "json"]);
+    code(m, &r, 0);
+    assert!(serde_json::from_str::<Value>(&r.stdout).unwrap()["rotation"].is_null());
 }
 
 /// The forced replacement the rotation exists to avoid: `pki init --force` and one `apply`
@@ -331,13 +412,15 @@ pub(crate) fn aborts_return_to_a_green_mesh(m: &Mesh) {
 pub(crate) fn a_forced_replacement_cuts_the_mesh(m: &Mesh) {
     let probes = probes(m);
     let t = Instant::now();
-    let ((), s) = sampled(m, &probes, || {
+    let ((), s) = sampled(m, &probes, |mark| {
         let r = m.cmesh(bin(), &["pki", "init", "--force"]);
+        mark("pki init --force: apply starts");
         code(m, &r, 0);
         let _ = m.apply(bin(), &["--timeout", "240s"]);
         healthy_again(m);
     });
     record(m, "forced CA replacement", t.elapsed(), &s);
+    remove_probes(m);
     assert!(
         !s.not_ready.is_empty() || !s.packet_failures.is_empty(),
         "the forced replacement cut nothing: {}",
