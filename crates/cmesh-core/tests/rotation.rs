@@ -150,7 +150,11 @@ fn assert_trust(spec: &MeshSpec, r: &store::Reconciled, want: &[&str]) {
 
 #[test]
 fn a_full_rotation_changes_the_trust_and_the_issuer_one_at_a_time() {
-    for version in ["1.14.2", "1.16.19", "1.20.0"] {
+    // Every minor cmesh supports: the chart reads the certificates from values (1.14, 1.15),
+    // from cmesh's Secrets with `enableSecrets` (1.16–1.19) or without (1.20).
+    for version in [
+        "1.14.2", "1.15.19", "1.16.0", "1.16.19", "1.17.17", "1.18.11", "1.19.7", "1.20.0",
+    ] {
         full_rotation(&on(version, "cmesh"));
     }
 }

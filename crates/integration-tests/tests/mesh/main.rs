@@ -206,8 +206,9 @@ fn two_clusters_on_1_16() {
 
 /// Three clusters on Cilium 1.20.0: base, mesh, status; drift after a hand upgrade; a cluster
 /// off the network; then ingress-nginx in k8s03 only and the suite with global namespaces, live
-/// lint, Ctrl-C; last, k8s03 lost as a whole: the others' global Services keep answering from
-/// the remaining clusters and `test` and `status` name the lost one.
+/// lint, Ctrl-C; a CA rotation under the samplers, an abort after `begin`, the forced
+/// replacement's outage; last, k8s03 lost as a whole: the others' global Services keep
+/// answering from the remaining clusters and `test` and `status` name the lost one.
 #[test]
 #[ignore = "needs the lab: root, network namespaces, the components of scripts/install-test-deps"]
 fn three_clusters_on_1_20() {
@@ -266,7 +267,8 @@ fn faults_on_1_20_with_kvstoremesh() {
 /// Three clusters on Cilium 1.16.19 with KVStoreMesh turned off (the agents dial the peers
 /// themselves with cmesh's certificates, so faults show in their own reports): a firewall
 /// between two clusters failing exactly their cells, a Service pruned in one cluster, a peer
-/// missing from one cluster's list, probe with the certificates the cluster holds.
+/// missing from one cluster's list, probe with the certificates the cluster holds; a CA
+/// rotation under the samplers and an abort after `reissue`.
 #[test]
 #[ignore = "needs the lab: root, network namespaces, the components of scripts/install-test-deps"]
 fn three_clusters_on_1_16_without_kvstoremesh() {

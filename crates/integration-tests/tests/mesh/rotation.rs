@@ -6,8 +6,8 @@
 //! last the forced replacement (`pki init --force` + `apply`) under the same samplers, so the
 //! outage it causes is measured beside the rotation's.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use cmesh_core::meshtest::{self, Settings};
@@ -157,6 +157,11 @@ fn request(from: &Probe, to: &Probe) -> Result<(), String> {
     }
 }
 
+/// The samples, even after a sampler panicked (its panic is the test's failure).
+fn lock(m: &Mutex<Samples>) -> std::sync::MutexGuard<'_, Samples> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Runs `body` while the samplers run, and returns what both saw. `body` gets a function to
 /// mark the timeline with what it does.
 fn sampled<T>(m: &Mesh, probes: &[Probe], body: impl FnOnce(&dyn Fn(&str)) -> T) -> (T, Samples) {
@@ -164,9 +169,7 @@ fn sampled<T>(m: &Mesh, probes: &[Probe], body: impl FnOnce(&dyn Fn(&str)) -> T)
     let samples = Mutex::new(Samples::default());
     let start = Instant::now();
     let mark = |what: &str| {
-        samples
-            .lock()
-            .unwrap()
+        lock(&samples)
             .marks
             .push((start.elapsed().as_secs_f64(), what.to_owned()));
     };
@@ -185,7 +188,7 @@ fn sampled<T>(m: &Mesh, probes: &[Probe], body: impl FnOnce(&dyn Fn(&str)) -> T)
                 for a in probes {
                     for b in probes.iter().filter(|b| b.cluster != a.cluster) {
                         let r = request(a, b);
-                        let mut s = samples.lock().unwrap();
+                        let mut s = lock(&samples);
                         s.packets += 1;
                         if let Err(e) = r {
                             s.packet_failures.push((
@@ -218,7 +221,7 @@ fn sampled<T>(m: &Mesh, probes: &[Probe], body: impl FnOnce(&dyn Fn(&str)) -> T)
                 let Ok(v) = serde_json::from_str::<Value>(&r.stdout) else {
                     continue;
                 };
-                let mut s = samples.lock().unwrap();
+                let mut s = lock(&samples);
                 s.statuses += 1;
                 for c in v["clusters"].as_array().into_iter().flatten() {
                     for p in c["peerings"].as_array().into_iter().flatten() {
@@ -234,9 +237,17 @@ fn sampled<T>(m: &Mesh, probes: &[Probe], body: impl FnOnce(&dyn Fn(&str)) -> T)
                             _ => {}
                         }
                     }
+                    // KVStoreMesh's own view of each peer, where it runs.
                     let cluster = c["cluster"].as_str().unwrap_or_default();
-                    let (o, why) = check(&v, cluster, "kvstoremesh");
-                    if o == "fail" && why.contains("ready") {
+                    let kvstoremesh = c["checks"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|k| k["name"] == "kvstoremesh");
+                    if let Some(k) = kvstoremesh
+                        && k["outcome"] == "fail"
+                    {
+                        let why = k["reason"].as_str().unwrap_or_default();
                         s.not_ready
                             .push((at, format!("{cluster} KVStoreMesh: {why}")));
                     }
@@ -249,7 +260,10 @@ fn sampled<T>(m: &Mesh, probes: &[Probe], body: impl FnOnce(&dyn Fn(&str)) -> T)
         let _stop = StopOnDrop(&stop);
         body(&mark)
     });
-    (out, samples.into_inner().unwrap())
+    (
+        out,
+        samples.into_inner().unwrap_or_else(PoisonError::into_inner),
+    )
 }
 
 fn record(m: &Mesh, what: &str, took: Duration, s: &Samples) {
