@@ -74,9 +74,9 @@ impl Samples {
 
 /// Creates the echo server (and client) of `cmesh test` in every cluster, in namespace
 /// `cmesh-rotation`, and returns each cluster's server pod.
-fn probes(m: &Mesh) -> Vec<Probe> {
+fn probes(m: &Mesh, namespace: &str) -> Vec<Probe> {
     let mut s = Settings::new("rotation", m.cilium.version.parse().unwrap());
-    s.namespace = "cmesh-rotation".into();
+    s.namespace = namespace.into();
     let n = m.lab.clusters.len();
     for i in 0..n {
         m.apply_objects(i, &meshtest::manifests::setup(&s, &name(i)));
@@ -90,7 +90,7 @@ fn probes(m: &Mesh) -> Vec<Probe> {
                     .pod_netns()
                     .into_iter()
                     .find_map(|(pod, ip, netns)| {
-                        pod.starts_with(&format!("cmesh-rotation/{}-", meshtest::SERVER))
+                        pod.starts_with(&format!("{namespace}/{}-", meshtest::SERVER))
                             .then(|| Probe {
                                 cluster: name(i),
                                 ip,
@@ -126,11 +126,11 @@ fn probes(m: &Mesh) -> Vec<Probe> {
 }
 
 /// Deletes what [`probes`] created (the namespace, and with it the pods).
-fn remove_probes(m: &Mesh) {
+fn remove_probes(m: &Mesh, namespace: &str) {
     for i in 0..m.lab.clusters.len() {
         m.kube(i, async |c| {
             let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(c);
-            match api.delete("cmesh-rotation", &Default::default()).await {
+            match api.delete(namespace, &Default::default()).await {
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
                 r => r.map(|_| ()),
             }
@@ -334,7 +334,7 @@ fn trust_reasons(m: &Mesh) -> Vec<String> {
 /// The full rotation under the samplers: not one failed request and not one peering reported
 /// not ready; every cluster ends up trusting the new CA alone.
 pub(crate) fn a_full_rotation_breaks_nothing(m: &Mesh) {
-    let probes = probes(m);
+    let probes = probes(m, "cmesh-rotation");
     let before = trust_reasons(m);
     let t = Instant::now();
     let ((), s) = sampled(m, &probes, |mark| {
@@ -348,7 +348,7 @@ pub(crate) fn a_full_rotation_breaks_nothing(m: &Mesh) {
         }
     });
     record(m, "rotation", t.elapsed(), &s);
-    remove_probes(m);
+    remove_probes(m, "cmesh-rotation");
     assert!(s.packets > 0 && s.statuses > 0, "{s:?}");
     assert!(
         s.packet_failures.is_empty(),
@@ -376,11 +376,6 @@ pub(crate) fn a_full_rotation_breaks_nothing(m: &Mesh) {
     assert!(v["rotation"].is_null(), "{v}");
 }
 
-/// An abort after `begin` returns to a green mesh on the current CA, under the samplers.
-pub(crate) fn an_abort_after_begin_returns_to_a_green_mesh(m: &Mesh) {
-    aborted(m, "abort after begin", &["begin", "abort"]);
-}
-
 /// An abort after `reissue` (two steps: certificates back to the current CA, then the new CA
 /// out of the trust) returns to a green mesh on the current CA, under the samplers.
 pub(crate) fn an_abort_after_reissue_returns_to_a_green_mesh(m: &Mesh) {
@@ -392,7 +387,7 @@ pub(crate) fn an_abort_after_reissue_returns_to_a_green_mesh(m: &Mesh) {
 }
 
 fn aborted(m: &Mesh, what: &str, steps: &[&str]) {
-    let probes = probes(m);
+    let probes = probes(m, "cmesh-rotation-abort");
     let before = trust_reasons(m);
     let t = Instant::now();
     let ((), s) = sampled(m, &probes, |mark| {
@@ -401,7 +396,7 @@ fn aborted(m: &Mesh, what: &str, steps: &[&str]) {
         }
     });
     record(m, what, t.elapsed(), &s);
-    remove_probes(m);
+    remove_probes(m, "cmesh-rotation-abort");
     assert!(
         s.packet_failures.is_empty(),
         "{}: {:#?}",
@@ -424,7 +419,7 @@ fn aborted(m: &Mesh, what: &str, steps: &[&str]) {
 /// The forced replacement the rotation exists to avoid: `pki init --force` and one `apply`
 /// (all clusters at once). The samplers see the mesh cut until every cluster has the new CA.
 pub(crate) fn a_forced_replacement_cuts_the_mesh(m: &Mesh) {
-    let probes = probes(m);
+    let probes = probes(m, "cmesh-rotation-forced");
     let t = Instant::now();
     let ((), s) = sampled(m, &probes, |mark| {
         let r = m.cmesh(bin(), &["pki", "init", "--force"]);
@@ -434,7 +429,7 @@ pub(crate) fn a_forced_replacement_cuts_the_mesh(m: &Mesh) {
         healthy_again(m);
     });
     record(m, "forced CA replacement", t.elapsed(), &s);
-    remove_probes(m);
+    remove_probes(m, "cmesh-rotation-forced");
     assert!(
         !s.not_ready.is_empty() || !s.packet_failures.is_empty(),
         "the forced replacement cut nothing: {}",
