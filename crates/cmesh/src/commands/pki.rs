@@ -404,13 +404,22 @@ fn show(
         },
     };
     let t = now();
+    // During a rotation the leaves come from the incoming CA from `reissue` on.
+    let incoming = rotation::read_state(&files)
+        .ok()
+        .flatten()
+        .and_then(|_| files.get(rotation::ROTATION_CA_CERT))
+        .and_then(|b| CertInfo::from_pem(&String::from_utf8_lossy(b)).ok());
     let mut leaves = Vec::new();
     for (path, bytes) in files
         .iter()
         .filter(|(p, _)| p.starts_with("clusters/") && p.ends_with(".crt"))
     {
         if let Ok(info) = CertInfo::from_pem(&String::from_utf8_lossy(bytes)) {
-            let status = if !info.is_signed_by(&ca) {
+            let from_incoming = incoming.as_ref().is_some_and(|i| info.is_signed_by(i));
+            let status = if from_incoming && info.days_left(t) >= 30 {
+                "ok-new-ca"
+            } else if !info.is_signed_by(&ca) && !from_incoming {
                 "other-ca"
             } else if info.days_left(t) < 0 {
                 "expired"
