@@ -209,19 +209,7 @@ impl TrustView {
     }
 }
 
-fn text_of(files: &PkiFiles, path: &str) -> Result<Option<String>, PkiError> {
-    files
-        .get(path)
-        .map(|b| {
-            String::from_utf8(b.clone()).map_err(|_| PkiError::InFile {
-                file: path.to_owned(),
-                source: Box::new(PkiError::InvalidCert {
-                    reason: "not text".into(),
-                }),
-            })
-        })
-        .transpose()
-}
+use super::store::text as text_of;
 
 /// The rotation recorded in pki.dir, checked against the CA certificates it names.
 ///

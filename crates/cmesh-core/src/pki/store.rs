@@ -126,7 +126,8 @@ pub struct Reconciled {
     pub events: Vec<PkiEvent>,
 }
 
-fn text(files: &PkiFiles, path: &str) -> Result<Option<String>, PkiError> {
+/// A pki.dir file as text (`None` when absent); bytes that are not UTF-8 are an error naming it.
+pub(crate) fn text(files: &PkiFiles, path: &str) -> Result<Option<String>, PkiError> {
     files
         .get(path)
         .map(|b| {
