@@ -108,10 +108,9 @@ fn rendered_trust(spec: &MeshSpec, r: &store::Reconciled) -> BTreeMap<String, Ve
     let c = &spec.clusters[0];
     let values = render::cluster_values(spec, c, Phase::Mesh, &view).to_json();
     let mut out = BTreeMap::new();
-    out.insert(
-        "tls.ca.cert".into(),
-        fingerprints(&b64d(values["tls"]["ca"]["cert"].as_str().unwrap())),
-    );
+    if let Some(ca) = values["tls"]["ca"]["cert"].as_str() {
+        out.insert("tls.ca.cert".into(), fingerprints(&b64d(ca)));
+    }
     assert!(
         values["tls"]["caBundle"].is_null(),
         "the chart's bundle stays off"
@@ -132,9 +131,18 @@ fn rendered_trust(spec: &MeshSpec, r: &store::Reconciled) -> BTreeMap<String, Ve
 fn assert_trust(spec: &MeshSpec, r: &store::Reconciled, want: &[&str]) {
     let t = rendered_trust(spec, r);
     // 1.14 and 1.15 take the Cluster Mesh certificates as values (the chart copies
-    // tls.ca.cert into their Secrets' ca.crt); later versions as cmesh's Secrets.
-    let mut sites = vec!["tls.ca.cert", "Secret cilium-ca"];
-    if !spec.cilium.version.clustermesh_certs_only_as_values() {
+    // tls.ca.cert into their Secrets' ca.crt); later versions as cmesh's Secrets. Hubble's
+    // take them as values before 1.16.19. Where no certificate is a value, the chart reads
+    // no tls.ca.cert, and cmesh leaves it out: a change there would only make a helm upgrade.
+    let v = &spec.cilium.version;
+    let mut sites = vec!["Secret cilium-ca"];
+    let in_values = v.clustermesh_certs_only_as_values() || !v.has_hubble_existing_secret();
+    if in_values {
+        sites.push("tls.ca.cert");
+    } else {
+        assert!(!t.contains_key("tls.ca.cert"), "no tls.ca.cert on {v}: {t:#?}");
+    }
+    if !v.clustermesh_certs_only_as_values() {
         sites.extend([
             "Secret clustermesh-apiserver-server-cert",
             "Secret clustermesh-apiserver-remote-cert",

@@ -188,7 +188,17 @@ fn build(
     // cronJob gets it through the pre-created cilium-ca Secret, cmesh never ships it.
     // During a rotation every CA the clusters trust: on 1.14 and 1.15 the chart copies it into
     // each Secret's ca.crt, which some components read instead of the bundle (docs/rotation.md).
-    if method != CertMethod::CertManager {
+    // With cmesh's certificates the chart reads it only beside a certificate given as values;
+    // elsewhere (1.16.19 on) it would be a value no template reads, whose change at `begin` and
+    // `finish` still makes a helm upgrade, and the 1.16 chart rolls every agent at each one.
+    let chart_reads_ca = match method {
+        CertMethod::CertManager => false,
+        CertMethod::Cmesh => phase_leaves(spec, cluster, phase, pki)
+            .iter()
+            .any(|(kind, _)| leaf_in_values(v, *kind)),
+        CertMethod::Helm | CertMethod::CronJob => true,
+    };
+    if chart_reads_ca {
         out.set(&["tls", "ca", "cert"], b64(&pki.trust_pem));
         if method == CertMethod::Helm
             && let Some(key) = &pki.ca_key_pem

@@ -38,7 +38,7 @@ fn init_show_and_never_replace() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|f| f.as_str().unwrap().ends_with("k8s01/values.yaml"))
+            .any(|f| f.as_str().unwrap().ends_with("k8s01/secrets.yaml"))
     );
     assert!(!r.stdout.contains("PRIVATE KEY"));
 }
