@@ -234,7 +234,10 @@ fn the_article_lab_as_values() {
         Some(&Value::from("k8s-lab-01.mylaptop.loc"))
     );
     assert_eq!(pb[0].get(&["port"]), Some(&Value::Int(32379)));
-    assert!(s(&a, &["tls", "ca", "cert"]).is_some(), "1.14 reads the CA from values");
+    assert!(
+        s(&a, &["tls", "ca", "cert"]).is_some(),
+        "1.14 reads the CA from values"
+    );
     assert_eq!(s(&a, &["tls", "ca", "cert"]), s(&b, &["tls", "ca", "cert"]));
     assert_eq!(s(&a, &["tls", "ca", "key"]), None);
     for (path, f) in tree.files.iter().chain(tree.secret_files.iter()) {

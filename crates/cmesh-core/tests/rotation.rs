@@ -140,7 +140,10 @@ fn assert_trust(spec: &MeshSpec, r: &store::Reconciled, want: &[&str]) {
     if in_values {
         sites.push("tls.ca.cert");
     } else {
-        assert!(!t.contains_key("tls.ca.cert"), "no tls.ca.cert on {v}: {t:#?}");
+        assert!(
+            !t.contains_key("tls.ca.cert"),
+            "no tls.ca.cert on {v}: {t:#?}"
+        );
     }
     if !v.clustermesh_certs_only_as_values() {
         sites.extend([

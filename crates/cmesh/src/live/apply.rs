@@ -87,26 +87,30 @@ pub(crate) async fn run(
             alive.push(conn);
         }
     }
+    // Release values a phase read and left unchanged, for the next phase: one `helm get
+    // values` (a process reading the whole release) per cluster instead of two.
+    let mut known: std::collections::HashMap<String, serde_json::Value> = Default::default();
     for &phase in &opts.phases {
         let mut set = tokio::task::JoinSet::new();
         for conn in alive.clone() {
             let artifacts = Arc::clone(&artifacts);
             let opts = Arc::clone(&opts);
             let progress = Arc::clone(&progress);
+            let values = known.remove(&conn.name);
             set.spawn(async move {
                 let Some(a) = artifacts.get(&(conn.name.clone(), phase)) else {
-                    return (conn.name.clone(), Vec::new());
+                    return (conn.name.clone(), Vec::new(), values);
                 };
                 // helm and the rollout waits have their own --timeout; this bounds the rest
                 // (many requests, each within --request-timeout) in the worst case.
                 let bound = opts.timeout * 2 + Duration::from_secs(60);
-                let steps = tokio::time::timeout(
+                let (steps, values) = tokio::time::timeout(
                     bound,
-                    apply_phase(&conn, phase, a, &opts, progress.as_ref()),
+                    apply_phase(&conn, phase, a, &opts, progress.as_ref(), values),
                 )
                 .await
                 .unwrap_or_else(|_| {
-                    vec![Step {
+                    let step = vec![Step {
                         cluster: conn.name.clone(),
                         phase: Some(phase),
                         step: "deadline",
@@ -116,16 +120,20 @@ pub(crate) async fn run(
                             bound.as_secs()
                         ),
                         millis: u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
-                    }]
+                    }];
+                    (step, None)
                 });
-                (conn.name.clone(), steps)
+                (conn.name.clone(), steps, values)
             });
         }
         let mut failed = Vec::new();
         while let Some(r) = set.join_next().await {
-            if let Ok((name, s)) = r {
+            if let Ok((name, s, values)) = r {
                 if s.iter().any(|x| x.outcome == StepOutcome::Failed) {
-                    failed.push(name);
+                    failed.push(name.clone());
+                }
+                if let Some(v) = values {
+                    known.insert(name, v);
                 }
                 steps.extend(s);
             }
@@ -137,13 +145,16 @@ pub(crate) async fn run(
 }
 
 /// One cluster's phase: Secrets, chart, rollouts, restart; stops at the first failed step.
+/// `known` is the release's values if the previous phase read them and changed nothing; they
+/// come back only from a base phase skipped on a meshed cluster (nothing changed there).
 async fn apply_phase(
     conn: &Conn,
     phase: Phase,
     a: &ClusterArtifacts,
     opts: &Options,
     progress: &dyn Progress,
-) -> Vec<Step> {
+    known: Option<serde_json::Value>,
+) -> (Vec<Step>, Option<serde_json::Value>) {
     let mut steps = Vec::new();
     let at = At {
         conn,
@@ -157,35 +168,44 @@ async fn apply_phase(
         failed
     };
 
+    let mut known = known;
     // 0. A meshed cluster needs no base phase on the way to the mesh.
     if phase == Phase::Base && opts.skip_base_when_meshed {
         let t = Instant::now();
         let target = Target::of(conn);
-        if let Ok(Some(p)) = opts
-            .helm
-            .get_values(RELEASE, CILIUM_NAMESPACE, &target, opts.request_timeout * 2)
-            .await
-            && let Some(why) = decide::skip_base(&Value::from_json(&p))
-        {
-            push(at.step("helm", StepOutcome::Skipped, why, t), &mut steps);
-            return steps;
+        let read = match known.take() {
+            Some(v) => Ok(Some(v)),
+            None => {
+                opts.helm
+                    .get_values(RELEASE, CILIUM_NAMESPACE, &target, opts.request_timeout * 2)
+                    .await
+            }
+        };
+        if let Ok(Some(p)) = read {
+            if let Some(why) = decide::skip_base(&Value::from_json(&p)) {
+                push(at.step("helm", StepOutcome::Skipped, why, t), &mut steps);
+                return (steps, Some(p));
+            }
+            // Still the release's values: nothing has changed it yet.
+            known = Some(p);
         }
     }
     // 1. Secrets first: the chart mounts them by name.
     let (secrets, secrets_changed) = apply_secrets(&at, a).await;
     if push(secrets, &mut steps) {
-        return steps;
+        return (steps, None);
     }
-    // 2. The chart.
-    let chart = match apply_chart(&at, a, opts).await {
+    // 2. The chart, from the values read in step 0 or by the phase before (only a skipped
+    // base phase sends them on: nothing changed the release since).
+    let chart = match apply_chart(&at, a, opts, known).await {
         Ok(c) => c,
         Err(s) => {
             push(s, &mut steps);
-            return steps;
+            return (steps, None);
         }
     };
     if push(chart.step, &mut steps) {
-        return steps;
+        return (steps, None);
     }
     // 3. Rollouts.
     let t = Instant::now();
@@ -196,7 +216,7 @@ async fn apply_phase(
         at.step("rollout", StepOutcome::of(ok), detail, t),
         &mut steps,
     ) {
-        return steps;
+        return (steps, None);
     }
     // 4. Agents read the mesh configuration only at start.
     let rolled_by_chart = match (chart.agents_generation, conn.daemonset("cilium").await) {
@@ -217,7 +237,7 @@ async fn apply_phase(
         restart_workload(&at, "restart", agents, decision, opts).await,
         &mut steps,
     ) {
-        return steps;
+        return (steps, None);
     }
     // 5. clustermesh-apiserver's etcd reads the trusted CAs only at start.
     if phase == Phase::Mesh {
@@ -246,7 +266,7 @@ async fn apply_phase(
             );
         }
     }
-    steps
+    (steps, None)
 }
 
 /// Where a step runs, for its report.
@@ -313,14 +333,24 @@ struct ChartStep {
 
 /// `helm upgrade --install`, or nothing when the release already has this chart and values.
 /// `Err` is a failed step before helm could run.
-async fn apply_chart(at: &At<'_>, a: &ClusterArtifacts, opts: &Options) -> Result<ChartStep, Step> {
+/// `known`: the release's values as read earlier in this apply, with nothing changed since.
+async fn apply_chart(
+    at: &At<'_>,
+    a: &ClusterArtifacts,
+    opts: &Options,
+    known: Option<serde_json::Value>,
+) -> Result<ChartStep, Step> {
     at.working("helm upgrade --install");
     let t = Instant::now();
     let target = Target::of(at.conn);
-    let previous = opts
-        .helm
-        .get_values(RELEASE, CILIUM_NAMESPACE, &target, opts.request_timeout * 2)
-        .await;
+    let previous = match known {
+        Some(v) => Ok(Some(v)),
+        None => {
+            opts.helm
+                .get_values(RELEASE, CILIUM_NAMESPACE, &target, opts.request_timeout * 2)
+                .await
+        }
+    };
     let agents_generation = at
         .conn
         .daemonset("cilium")
