@@ -151,6 +151,22 @@ pub fn installed_cilium(version: &str) -> Option<Cilium> {
     })
 }
 
+/// The Cilium chart of `version` alone (`.tools/cilium-charts/v<version>`, a link into the Go
+/// module cache): the releases the offline chart tests read but the lab does not run.
+///
+/// # Panics
+/// When it is not installed.
+pub fn cilium_chart(version: &str) -> PathBuf {
+    let dir = tools_dir()
+        .join("cilium-charts")
+        .join(format!("v{version}"));
+    if dir.join("Chart.yaml").is_file() {
+        dir
+    } else {
+        tools::missing(&format!("the Cilium {version} chart at {}", dir.display()))
+    }
+}
+
 /// The GitOps tests' components: the Argo CD and Flux CRDs (links into the Go module cache) and
 /// `appset-expand` (tests/components/main/cmd/appset-expand).
 #[derive(Debug, Clone)]

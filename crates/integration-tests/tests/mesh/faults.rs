@@ -180,6 +180,17 @@ pub(crate) fn a_peer_from_another_ca(m: &Mesh) {
     let (o, why) = check(&v, "k8s02", "ca");
     assert_eq!(o, "fail");
     assert!(why.contains("not the mesh CA"), "{why}");
+    // `trust` names both directions of the mismatch: who does not trust which certificate,
+    // its issuer, and what the refusing cluster trusts.
+    let (o, why) = check(&v, "k8s01", "trust");
+    assert_eq!(o, "fail", "{why}");
+    for words in [
+        "k8s01 does not trust k8s02's clustermesh-apiserver certificate, issued by `CN=Cilium CA`",
+        "k8s02 does not trust the client certificate k8s01 presents (clustermesh-apiserver-remote-cert)",
+        "k8s02 trusts `CN=Cilium CA`",
+    ] {
+        assert!(why.contains(words), "{words:?} not in {why}");
+    }
     // k8s02's new KVStoreMesh trusts neither k8s01's server nor is trusted by it.
     until_fails(m, "k8s02", "kvstoremesh", &["k8s01 not connected"]);
     kvstoremesh_itself_fails(m, 0, "k8s02 not connected", &["unknown authority"]);

@@ -378,9 +378,17 @@ pub(crate) fn a_lost_cluster(m: &Mesh) {
         "{errors:?}"
     );
     let failing = cells(&v, "fail");
+    // The cells that should not have failed, in full (what was asked, what answered, why).
+    let unexpected: Vec<&Value> = v["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "fail" && c["from"] != "k8s03" && c["to"] != "k8s03")
+        .collect();
     assert!(
         failing.iter().all(|c| c.contains("k8s03")),
-        "only k8s03's cells fail: {failing:?}"
+        "only k8s03's cells fail: {failing:?}\n{unexpected:#?}\n{}",
+        m.lab.logs(30)
     );
     for (from, to) in [("k8s01", "k8s02"), ("k8s02", "k8s01")] {
         assert_eq!(cell(&v, "pod", from, Some(to))["outcome"], "pass");
