@@ -292,6 +292,30 @@ pub fn restart(
     Restart::Restart(format!("{} changed", first_paths(&changed)))
 }
 
+/// Agents after a replacement of the trusted CAs with no CA in common (`pki init --force`): a
+/// restart, once clustermesh-apiserver has restarted, when this cluster's trust changed and the
+/// chart did not roll the agents already. On the lab (3 x 1.20.0) every peering came back ready
+/// after such a replacement, yet global Services created afterwards never reached another
+/// cluster until the agents restarted (docs/rotation.md). A rotation's steps keep a CA in
+/// common and need none of this.
+pub fn restart_after_replacement(
+    phase: Phase,
+    replaced: bool,
+    secrets: SecretChange,
+    rolled_by_chart: bool,
+) -> Restart {
+    if phase != Phase::Mesh || !replaced || !secrets.trust {
+        return Restart::Skip("the trusted CAs were not replaced".into());
+    }
+    if rolled_by_chart {
+        return Restart::Skip("the chart's upgrade already restarted every agent".into());
+    }
+    Restart::Restart(
+        "the trusted CAs were replaced with no CA in common: agents stop receiving the peers' new state until they restart"
+            .into(),
+    )
+}
+
 /// clustermesh-apiserver's etcd reads its trusted CAs only at start (etcd-io/etcd#21074; its
 /// serving certificate it reads at every handshake): restart it when what the cluster trusts
 /// changed (a Secret's `ca.crt`, or `tls.ca.cert` where the chart writes the Secrets), unless
@@ -391,6 +415,56 @@ pub fn dry_run(
         }
     }
     d
+}
+
+#[cfg(test)]
+mod replacement_tests {
+    use super::*;
+
+    #[test]
+    fn agents_restart_only_after_a_replacement_that_reached_this_clusters_trust() {
+        let trust = SecretChange {
+            certificates: true,
+            trust: true,
+        };
+        let certs_only = SecretChange {
+            certificates: true,
+            trust: false,
+        };
+        let restarts = |r: Restart| matches!(r, Restart::Restart(_));
+        assert!(restarts(restart_after_replacement(
+            Phase::Mesh,
+            true,
+            trust,
+            false
+        )));
+        // Not a replacement (a rotation's step), not this cluster's trust, the base phase, or
+        // the chart rolled them already: no restart.
+        assert!(!restarts(restart_after_replacement(
+            Phase::Mesh,
+            false,
+            trust,
+            false
+        )));
+        assert!(!restarts(restart_after_replacement(
+            Phase::Mesh,
+            true,
+            certs_only,
+            false
+        )));
+        assert!(!restarts(restart_after_replacement(
+            Phase::Base,
+            true,
+            trust,
+            false
+        )));
+        assert!(!restarts(restart_after_replacement(
+            Phase::Mesh,
+            true,
+            trust,
+            true
+        )));
+    }
 }
 
 #[cfg(test)]

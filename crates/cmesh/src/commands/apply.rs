@@ -87,7 +87,7 @@ pub(crate) fn run(
             artifacts.insert((c.name.clone(), p), a);
         }
     }
-    let opts = Arc::new(Options {
+    let mut opts = Options {
         phases: phases.clone(),
         chart,
         helm,
@@ -95,7 +95,8 @@ pub(crate) fn run(
         poll: args.poll.0,
         request_timeout: args.request_timeout.0,
         skip_base_when_meshed: args.phase.is_none(),
-    });
+        trust_replaced: false,
+    };
     let runtime = super::common::runtime()?;
     let conns = runtime.block_on(kube::connect_all(
         spec,
@@ -143,6 +144,8 @@ pub(crate) fn run(
         }
         _ => TrustChange::None,
     };
+    opts.trust_replaced = trust_change == TrustChange::Disjoint;
+    let opts = Arc::new(opts);
     if trust_change == TrustChange::Disjoint {
         crate::ui::term::eprint(
             "apply: the clusters' CA is being replaced without a rotation: peers that have the new CA and peers that do not yet distrust each other until every cluster is done (`cmesh pki rotate` avoids that)\n",

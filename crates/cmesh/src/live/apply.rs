@@ -36,6 +36,9 @@ pub(crate) struct Options {
     pub request_timeout: Duration,
     /// Both phases run: the base phase leaves meshed clusters alone.
     pub skip_base_when_meshed: bool,
+    /// The trusted CAs are being replaced with no CA in common: agents restart after
+    /// clustermesh-apiserver ([`decide::restart_after_replacement`]).
+    pub trust_replaced: bool,
 }
 
 /// What to install per cluster and phase.
@@ -233,10 +236,23 @@ async fn apply_phase(
         name: "cilium",
         daemonset: true,
     };
-    if push(
-        restart_workload(&at, "restart", agents, decision, opts).await,
-        &mut steps,
-    ) {
+    // After a CA replacement the agents restart last, once clustermesh-apiserver has.
+    let after_replacement = decide::restart_after_replacement(
+        phase,
+        opts.trust_replaced,
+        secrets_changed,
+        rolled_by_chart,
+    );
+    let agents_last = match (&decision, after_replacement) {
+        (Restart::Skip(_), r @ Restart::Restart(_)) => Some(r),
+        _ => None,
+    };
+    if agents_last.is_none()
+        && push(
+            restart_workload(&at, "restart", agents, decision, opts).await,
+            &mut steps,
+        )
+    {
         return (steps, None);
     }
     // 5. clustermesh-apiserver's etcd reads the trusted CAs only at start.
@@ -260,11 +276,20 @@ async fn apply_phase(
                 name: "clustermesh-apiserver",
                 daemonset: false,
             };
-            push(
+            if push(
                 restart_workload(&at, "restart-apiserver", apiserver, decision, opts).await,
                 &mut steps,
-            );
+            ) {
+                return (steps, None);
+            }
         }
+    }
+    // 6. The agents, last after a CA replacement.
+    if let Some(decision) = agents_last {
+        push(
+            restart_workload(&at, "restart", agents, decision, opts).await,
+            &mut steps,
+        );
     }
     (steps, None)
 }

@@ -209,7 +209,9 @@ fn two_clusters_on_1_16() {
 /// lint, Ctrl-C; a CA rotation under the samplers, an abort after `reissue` (both aborts: back
 /// to the current CA's certificates, then the new CA out of the trust), the forced
 /// replacement's outage; last, k8s03 lost as a whole: the others' global Services keep
-/// answering from the remaining clusters and `test` and `status` name the lost one.
+/// answering from the remaining clusters and `test` and `status` name the lost one (which
+/// also proves that Services created after the forced replacement reach the other clusters:
+/// without the agents' restart that `apply` now makes after it, they did not).
 #[test]
 #[ignore = "needs the lab: root, network namespaces, the components of scripts/install-test-deps"]
 fn three_clusters_on_1_20() {
