@@ -418,58 +418,18 @@ pub fn dry_run(
 }
 
 #[cfg(test)]
-mod replacement_tests {
-    use super::*;
-
-    #[test]
-    fn agents_restart_only_after_a_replacement_that_reached_this_clusters_trust() {
-        let trust = SecretChange {
-            certificates: true,
-            trust: true,
-        };
-        let certs_only = SecretChange {
-            certificates: true,
-            trust: false,
-        };
-        let restarts = |r: Restart| matches!(r, Restart::Restart(_));
-        assert!(restarts(restart_after_replacement(
-            Phase::Mesh,
-            true,
-            trust,
-            false
-        )));
-        // Not a replacement (a rotation's step), not this cluster's trust, the base phase, or
-        // the chart rolled them already: no restart.
-        assert!(!restarts(restart_after_replacement(
-            Phase::Mesh,
-            false,
-            trust,
-            false
-        )));
-        assert!(!restarts(restart_after_replacement(
-            Phase::Mesh,
-            true,
-            certs_only,
-            false
-        )));
-        assert!(!restarts(restart_after_replacement(
-            Phase::Base,
-            true,
-            trust,
-            false
-        )));
-        assert!(!restarts(restart_after_replacement(
-            Phase::Mesh,
-            true,
-            trust,
-            true
-        )));
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Secret change that reaches what the cluster trusts, and one of certificates only.
+    const TRUST: SecretChange = SecretChange {
+        certificates: true,
+        trust: true,
+    };
+    const CERTS: SecretChange = SecretChange {
+        certificates: true,
+        trust: false,
+    };
 
     fn v(json: serde_json::Value) -> Value {
         Value::from_json(&json)
@@ -635,10 +595,7 @@ mod tests {
             "clustermesh": {"useAPIServer": true, "config": {"clusters": [{"name": "k8s02"}]}}
         }));
         let none = SecretChange::default();
-        let certs = SecretChange {
-            certificates: true,
-            trust: false,
-        };
+        let certs = CERTS;
         assert_eq!(
             restart(None, &mesh, none, false),
             Restart::Skip("fresh install".into())
@@ -690,14 +647,7 @@ mod tests {
         let mesh = v(
             serde_json::json!({"tls": {"ca": {"cert": "b2xk"}}, "clustermesh": {"useAPIServer": true}}),
         );
-        let trust = SecretChange {
-            certificates: true,
-            trust: true,
-        };
-        let certs = SecretChange {
-            certificates: true,
-            trust: false,
-        };
+        let (trust, certs) = (TRUST, CERTS);
         let why = "the trusted CAs changed: its etcd reads them only at start";
         assert_eq!(
             restart_apiserver(Phase::Mesh, Some(&mesh), &mesh, trust, false),
@@ -798,5 +748,27 @@ mod tests {
         );
         assert_eq!(d.error.as_deref(), Some("API server unreachable"));
         assert!(d.helm.is_empty());
+    }
+
+    #[test]
+    fn agents_restart_only_after_a_replacement_that_reached_this_clusters_trust() {
+        // (phase, replaced, Secret change, rolled by the chart) → restart?
+        let cases = [
+            (Phase::Mesh, true, TRUST, false, true),
+            // Not a replacement (a rotation's step), not this cluster's trust, the base phase,
+            // or the chart rolled them already: no restart.
+            (Phase::Mesh, false, TRUST, false, false),
+            (Phase::Mesh, true, CERTS, false, false),
+            (Phase::Base, true, TRUST, false, false),
+            (Phase::Mesh, true, TRUST, true, false),
+        ];
+        for (phase, replaced, secrets, rolled, want) in cases {
+            let got = restart_after_replacement(phase, replaced, secrets, rolled);
+            assert_eq!(
+                matches!(got, Restart::Restart(_)),
+                want,
+                "{phase:?} replaced={replaced} {secrets:?} rolled={rolled}: {got:?}"
+            );
+        }
     }
 }

@@ -176,14 +176,7 @@ async fn apply_phase(
     if phase == Phase::Base && opts.skip_base_when_meshed {
         let t = Instant::now();
         let target = Target::of(conn);
-        let read = match known.take() {
-            Some(v) => Ok(Some(v)),
-            None => {
-                opts.helm
-                    .get_values(RELEASE, CILIUM_NAMESPACE, &target, opts.request_timeout * 2)
-                    .await
-            }
-        };
+        let read = release_values(opts, &target, known.take()).await;
         if let Ok(Some(p)) = read {
             if let Some(why) = decide::skip_base(&Value::from_json(&p)) {
                 push(at.step("helm", StepOutcome::Skipped, why, t), &mut steps);
@@ -294,6 +287,23 @@ async fn apply_phase(
     (steps, None)
 }
 
+/// The release's values: `known` when this apply read them already and nothing changed the
+/// release since, else `helm get values`.
+async fn release_values(
+    opts: &Options,
+    target: &Target,
+    known: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Value>, crate::live::helm::HelmError> {
+    match known {
+        Some(v) => Ok(Some(v)),
+        None => {
+            opts.helm
+                .get_values(RELEASE, CILIUM_NAMESPACE, target, opts.request_timeout * 2)
+                .await
+        }
+    }
+}
+
 /// Where a step runs, for its report.
 struct At<'a> {
     conn: &'a Conn,
@@ -368,14 +378,7 @@ async fn apply_chart(
     at.working("helm upgrade --install");
     let t = Instant::now();
     let target = Target::of(at.conn);
-    let previous = match known {
-        Some(v) => Ok(Some(v)),
-        None => {
-            opts.helm
-                .get_values(RELEASE, CILIUM_NAMESPACE, &target, opts.request_timeout * 2)
-                .await
-        }
-    };
+    let previous = release_values(opts, &target, known).await;
     let agents_generation = at
         .conn
         .daemonset("cilium")
