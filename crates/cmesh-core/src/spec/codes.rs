@@ -163,6 +163,17 @@ pub const KEY_PERMISSIONS: Rule =
 /// The CA certificate without its key: a clone of the GitOps repository.
 pub const CA_KEY_ABSENT: Rule = warning("CM516", "the CA certificate is here but not its key");
 
+/// A meshed cluster's ID differs from the one it was meshed with (`membership.yaml`).
+pub const MEMBER_ID_CHANGED: Rule =
+    warning("CM520", "a meshed cluster's ID changed since it was meshed");
+/// A name or ID of a cluster that left or was removed is used again.
+pub const MEMBER_REUSED: Rule = warning(
+    "CM521",
+    "a name or ID of a cluster removed from the mesh is used again",
+);
+/// A meshed cluster is no longer in mesh.yaml.
+pub const MEMBER_LEAVING: Rule = warning("CM522", "a meshed cluster is no longer in mesh.yaml");
+
 /// A user value overrides a key cmesh sets.
 pub const VALUE_OVERRIDE: Rule = warning("CM601", "user value overrides a key cmesh sets");
 
@@ -221,6 +232,9 @@ pub const ALL: &[Rule] = &[
     CA_KEY_MISMATCH,
     KEY_PERMISSIONS,
     CA_KEY_ABSENT,
+    MEMBER_ID_CHANGED,
+    MEMBER_REUSED,
+    MEMBER_LEAVING,
     VALUE_OVERRIDE,
 ];
 
