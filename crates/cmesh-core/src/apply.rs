@@ -1,6 +1,7 @@
 //! `cmesh apply`, the pure half: the decisions apply makes on one cluster from what the edge
 //! observed there (the Secrets and the release already on it, the agents' DaemonSet before and
-//! after the chart's upgrade), the steps it reports, and the `--dry-run` plan. The edge only
+//! after the chart's upgrade) and the steps it reports (the plan built from the same rules is
+//! `crate::plan`). The edge only
 //! gathers these observations and carries the decisions out; every rule here has a unit test
 //! that needs no cluster.
 
@@ -8,8 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::render::{ClusterArtifacts, Phase};
-use crate::value::{self, Change, Value};
+use crate::render::Phase;
+use crate::value::{self, Value};
 
 /// The Helm release name (the article's).
 pub const RELEASE: &str = "cilium";
@@ -353,70 +354,6 @@ fn first_paths(paths: &[String]) -> String {
     s
 }
 
-/// What `--dry-run` would do on one cluster in one phase.
-#[derive(Debug, Clone, Serialize)]
-pub struct DryRun {
-    /// Cluster.
-    pub cluster: String,
-    /// Phase.
-    pub phase: Phase,
-    /// Secrets that would be applied.
-    pub secrets: Vec<String>,
-    /// `install (no release yet)` or `upgrade the current release`.
-    pub helm: String,
-    /// Values changes against the release (paths only).
-    pub changes: Vec<(String, Change)>,
-    /// Whether agents would be restarted, and why.
-    pub restart: Option<String>,
-    /// Why it could not be planned (unreachable, ...).
-    pub error: Option<String>,
-}
-
-/// What the edge found on a cluster for a dry run: the release's values (`None`: no release),
-/// or why the cluster could not be asked.
-pub type DryRunObservation<'a> = Result<Option<&'a Value>, &'a str>;
-
-/// The `--dry-run` plan for `cluster` in `phase` from what was observed there. It does not read
-/// Secrets, so a restart is predicted from values only.
-pub fn dry_run(
-    cluster: &str,
-    phase: Phase,
-    artifacts: &ClusterArtifacts,
-    observed: DryRunObservation<'_>,
-) -> DryRun {
-    let mut d = DryRun {
-        cluster: cluster.to_owned(),
-        phase,
-        secrets: artifacts
-            .secrets
-            .iter()
-            .map(secret_name)
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        helm: String::new(),
-        changes: Vec::new(),
-        restart: None,
-        error: None,
-    };
-    match observed {
-        Err(e) => d.error = Some(e.to_owned()),
-        Ok(None) => d.helm = "install (no release yet)".into(),
-        Ok(Some(prev)) => {
-            d.helm = "upgrade the current release".into();
-            d.changes = value::diff(prev, &artifacts.values);
-            let relevant: Vec<String> = restart_changes(Some(prev), &artifacts.values)
-                .into_iter()
-                .filter(|p| !is_certificate_value(p))
-                .collect();
-            if !relevant.is_empty() {
-                d.restart = Some(format!("{} changed", first_paths(&relevant)));
-            }
-        }
-    }
-    d
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,49 +642,6 @@ mod tests {
         let paths: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
         assert_eq!(first_paths(&paths[..3]), "a, b, c");
         assert_eq!(first_paths(&paths), "a, b, c, …");
-    }
-
-    #[test]
-    fn the_dry_run_plan_follows_the_observation() {
-        let values = v(
-            serde_json::json!({"clustermesh": {"useAPIServer": true}, "debug": {"enabled": true}}),
-        );
-        let artifacts = ClusterArtifacts {
-            values: values.clone(),
-            values_text: String::new(),
-            secrets: vec![
-                secret("cilium-ca", &[("ca.crt", "x")]),
-                v(serde_json::json!({})),
-            ],
-        };
-        let d = dry_run("k8s01", Phase::Mesh, &artifacts, Ok(None));
-        assert_eq!(d.secrets, ["cilium-ca"]);
-        assert_eq!(d.helm, "install (no release yet)");
-        assert!(d.changes.is_empty() && d.restart.is_none() && d.error.is_none());
-
-        let prev = v(serde_json::json!({"debug": {"enabled": false}}));
-        let d = dry_run("k8s01", Phase::Mesh, &artifacts, Ok(Some(&prev)));
-        assert_eq!(d.helm, "upgrade the current release");
-        assert_eq!(
-            d.changes,
-            [
-                ("clustermesh.useAPIServer".to_owned(), Change::Added),
-                ("debug.enabled".to_owned(), Change::Changed)
-            ]
-        );
-        assert_eq!(
-            d.restart.as_deref(),
-            Some("clustermesh.useAPIServer changed")
-        );
-
-        let d = dry_run(
-            "k8s01",
-            Phase::Mesh,
-            &artifacts,
-            Err("API server unreachable"),
-        );
-        assert_eq!(d.error.as_deref(), Some("API server unreachable"));
-        assert!(d.helm.is_empty());
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! `status` and `probe`.
 
 use cmesh::ui;
-use cmesh_core::apply::{DryRun, Step, StepOutcome};
-use cmesh_core::render::Phase;
+use cmesh_core::apply::{Release, Step, StepOutcome};
+use cmesh_core::membership::{Member, State};
+use cmesh_core::plan::{self, ClusterPlan, Observed, PlanOptions};
+use cmesh_core::render::{ClusterArtifacts, Phase};
 use cmesh_core::status::{Check, Outcome};
-use cmesh_core::value::Change;
+use cmesh_core::value::Value;
 
 fn step(
     cluster: &str,
@@ -95,8 +97,7 @@ fn apply_summary() {
     insta::assert_snapshot!(ui::apply::summary(&names, &[Phase::Mesh], &steps));
     insta::assert_snapshot!("apply_step_line", ui::apply::step_line(&steps[2]));
     // -o json: every step, not ok when one failed.
-    let v: serde_json::Value =
-        serde_json::from_str(&ui::apply::summary_json(&names, &steps)).unwrap();
+    let v = ui::apply::summary_json(&names, &steps, serde_json::json!({}), &[]);
     assert_eq!(v["ok"], false);
     assert_eq!(
         v["clusters"],
@@ -112,53 +113,201 @@ fn apply_summary() {
         .filter(|s| s.outcome != StepOutcome::Failed)
         .cloned()
         .collect();
-    let v: serde_json::Value = serde_json::from_str(&ui::apply::summary_json(&names, &ok)).unwrap();
+    let v = ui::apply::summary_json(&names, &ok, serde_json::json!({}), &[]);
     assert_eq!(v["ok"], true);
 }
 
+fn mesh_values(peers: &[&str]) -> Value {
+    let peers: Vec<serde_json::Value> = peers
+        .iter()
+        .map(|p| serde_json::json!({"name": p, "address": format!("{p}.mesh.test")}))
+        .collect();
+    Value::from_json(&serde_json::json!({
+        "cluster": {"name": "a", "id": 1},
+        "debug": {"enabled": false},
+        "clustermesh": {"useAPIServer": true, "config": {"enabled": true, "clusters": peers}},
+        "hubble": {"tls": {"server": {"key": "PRIVATE"}}},
+    }))
+}
+
+fn tls_secret(name: &str, ca: &str) -> Value {
+    use base64::Engine as _;
+    let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    Value::from_json(&serde_json::json!({
+        "metadata": {"name": name},
+        "data": {"ca.crt": b(ca), "tls.crt": b("CERT"), "tls.key": b("KEYDATA")},
+    }))
+}
+
+/// Every kind of cluster a plan shows: one joining, one meshed whose peers and chart change,
+/// one unchanged, one leaving with --prune, one leaving without, one unreachable.
+fn plans() -> Vec<ClusterPlan> {
+    let opts = PlanOptions {
+        chart_version: Some("1.17.17"),
+        skip_base_when_meshed: true,
+        trust_replaced: false,
+    };
+    let base = ClusterArtifacts {
+        values: Value::from_json(&serde_json::json!({"cluster": {"name": "k8s04", "id": 4}})),
+        values_text: String::new(),
+        secrets: vec![tls_secret("cilium-ca", "CA")],
+    };
+    let mesh = ClusterArtifacts {
+        values: mesh_values(&["b", "d"]),
+        values_text: String::new(),
+        secrets: vec![tls_secret("clustermesh-apiserver-remote-cert", "CA+NEW")],
+    };
+    let mut old = mesh_values(&["b", "c"]);
+    old.set(&["debug", "enabled"], true);
+    old.set(&["hubble", "tls", "server", "key"], "OLDPRIVATE");
+    let release = |v: &str| {
+        Some(Release {
+            status: "deployed".into(),
+            chart: format!("cilium-{v}"),
+        })
+    };
+    let meshed = Observed {
+        release: release("1.16.19"),
+        values: Some(old),
+        secrets: [(
+            "clustermesh-apiserver-remote-cert".to_owned(),
+            [
+                ("ca.crt", "CA"),
+                ("tls.crt", "CERT"),
+                ("tls.key", "KEYDATA"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        )]
+        .into(),
+    };
+    let same = Observed {
+        release: release("1.17.17"),
+        values: Some(mesh_values(&["b", "d"])),
+        secrets: [(
+            "clustermesh-apiserver-remote-cert".to_owned(),
+            [
+                ("ca.crt", "CA+NEW"),
+                ("tls.crt", "CERT"),
+                ("tls.key", "KEYDATA"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        )]
+        .into(),
+    };
+    let leaving = |name: &str| Member {
+        name: name.into(),
+        id: 3,
+        kubeconfig: Some("k.yaml".into()),
+        context: None,
+        state: State::Left,
+        since: "2026-12-05T00:00:00Z".into(),
+    };
+    let left = Observed {
+        release: release("1.16.19"),
+        values: Some(mesh_values(&["a", "b"])),
+        secrets: [("cilium-clustermesh".to_owned(), Default::default())].into(),
+    };
+    plan::ordered(vec![
+        plan::plan_cluster(
+            "k8s01",
+            &[(Phase::Base, &base), (Phase::Mesh, &mesh)],
+            Ok(&meshed),
+            &opts,
+        ),
+        plan::plan_cluster("k8s02", &[(Phase::Mesh, &mesh)], Ok(&same), &opts),
+        plan::plan_cluster(
+            "k8s04",
+            &[(Phase::Base, &base), (Phase::Mesh, &mesh)],
+            Ok(&Observed::default()),
+            &opts,
+        ),
+        plan::plan_cluster(
+            "k8s05",
+            &[(Phase::Mesh, &mesh)],
+            Err("API server unreachable: timed out"),
+            &opts,
+        ),
+        plan::plan_leaving(&leaving("k8s03"), Ok(&left), true),
+        plan::plan_leaving(&leaving("k8s06"), Ok(&left), false),
+    ])
+}
+
 #[test]
-fn apply_dry_run() {
-    let plans = vec![DryRun {
-        cluster: "k8s01".into(),
-        phase: Phase::Mesh,
-        secrets: vec![
-            "cilium-ca".into(),
-            "clustermesh-apiserver-server-cert".into(),
-        ],
-        helm: "upgrade the current release".into(),
-        changes: vec![
-            ("clustermesh.config.clusters".into(), Change::Added),
-            ("debug.enabled".into(), Change::Removed),
-            ("cluster.id".into(), Change::Changed),
-        ],
-        restart: Some("clustermesh.config.clusters changed".into()),
-        error: None,
-    }];
-    insta::assert_snapshot!(ui::apply::dry_run(
-        &plans,
-        "cilium 1.16.19 from https://helm.cilium.io"
-    ));
-    let v: serde_json::Value = serde_json::from_str(&ui::apply::dry_run_json(
-        &plans,
-        "cilium 1.16.19 from https://helm.cilium.io",
-    ))
-    .unwrap();
-    assert_eq!(v["ok"], true);
-    assert_eq!(v["dryRun"], true);
-    let p = &v["plans"][0];
-    assert_eq!(p["cluster"], "k8s01");
-    assert_eq!(p["phase"], "mesh");
-    assert_eq!(
-        p["changes"][0],
-        serde_json::json!({"path": "clustermesh.config.clusters", "change": "added"})
+fn plan_table_and_json() {
+    let p = plans();
+    let text = ui::plan::table(&p, "cilium 1.17.17 from https://helm.cilium.io");
+    insta::assert_snapshot!(text);
+    let v = ui::plan::json(&p, "cilium 1.17.17 from https://helm.cilium.io");
+    let json = v.to_string();
+    assert!(
+        !text.contains("PRIVATE") && !json.contains("PRIVATE") && !json.contains("KEYDATA"),
+        "{json}"
     );
-    assert_eq!(p["restart"], "clustermesh.config.clusters changed");
-    let mut failed = plans.clone();
-    failed[0].error = Some("API server unreachable".into());
-    let v: serde_json::Value =
-        serde_json::from_str(&ui::apply::dry_run_json(&failed, "cilium")).unwrap();
-    assert_eq!(v["ok"], false);
-    assert_eq!(v["plans"][0]["error"], "API server unreachable");
+    assert_eq!(v["changes"], true);
+    assert_eq!(v["ok"], false, "k8s05 could not be planned");
+    let order: Vec<&str> = v["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["k8s04", "k8s05", "k8s01", "k8s02", "k8s03", "k8s06"]
+    );
+    assert_eq!(v["clusters"][2]["role"], "member");
+    assert_eq!(v["clusters"][2]["peers_added"], serde_json::json!(["d"]));
+    assert_eq!(v["clusters"][4]["secrets"][0]["action"], "delete");
+}
+
+#[test]
+fn a_disconnection_has_its_own_summary_row() {
+    let steps = vec![
+        step(
+            "k8s03",
+            None,
+            "connect",
+            StepOutcome::Ok,
+            "Kubernetes v1.36.3",
+        ),
+        step(
+            "k8s03",
+            None,
+            "disconnect",
+            StepOutcome::Ok,
+            "upgraded without the mesh",
+        ),
+        step(
+            "k8s03",
+            None,
+            "rollout",
+            StepOutcome::Ok,
+            "cilium 1/1, cilium-operator 1/1",
+        ),
+        step(
+            "k8s03",
+            None,
+            "delete-secrets",
+            StepOutcome::Ok,
+            "deleted cilium-clustermesh",
+        ),
+        step(
+            "k8s03",
+            None,
+            "restart",
+            StepOutcome::Skipped,
+            "the chart's upgrade already restarted every agent",
+        ),
+    ];
+    insta::assert_snapshot!(ui::apply::summary(
+        &["k8s03".to_owned()],
+        &[Phase::Base, Phase::Mesh],
+        &steps
+    ));
 }
 
 #[test]

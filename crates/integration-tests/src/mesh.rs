@@ -137,6 +137,7 @@ impl Mesh {
         let chart = self.cilium.chart().display().to_string();
         let mut args = vec![
             "apply",
+            "--yes",
             "--chart",
             chart.as_str(),
             "--poll",
@@ -145,7 +146,35 @@ impl Mesh {
             "120s",
         ];
         args.extend_from_slice(extra);
-        self.cmesh(bin, &args)
+        let r = self.cmesh(bin, &args);
+        // Every apply checks its own plan: what it did must be what it planned.
+        assert!(
+            !r.stdout.contains("differs from its plan"),
+            "apply did not do what it planned:\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.stdout)
+            && let Some(d) = v["deviations"].as_array()
+        {
+            assert!(
+                d.is_empty(),
+                "apply did not do what it planned: {d:?}\n{}",
+                r.stdout
+            );
+        }
+        r
+    }
+
+    /// `plan -o json` with the release's chart, parsed.
+    pub fn plan_json(&self, bin: &Path, extra: &[&str]) -> (Run, serde_json::Value) {
+        let chart = self.cilium.chart().display().to_string();
+        let mut args = vec!["plan", "--chart", chart.as_str(), "-o", "json"];
+        args.extend_from_slice(extra);
+        let r = self.cmesh(bin, &args);
+        let v = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("{e}\nstdout: {}\nstderr: {}", r.stdout, r.stderr));
+        (r, v)
     }
 
     /// `status -o json`, parsed.

@@ -88,8 +88,15 @@ pub(crate) enum Command {
     /// Dial every clustermesh endpoint as a peer's agent would (DNS, TCP, mutual TLS, etcd) and
     /// explain every failure.
     Probe(ProbeArgs),
+    /// Show what apply would change on every cluster, in its order: release version, values
+    /// (secrets redacted), Secrets, restarts, peers gained and lost. Changes nothing.
+    Plan(PlanArgs),
     /// Install or upgrade Cilium on every cluster: Secrets, helm, rollouts, agent restarts.
+    /// Shows the plan first and asks (or needs --yes).
     Apply(ApplyArgs),
+    /// Remove a cluster's mesh configuration (peer list, clustermesh-apiserver, the mesh's
+    /// Secrets) without uninstalling Cilium: for a cluster no longer in mesh.yaml.
+    Disconnect(DisconnectArgs),
     /// Check the live mesh on every cluster: workloads, CA, peers, what the agents report, drift.
     Status(StatusArgs),
     /// Exercise the live mesh: pod to pod, a global Service, failover and ingress-nginx, across
@@ -397,9 +404,18 @@ pub(crate) struct ApplyArgs {
     /// Only these clusters (repeatable).
     #[arg(long)]
     pub cluster: Vec<String>,
-    /// Print the plan and a values diff against each release; change nothing.
+    /// Print the plan (as `cmesh plan` does) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Apply the plan without asking. Needed when stdin or stderr is not a terminal and the
+    /// plan changes something.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Also disconnect the clusters that left mesh.yaml (pki.dir/membership.yaml records
+    /// them), after their peers have dropped them: release upgraded without the mesh, the
+    /// mesh's Secrets deleted, agents restarted. Cilium stays installed.
+    #[arg(long)]
+    pub prune: bool,
     /// The helm binary (default: $CMESH_HELM, then helm on PATH).
     #[arg(long, value_name = "PATH")]
     pub helm: Option<PathBuf>,
@@ -423,6 +439,74 @@ pub(crate) struct ApplyArgs {
     /// within --timeout. Always on while a CA rotation is in progress.
     #[arg(long)]
     pub one_at_a_time: bool,
+}
+
+/// `cmesh plan`.
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// Only this phase (default: base then mesh, as apply).
+    #[arg(long, value_enum)]
+    pub phase: Option<PhaseArg>,
+    /// Only these clusters (repeatable).
+    #[arg(long)]
+    pub cluster: Vec<String>,
+    /// Plan the disconnection of clusters that left mesh.yaml, as `apply --prune` would.
+    #[arg(long)]
+    pub prune: bool,
+    /// The helm binary (default: $CMESH_HELM, then helm on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub helm: Option<PathBuf>,
+    /// Plan for this local chart (directory or .tgz) instead of `cilium` from cilium.repo.
+    #[arg(long, value_name = "PATH")]
+    pub chart: Option<PathBuf>,
+    /// Bound on each Kubernetes API request.
+    #[arg(long, default_value = "15s", value_parser = parse_timeout)]
+    pub request_timeout: TimeoutArg,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `cmesh disconnect`.
+#[derive(Debug, Args)]
+pub(crate) struct DisconnectArgs {
+    /// The cluster's name (`cluster.name` in its release).
+    pub name: String,
+    /// Its kubeconfig (default: the one pki.dir/membership.yaml recorded for it).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Its context.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Disconnect without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Disconnect even though the record says its peers still list it (an `apply` since it
+    /// left mesh.yaml drops it from them first).
+    #[arg(long)]
+    pub force: bool,
+    /// The helm binary (default: $CMESH_HELM, then helm on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub helm: Option<PathBuf>,
+    /// The chart to upgrade its release with (default: `cilium` at the version it runs, from
+    /// cilium.repo).
+    #[arg(long, value_name = "PATH")]
+    pub chart: Option<PathBuf>,
+    /// Bound on helm and on each wait for rollouts.
+    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: TimeoutArg,
+    /// Bound on each Kubernetes API request.
+    #[arg(long, default_value = "15s", value_parser = parse_timeout)]
+    pub request_timeout: TimeoutArg,
+    /// How often to poll rollouts.
+    #[arg(long, default_value = "1s", value_parser = parse_timeout, hide = true)]
+    pub poll: TimeoutArg,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `cmesh status`.

@@ -38,6 +38,9 @@ pub(crate) fn run(
             crate::commands::common::now(),
             &spec.source,
         ));
+        // Names and IDs of clusters that left the mesh, and meshed clusters gone from mesh.yaml.
+        let record = crate::fs::pki::membership(&dir)?;
+        diags.extend(cmesh_core::membership::diagnostics(&record, spec));
     }
     let ok_text = match &checked.spec {
         Some(s) => format!(

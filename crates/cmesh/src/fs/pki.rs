@@ -18,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cmesh_core::membership::{MEMBERSHIP, Record};
 use cmesh_core::pki::rotation;
 use cmesh_core::pki::store::{CA_CERT, CA_KEY, PkiFiles, PkiWrite};
 
@@ -241,6 +242,27 @@ impl PkiDir {
         std::fs::rename(staging.path(), &target).map_err(werr(&target))?;
         let _ = staging.keep();
         sync_dir(&self.dir).map_err(werr(&self.dir))
+    }
+
+    /// The membership record (see [`membership`]).
+    ///
+    /// # Errors
+    /// As [`membership`].
+    pub(crate) fn read_membership(&self) -> Result<Record, ExpectedError> {
+        membership(&self.dir)
+    }
+
+    /// Rewrites the membership record (atomically, readable: it holds no secret).
+    ///
+    /// # Errors
+    /// Write errors.
+    pub(crate) fn write_membership(&self, record: &Record) -> Result<(), ExpectedError> {
+        atomic::write_atomic(
+            &self.dir.join(MEMBERSHIP),
+            record.to_text().as_bytes(),
+            Mode::Public,
+            true,
+        )
     }
 
     /// Rewrites the rotation's state file.
@@ -610,6 +632,30 @@ pub(crate) fn mode_of(path: &Path) -> Option<u32> {
     {
         let _ = path;
         None
+    }
+}
+
+/// The membership record in pki.dir `dir` (`membership.yaml`); empty when there is none yet.
+/// Read without the lock by `check`: the file is only ever replaced whole.
+///
+/// # Errors
+/// [`ExpectedError::PkiFile`] for a record that cannot be read or parsed (never taken for an
+/// empty one: that would forget the clusters it names).
+pub(crate) fn membership(dir: &Path) -> Result<Record, ExpectedError> {
+    let path = dir.join(MEMBERSHIP);
+    let bad = |problem: String| ExpectedError::PkiFile {
+        path: path.clone(),
+        problem,
+    };
+    match bounded::read(&path, 16 * 1024 * 1024) {
+        Ok(bytes) => Record::parse(&String::from_utf8_lossy(&bytes)).map_err(|e| {
+            bad(format!(
+                "{}: fix it by hand or restore it from where you keep pki.dir",
+                e.reason
+            ))
+        }),
+        Err(e) if e.is_not_found() => Ok(Record::default()),
+        Err(e) => Err(bad(e.to_string())),
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cmesh_core::apply::{
-    self as decide, DryRun, HelmAction, RELEASE, Restart, Step, StepOutcome, Workload,
+    self as decide, HelmAction, RELEASE, Restart, Step, StepOutcome, Workload,
 };
 use cmesh_core::render::{ClusterArtifacts, Phase};
 use cmesh_core::spec::CILIUM_NAMESPACE;
@@ -44,17 +44,24 @@ pub(crate) struct Options {
 /// What to install per cluster and phase.
 pub(crate) type Artifacts = BTreeMap<(String, Phase), ClusterArtifacts>;
 
+fn phase_word(p: Option<Phase>) -> &'static str {
+    p.map_or("disconnect", Phase::as_str)
+}
+
 fn ms(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Applies `phases` to the connected clusters. `conns` holds, per cluster, the connection or
 /// why it failed. Returns every step, in order of completion per cluster.
+/// `seeds`: release values the plan read just before, per cluster (nothing changed them
+/// since), so that no phase reads them again.
 pub(crate) async fn run(
     conns: Vec<(String, Result<Conn, KubeError>)>,
     artifacts: Arc<Artifacts>,
     opts: Arc<Options>,
     progress: Arc<dyn Progress>,
+    seeds: std::collections::HashMap<String, serde_json::Value>,
 ) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut alive: Vec<Conn> = Vec::new();
@@ -92,7 +99,7 @@ pub(crate) async fn run(
     }
     // Release values a phase read and left unchanged, for the next phase: one `helm get
     // values` (a process reading the whole release) per cluster instead of two.
-    let mut known: std::collections::HashMap<String, serde_json::Value> = Default::default();
+    let mut known = seeds;
     for &phase in &opts.phases {
         let mut set = tokio::task::JoinSet::new();
         for conn in alive.clone() {
@@ -161,7 +168,7 @@ async fn apply_phase(
     let mut steps = Vec::new();
     let at = At {
         conn,
-        phase,
+        phase: Some(phase),
         progress,
     };
     let push = |s: Step, steps: &mut Vec<Step>| {
@@ -205,7 +212,7 @@ async fn apply_phase(
     }
     // 3. Rollouts.
     let t = Instant::now();
-    let waited = wait_rollouts(conn, &decide::workloads(phase), opts, progress, phase).await;
+    let waited = wait_rollouts(conn, &decide::workloads(phase), opts, progress, Some(phase)).await;
     let ok = waited.is_ok();
     let detail = waited.unwrap_or_else(|e| e);
     if push(
@@ -264,17 +271,16 @@ async fn apply_phase(
             secrets_changed,
             rolled,
         );
-        if let Restart::Restart(_) = decision {
-            let apiserver = Workload {
-                name: "clustermesh-apiserver",
-                daemonset: false,
-            };
-            if push(
-                restart_workload(&at, "restart-apiserver", apiserver, decision, opts).await,
-                &mut steps,
-            ) {
-                return (steps, None);
-            }
+        // Reported skipped too: the plan's prediction is checked against it.
+        let apiserver = Workload {
+            name: "clustermesh-apiserver",
+            daemonset: false,
+        };
+        if push(
+            restart_workload(&at, "restart-apiserver", apiserver, decision, opts).await,
+            &mut steps,
+        ) {
+            return (steps, None);
         }
     }
     // 6. The agents, last after a CA replacement.
@@ -307,7 +313,8 @@ async fn release_values(
 /// Where a step runs, for its report.
 struct At<'a> {
     conn: &'a Conn,
-    phase: Phase,
+    /// `None`: disconnecting a leaving cluster.
+    phase: Option<Phase>,
     progress: &'a dyn Progress,
 }
 
@@ -315,7 +322,7 @@ impl At<'_> {
     fn step(&self, step: &'static str, outcome: StepOutcome, detail: String, t: Instant) -> Step {
         Step {
             cluster: self.conn.name.clone(),
-            phase: Some(self.phase),
+            phase: self.phase,
             step,
             outcome,
             detail,
@@ -324,8 +331,10 @@ impl At<'_> {
     }
 
     fn working(&self, what: &str) {
-        self.progress
-            .working(&self.conn.name, &format!("{}: {what}", self.phase.as_str()));
+        self.progress.working(
+            &self.conn.name,
+            &format!("{}: {what}", phase_word(self.phase)),
+        );
     }
 }
 
@@ -434,7 +443,7 @@ async fn apply_chart(
             } else {
                 "installed"
             };
-            match upgrade_install(a, opts, &target).await {
+            match upgrade_install(a, opts, &opts.chart, &target).await {
                 Ok(()) => at.step("helm", StepOutcome::Ok, done.into(), t),
                 Err(e) => at.step("helm", StepOutcome::Failed, e, t),
             }
@@ -453,6 +462,7 @@ async fn apply_chart(
 async fn upgrade_install(
     a: &ClusterArtifacts,
     opts: &Options,
+    chart: &Chart,
     target: &Target,
 ) -> Result<(), String> {
     let dir = tempfile::Builder::new()
@@ -469,7 +479,7 @@ async fn upgrade_install(
     opts.helm
         .upgrade_install(
             RELEASE,
-            &opts.chart,
+            chart,
             CILIUM_NAMESPACE,
             &values_path,
             target,
@@ -519,7 +529,7 @@ async fn wait_rollouts(
     workloads: &[Workload],
     opts: &Options,
     progress: &dyn Progress,
-    phase: Phase,
+    phase: Option<Phase>,
 ) -> Result<String, String> {
     let deadline = Instant::now() + opts.timeout;
     // Give controllers a moment to see a new spec before judging it complete.
@@ -560,63 +570,171 @@ async fn wait_rollouts(
         }
         progress.working(
             &conn.name,
-            &format!("{}: waiting for {text}", phase.as_str()),
+            &format!("{}: waiting for {text}", phase_word(phase)),
         );
         tokio::time::sleep(opts.poll).await;
     }
 }
 
-/// Plans without changing anything: reads the current release's values to diff against.
-pub(crate) async fn dry_run(
-    conns: Vec<(String, Result<Conn, KubeError>)>,
-    artifacts: &Artifacts,
+/// Disconnects a cluster that left the mesh (`apply --prune`, `cmesh disconnect`): its
+/// release upgraded without the mesh with `chart` (the chart version it runs), its rollouts
+/// waited for, the mesh's Secrets that remain deleted, the agents restarted unless the chart
+/// rolled them. Cilium stays installed. `known`: its release values as the plan read them.
+pub(crate) async fn disconnect(
+    conn: &Conn,
+    chart: &Chart,
     opts: &Options,
-) -> Vec<DryRun> {
-    // Clusters at once, each cluster's phases in order; results in mesh.yaml's order.
-    futures_util::future::join_all(
-        conns
-            .into_iter()
-            .map(|(name, c)| dry_run_cluster(name, c, artifacts, opts)),
-    )
-    .await
-    .into_iter()
-    .flatten()
-    .collect()
+    progress: &dyn Progress,
+    known: Option<serde_json::Value>,
+) -> Vec<Step> {
+    let at = At {
+        conn,
+        phase: None,
+        progress,
+    };
+    let mut steps = Vec::new();
+    let push = |s: Step, steps: &mut Vec<Step>| {
+        progress.finished(&s);
+        let failed = s.outcome == StepOutcome::Failed;
+        steps.push(s);
+        failed
+    };
+    at.working("reading the release");
+    let t = Instant::now();
+    let target = Target::of(conn);
+    let previous = match release_values(opts, &target, known).await {
+        Ok(Some(p)) => Value::from_json(&p),
+        Ok(None) => {
+            push(
+                at.step(
+                    "disconnect",
+                    StepOutcome::Skipped,
+                    "no Cilium release".into(),
+                    t,
+                ),
+                &mut steps,
+            );
+            push(delete_mesh_secrets(&at).await, &mut steps);
+            return steps;
+        }
+        Err(e) => {
+            push(
+                at.step("disconnect", StepOutcome::Failed, e.to_string(), t),
+                &mut steps,
+            );
+            return steps;
+        }
+    };
+    let values = cmesh_core::plan::disconnect_values(&previous);
+    let agents_generation = conn
+        .daemonset("cilium")
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.generation);
+    let step = if cmesh_core::value::diff(&previous, &values).is_empty() {
+        at.step(
+            "disconnect",
+            StepOutcome::Skipped,
+            "no mesh configuration in the release".into(),
+            t,
+        )
+    } else {
+        at.working("helm upgrade without the mesh");
+        let text = match cmesh_core::yaml::to_yaml(&values) {
+            Ok(t) => t,
+            Err(e) => {
+                push(
+                    at.step("disconnect", StepOutcome::Failed, e.to_string(), t),
+                    &mut steps,
+                );
+                return steps;
+            }
+        };
+        let a = ClusterArtifacts {
+            values: values.clone(),
+            values_text: text,
+            secrets: Vec::new(),
+        };
+        match upgrade_install(&a, opts, chart, &target).await {
+            Ok(()) => at.step(
+                "disconnect",
+                StepOutcome::Ok,
+                "upgraded without the mesh".into(),
+                t,
+            ),
+            Err(e) => at.step("disconnect", StepOutcome::Failed, e, t),
+        }
+    };
+    if push(step, &mut steps) {
+        return steps;
+    }
+    let t = Instant::now();
+    let waited = wait_rollouts(conn, &decide::workloads(Phase::Base), opts, progress, None).await;
+    let ok = waited.is_ok();
+    if push(
+        at.step(
+            "rollout",
+            StepOutcome::of(ok),
+            waited.unwrap_or_else(|e| e),
+            t,
+        ),
+        &mut steps,
+    ) {
+        return steps;
+    }
+    if push(delete_mesh_secrets(&at).await, &mut steps) {
+        return steps;
+    }
+    let rolled_by_chart = match (agents_generation, conn.daemonset("cilium").await) {
+        (Some(before), Ok(Some(now))) => now.generation > before,
+        _ => false,
+    };
+    let decision = decide::restart(
+        Some(&previous),
+        &values,
+        decide::SecretChange::default(),
+        rolled_by_chart,
+    );
+    let agents = Workload {
+        name: "cilium",
+        daemonset: true,
+    };
+    push(
+        restart_workload(&at, "restart", agents, decision, opts).await,
+        &mut steps,
+    );
+    steps
 }
 
-async fn dry_run_cluster(
-    name: String,
-    c: Result<Conn, KubeError>,
-    artifacts: &Artifacts,
-    opts: &Options,
-) -> Vec<DryRun> {
-    // One observation per cluster, planned for each phase.
-    let observed: Result<Option<Value>, String> = match &c {
-        Err(e) => Err(e.to_string()),
-        Ok(conn) => match conn.version().await {
-            Err(e) => Err(format!("API server unreachable: {e}")),
-            Ok(_) => opts
-                .helm
-                .get_values(
-                    RELEASE,
-                    CILIUM_NAMESPACE,
-                    &Target::of(conn),
-                    opts.request_timeout * 2,
-                )
-                .await
-                .map(|v| v.as_ref().map(Value::from_json))
-                .map_err(|e| e.to_string()),
-        },
-    };
-    opts.phases
-        .iter()
-        .filter_map(|&phase| {
-            let a = artifacts.get(&(name.clone(), phase))?;
-            let obs = match &observed {
-                Ok(v) => Ok(v.as_ref()),
-                Err(e) => Err(e.as_str()),
-            };
-            Some(decide::dry_run(&name, phase, a, obs))
-        })
-        .collect()
+/// Deletes the mesh's Secrets that remain (cmesh's and certgen's; the chart's went with the
+/// upgrade).
+async fn delete_mesh_secrets(at: &At<'_>) -> Step {
+    at.working("deleting the mesh's Secrets");
+    let t = Instant::now();
+    let mut deleted = Vec::new();
+    for name in cmesh_core::plan::mesh_secret_names() {
+        match at.conn.delete_secret(name).await {
+            Ok(true) => deleted.push(name),
+            Ok(false) => {}
+            Err(e) => {
+                return at.step("delete-secrets", StepOutcome::Failed, e.to_string(), t);
+            }
+        }
+    }
+    if deleted.is_empty() {
+        at.step(
+            "delete-secrets",
+            StepOutcome::Skipped,
+            "none left".into(),
+            t,
+        )
+    } else {
+        at.step(
+            "delete-secrets",
+            StepOutcome::Ok,
+            format!("deleted {}", deleted.join(", ")),
+            t,
+        )
+    }
 }

@@ -5,11 +5,12 @@
 //!
 //! - [`kube`]: connecting to one cluster's API server and the reads and writes the others need.
 //! - [`helm`]: the helm binary (`upgrade --install`, `get values`, `list`).
-//! - [`apply`], [`status`], [`meshtest`], [`probe`]: one per live command.
+//! - [`apply`], [`plan`], [`status`], [`meshtest`], [`probe`]: one per live command.
 
 pub(crate) mod apply;
 pub(crate) mod helm;
 pub(crate) mod kube;
 pub(crate) mod meshtest;
+pub(crate) mod plan;
 pub(crate) mod probe;
 pub(crate) mod status;

@@ -1,12 +1,12 @@
-//! Text for `apply`: one line per finished step (when not drawing progress bars), the summary
-//! table, and the `--dry-run` plan. Pure functions of their data.
+//! Text for `apply` and `disconnect`: one line per finished step (when not drawing progress
+//! bars), the summary table and its JSON form (the plan is `ui::plan`'s). Pure functions of
+//! their data.
 
 use std::fmt::Write as _;
 
-use cmesh_core::value::Change;
 use comfy_table::{Table, presets};
 
-use cmesh_core::apply::{DryRun, Step, StepOutcome};
+use cmesh_core::apply::{Step, StepOutcome};
 
 /// `k8s01  mesh  helm  upgraded (1.2s)`.
 pub fn step_line(s: &Step) -> String {
@@ -63,6 +63,30 @@ pub fn summary(
                 "-".into(),
                 "-".into(),
                 format!("FAILED at connect: {}", truncate(&s.detail, 60)),
+            ]);
+            continue;
+        }
+        // A leaving cluster: one row for its disconnection.
+        let disconnecting: Vec<&Step> = steps
+            .iter()
+            .filter(|s| &s.cluster == c && s.phase.is_none() && s.step != "connect")
+            .collect();
+        if disconnecting.iter().any(|s| s.step == "disconnect") {
+            let result = match disconnecting
+                .iter()
+                .find(|s| s.outcome == StepOutcome::Failed)
+            {
+                Some(f) => format!("FAILED at {}", f.step),
+                None => "ok".into(),
+            };
+            t.add_row(vec![
+                c.clone(),
+                "disconnect".into(),
+                truncate(&cell(&disconnecting, "delete-secrets"), 40),
+                cell(&disconnecting, "disconnect"),
+                truncate(&cell(&disconnecting, "rollout"), 40),
+                truncate(&cell(&disconnecting, "restart"), 40),
+                result,
             ]);
             continue;
         }
@@ -124,88 +148,19 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-/// The `--dry-run` plan.
-pub fn dry_run(plans: &[DryRun], chart: &str) -> String {
-    let mut s = String::new();
-    for d in plans {
-        let _ = writeln!(s, "{} (phase {}):", d.cluster, d.phase.as_str());
-        if let Some(e) = &d.error {
-            let _ = writeln!(s, "  cannot plan: {e}\n");
-            continue;
-        }
-        if d.secrets.is_empty() {
-            let _ = writeln!(s, "  secrets: none");
-        } else {
-            let _ = writeln!(s, "  secrets: server-side apply {}", d.secrets.join(", "));
-        }
-        let _ = writeln!(s, "  helm:    {} ({chart})", d.helm);
-        if !d.changes.is_empty() {
-            let _ = writeln!(
-                s,
-                "  values:  {} change(s) against the release:",
-                d.changes.len()
-            );
-            for (path, c) in &d.changes {
-                let mark = match c {
-                    Change::Added => '+',
-                    Change::Removed => '-',
-                    Change::Changed => '~',
-                };
-                let _ = writeln!(s, "    {mark} {path}");
-            }
-        } else if d.helm.starts_with("upgrade") {
-            let _ = writeln!(s, "  values:  unchanged");
-        }
-        let _ = writeln!(
-            s,
-            "  restart: {}\n",
-            d.restart
-                .as_deref()
-                .map_or_else(|| "no".to_owned(), |r| format!("yes, {r}"))
-        );
-    }
-    s.push_str("dry run: nothing was changed\n");
-    s
-}
-
-/// `apply -o json`: every step, and whether all succeeded.
-pub fn summary_json(clusters: &[String], steps: &[Step]) -> String {
+/// `apply -o json`: the plan, every step, where they differ, and whether all succeeded.
+pub fn summary_json(
+    clusters: &[String],
+    steps: &[Step],
+    plan: serde_json::Value,
+    deviations: &[String],
+) -> serde_json::Value {
     let ok = !steps.iter().any(|s| s.outcome == StepOutcome::Failed);
-    let mut s = serde_json::to_string_pretty(&serde_json::json!({
+    serde_json::json!({
         "ok": ok,
         "clusters": clusters,
+        "plan": plan,
         "steps": steps,
-    }))
-    .unwrap_or_default();
-    s.push('\n');
-    s
-}
-
-/// `apply --dry-run -o json`: the plan per cluster and phase, each values change as
-/// `{path, change}`.
-pub fn dry_run_json(plans: &[DryRun], chart: &str) -> String {
-    let plans: Vec<serde_json::Value> = plans
-        .iter()
-        .map(|p| {
-            serde_json::json!({
-                "cluster": p.cluster,
-                "phase": p.phase,
-                "secrets": p.secrets,
-                "helm": p.helm,
-                "changes": p.changes.iter().map(|(path, change)| serde_json::json!({"path": path, "change": change})).collect::<Vec<_>>(),
-                "restart": p.restart,
-                "error": p.error,
-            })
-        })
-        .collect();
-    let ok = plans.iter().all(|p| p["error"].is_null());
-    let mut s = serde_json::to_string_pretty(&serde_json::json!({
-        "ok": ok,
-        "dryRun": true,
-        "chart": chart,
-        "plans": plans,
-    }))
-    .unwrap_or_default();
-    s.push('\n');
-    s
+        "deviations": deviations,
+    })
 }

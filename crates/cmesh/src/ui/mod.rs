@@ -7,6 +7,7 @@ pub mod lab;
 pub mod lint;
 pub mod meshtest;
 pub mod pki;
+pub mod plan;
 pub mod probe;
 pub mod progress;
 pub mod render;

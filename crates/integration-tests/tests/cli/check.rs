@@ -224,3 +224,61 @@ fn check_warns_about_releases_out_of_support() {
         );
     }
 }
+
+/// Issue 22: `check` reads pki.dir's membership record: a meshed cluster missing from
+/// mesh.yaml, a removed cluster's name or ID used again and a meshed cluster's changed ID
+/// are warnings naming the line; an unreadable record is an error naming the file.
+#[test]
+fn check_warns_from_the_membership_record() {
+    let d = cli::scratch();
+    let p = d.path();
+    assert_code(&cmesh(p, &["init"]), 0);
+    std::fs::create_dir_all(p.join("pki")).unwrap();
+    std::fs::write(
+        p.join("pki/membership.yaml"),
+        "clusters:\n  - name: k8s01\n    id: 1\n    state: meshed\n    since: \"2026-12-01T00:00:00Z\"\n  - name: k8s02\n    id: 2\n    state: meshed\n    since: \"2026-12-01T00:00:00Z\"\n  - name: k8s09\n    id: 9\n    state: meshed\n    since: \"2026-12-01T00:00:00Z\"\n",
+    )
+    .unwrap();
+    let r = cmesh(p, &["check", "-o", "json"]);
+    assert_code(&r, 0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let codes: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["CM522"], "{v:#}");
+    // k8s02 becomes a new cluster with the removed k8s09's ID; k8s01's ID changes.
+    let text = std::fs::read_to_string(p.join("mesh.yaml"))
+        .unwrap()
+        .replace("    id: 2\n", "    id: 9\n")
+        .replace("    id: 1\n", "    id: 7\n");
+    std::fs::write(p.join("mesh.yaml"), text).unwrap();
+    std::fs::write(
+        p.join("pki/membership.yaml"),
+        "clusters:\n  - name: k8s01\n    id: 1\n    state: meshed\n    since: \"2026-12-01T00:00:00Z\"\n  - name: k8s09\n    id: 9\n    state: removed\n    since: \"2026-12-02T00:00:00Z\"\n",
+    )
+    .unwrap();
+    let r = cmesh(p, &["check"]);
+    assert_code(&r, 0);
+    assert!(
+        r.stdout.contains("CM520")
+            && r.stdout
+                .contains("cluster `k8s01` was meshed with ID 1 and mesh.yaml now gives it ID 7")
+            && r.stdout.contains("CM521")
+            && r.stdout
+                .contains("cluster ID 9 of `k8s02` was `k8s09`'s (removed since 2026-12-02)")
+            && r.stdout.contains("2 warnings"),
+        "{}",
+        r.stdout
+    );
+    std::fs::write(p.join("pki/membership.yaml"), "clusters:\n  - name: x\n").unwrap();
+    let r = cmesh(p, &["check"]);
+    assert_code(&r, 5);
+    assert!(
+        r.stderr.contains("membership.yaml") && r.stderr.contains("clusters[0].id"),
+        "{}",
+        r.stderr
+    );
+}

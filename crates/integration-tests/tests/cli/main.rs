@@ -73,7 +73,18 @@ fn man_page_names_every_command() {
     assert_code(&r, 0);
     assert!(r.stdout.contains(".TH cmesh 1"), "{}", r.stdout);
     for c in [
-        "init", "check", "render", "pki", "probe", "apply", "status", "test", "lint", "lab",
+        "init",
+        "check",
+        "render",
+        "pki",
+        "probe",
+        "plan",
+        "apply",
+        "disconnect",
+        "status",
+        "test",
+        "lint",
+        "lab",
     ] {
         assert!(
             r.stdout.contains(&format!("cmesh\\-{c}(1)")),

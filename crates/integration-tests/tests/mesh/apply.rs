@@ -317,19 +317,51 @@ pub(crate) fn dry_run_plans_and_changes_nothing(m: &Mesh) {
     let r = m.apply(bin(), &["--phase", "mesh", "--dry-run"]);
     code(m, &r, 0);
     assert!(
-        r.stdout.contains("k8s01 (phase mesh):")
-            && r.stdout.contains("helm:    upgrade the current release")
-            && r.stdout.contains("+ clustermesh.config.clusters")
-            && r.stdout.contains("restart: yes"),
+        r.stdout
+            .contains("1. k8s01  joins the mesh  cilium 1.16.19\n")
+            && r.stdout.contains("   helm      mesh: upgrade\n")
+            && r.stdout.contains("+ clustermesh.config.clusters = ")
+            && r.stdout.contains("   restart   cilium (mesh): ")
+            && r.stdout.contains("   peers     +k8s02\n"),
         "{}",
         r.stdout
     );
-    assert!(r.stdout.ends_with("dry run: nothing was changed\n"));
+    assert!(
+        r.stdout.ends_with("2 of 2 cluster(s) change\n"),
+        "{}",
+        r.stdout
+    );
     assert!(
         !r.stdout.contains("PRIVATE KEY") && !r.stdout.contains("LS0t"),
         "values leaked: {}",
         r.stdout
     );
+    // Without --yes and without a terminal to ask on, apply refuses before changing anything.
+    let chart = m.cilium.chart().display().to_string();
+    let r = m.cmesh(bin(), &["apply", "--phase", "mesh", "--chart", &chart]);
+    code(m, &r, 2);
+    assert!(
+        r.stderr.contains("there is no terminal to ask on") && r.stderr.contains("--yes"),
+        "{}",
+        r.stderr
+    );
+    // `cmesh plan` is the same plan, as JSON: every key and Secret, no value of a key.
+    let (r, v) = m.plan_json(bin(), &["--phase", "mesh"]);
+    code(m, &r, 0);
+    assert_eq!(v["changes"], true);
+    let k8s01 = &v["clusters"][0];
+    assert_eq!(k8s01["cluster"], "k8s01");
+    assert_eq!(k8s01["role"], "join");
+    assert_eq!(k8s01["peers_added"], serde_json::json!(["k8s02"]));
+    assert!(
+        k8s01["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "clustermesh-apiserver-server-cert" && s["action"] == "create"),
+        "{k8s01:#}"
+    );
+    assert!(!r.stdout.contains("PRIVATE KEY") && !r.stdout.contains("LS0t"));
     let after: Vec<usize> = m
         .lab
         .clusters

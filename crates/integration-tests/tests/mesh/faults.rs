@@ -262,6 +262,7 @@ pub(crate) fn a_peer_missing_from_one_clusters_list(m: &Mesh) {
         bin(),
         &[
             "apply",
+            "--yes",
             "-f",
             "old-mesh.yaml",
             "--cluster",

@@ -44,18 +44,6 @@ pub(crate) struct Conn {
     pub(crate) target: String,
 }
 
-/// Resolves `cluster.kubeconfig` relative to mesh.yaml's directory.
-pub(crate) fn kubeconfig_path(cluster: &Cluster, base_dir: &Path) -> Option<PathBuf> {
-    cluster.kubeconfig.as_ref().map(|k| {
-        let p = Path::new(k);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base_dir.join(p)
-        }
-    })
-}
-
 /// Connects to `cluster`. The error says what failed (file, context, TLS, ...).
 ///
 /// # Errors
@@ -65,7 +53,32 @@ pub(crate) async fn connect(
     base_dir: &Path,
     timeout: Duration,
 ) -> Result<Conn, KubeError> {
-    let path = kubeconfig_path(cluster, base_dir);
+    connect_to(
+        &cluster.name,
+        cluster.kubeconfig.as_deref(),
+        cluster.context.as_deref(),
+        base_dir,
+        timeout,
+    )
+    .await
+}
+
+/// Connects to the cluster `name` reached through `kubeconfig` (relative to `base_dir`; the
+/// default kubeconfig when `None`) and `context`: a cluster of mesh.yaml, or one that left it
+/// (the membership record, `disconnect --kubeconfig`).
+///
+/// # Errors
+/// A readable reason.
+pub(crate) async fn connect_to(
+    name: &str,
+    kubeconfig: Option<&str>,
+    context: Option<&str>,
+    base_dir: &Path,
+    timeout: Duration,
+) -> Result<Conn, KubeError> {
+    // Relative to mesh.yaml's directory, as mesh.yaml writes it.
+    let path = kubeconfig.map(|k| base_dir.join(k));
+    let context = context.map(str::to_owned);
     let mut kubeconfig = match &path {
         Some(p) => {
             // Checked first: a kubeconfig path could name a FIFO (kube would wait on it for
@@ -84,7 +97,7 @@ pub(crate) async fn connect(
             reason: e.to_string(),
         })?,
     };
-    if let Some(want) = &cluster.context
+    if let Some(want) = &context
         && !kubeconfig.contexts.iter().any(|c| &c.name == want)
     {
         let mut have: Vec<&str> = kubeconfig
@@ -106,15 +119,15 @@ pub(crate) async fn connect(
             },
         });
     }
-    connect::resolve_exec_plugin(&mut kubeconfig, cluster.context.as_deref(), timeout).await?;
+    connect::resolve_exec_plugin(&mut kubeconfig, context.as_deref(), timeout).await?;
     let opts = KubeConfigOptions {
-        context: cluster.context.clone(),
+        context: context.clone(),
         ..KubeConfigOptions::default()
     };
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &opts)
         .await
         .map_err(|e| KubeError::Kubeconfig {
-            what: match &cluster.context {
+            what: match &context {
                 Some(c) => format!("context `{c}`"),
                 None => "kubeconfig".into(),
             },
@@ -130,16 +143,16 @@ pub(crate) async fn connect(
             .map_or("$KUBECONFIG or ~/.kube/config".into(), |p| p
                 .display()
                 .to_string()),
-        cluster.context.as_deref().unwrap_or("current")
+        context.as_deref().unwrap_or("current")
     );
-    tracing::debug!(cluster = %cluster.name, %target, timeout = ?timeout, "connecting");
+    tracing::debug!(cluster = %name, %target, timeout = ?timeout, "connecting");
     let client = connect::client(config, timeout).map_err(KubeError::api("client"))?;
     Ok(Conn {
         target,
-        name: cluster.name.clone(),
+        name: name.to_owned(),
         client,
         kubeconfig: path,
-        context: cluster.context.clone(),
+        context: context.clone(),
         timeout,
     })
 }
@@ -325,6 +338,19 @@ impl Conn {
         .await
         .map(|_| ())
         .map_err(KubeError::api(format!("Secret {name}")))
+    }
+
+    /// Deletes a Secret in the Cilium namespace. `Ok(false)` when it did not exist.
+    ///
+    /// # Errors
+    /// API errors.
+    pub(crate) async fn delete_secret(&self, name: &str) -> Result<bool, KubeError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(KubeError::api(format!("Secret {name}"))(e)),
+        }
     }
 
     /// Restarts a DaemonSet's or Deployment's pods as `kubectl rollout restart` does.
