@@ -63,6 +63,9 @@ pub struct Member {
     pub kubeconfig: Option<String>,
     /// Its context.
     pub context: Option<String>,
+    /// The Cilium version its last successful apply installed (`None` in records written
+    /// before cmesh recorded it).
+    pub version: Option<String>,
     /// Where it stands.
     pub state: State,
     /// When it entered that state (RFC 3339).
@@ -124,6 +127,7 @@ impl Record {
                 id,
                 kubeconfig: text("kubeconfig").map(str::to_owned),
                 context: text("context").map(str::to_owned),
+                version: text("version").map(str::to_owned),
                 state,
                 since: text("since").unwrap_or_default().to_owned(),
             });
@@ -147,6 +151,9 @@ impl Record {
             }
             if let Some(c) = &m.context {
                 s.push_str(&format!("    context: {}\n", q(c)));
+            }
+            if let Some(v) = &m.version {
+                s.push_str(&format!("    version: {}\n", q(v)));
             }
             s.push_str(&format!(
                 "    state: {}\n    since: {}\n",
@@ -212,6 +219,7 @@ impl Record {
                 id: c.id,
                 kubeconfig: c.kubeconfig.clone(),
                 context: c.context.clone(),
+                version: Some(spec.cilium.version.to_string()),
                 state: State::Meshed,
                 since: now.clone(),
             };
@@ -219,6 +227,7 @@ impl Record {
                 Some(m) if m.state == State::Meshed && m.id == c.id => {
                     m.kubeconfig.clone_from(&fresh.kubeconfig);
                     m.context.clone_from(&fresh.context);
+                    m.version.clone_from(&fresh.version);
                 }
                 Some(m) => *m = fresh,
                 None => members.push(fresh),
@@ -243,6 +252,7 @@ impl Record {
                         id,
                         kubeconfig: None,
                         context: None,
+                        version: None,
                         state: State::Removed,
                         since: rfc3339(now),
                     });
@@ -264,11 +274,14 @@ fn date(since: &str) -> &str {
     since.get(..10).unwrap_or(since)
 }
 
-/// `check`'s warnings from the record: a name or ID of a cluster that left or was removed
-/// used again, a meshed cluster's ID changed, a meshed cluster missing from mesh.yaml.
+/// `check`'s diagnostics from the record: warnings for a name or ID of a cluster that left or
+/// was removed used again, a meshed cluster's ID changed, a meshed cluster missing from
+/// mesh.yaml; an error for `cilium.version` more than one minor release from what a meshed
+/// cluster runs.
 pub fn diagnostics(record: &Record, spec: &MeshSpec) -> Vec<Diagnostic> {
     let src = &spec.source;
     let mut out = Vec::new();
+    // Warnings, and the one error (a version step Cilium does not support).
     let mut warn = |rule: &Rule, msg: String, field: String, help: String| {
         out.push(
             Diagnostic::new(rule, msg)
@@ -306,6 +319,25 @@ pub fn diagnostics(record: &Record, spec: &MeshSpec) -> Vec<Diagnostic> {
                     "if it is the same cluster rejoining, `apply` records it as meshed again; if it is another cluster, give it a name never used in this mesh: peers that kept the old cluster's state would take it for the old one".into(),
                 ),
                 State::Meshed => {}
+            }
+            // A version step Cilium does not support, from the version last applied.
+            if m.state == State::Meshed
+                && let Some(problem) = m
+                    .version
+                    .as_deref()
+                    .and_then(|v| v.parse::<crate::version::CiliumVersion>().ok())
+                    .and_then(|from| from.step_problem(&spec.cilium.version))
+            {
+                warn(
+                    &codes::VERSION_STEP,
+                    format!(
+                        "cluster `{}` runs Cilium {}: {problem}",
+                        c.name,
+                        m.version.as_deref().unwrap_or_default()
+                    ),
+                    "cilium.version".into(),
+                    "move `cilium.version` one minor release at a time, applying each (`cmesh plan` shows each step)".into(),
+                );
             }
         }
         for m in record
@@ -492,5 +524,44 @@ mod tests {
             d[1].message
         );
         assert!(d[3].message.contains("`b` (ID 2)"), "{}", d[3].message);
+    }
+
+    #[test]
+    fn check_refuses_a_version_that_skips_a_minor_release_from_what_a_cluster_runs() {
+        let on = |v: &str| {
+            let mut s = spec(&[("a", 1), ("b", 2)]);
+            s.cilium.version = v.parse().unwrap();
+            s
+        };
+        // Meshed on 1.16.19 (the test spec's version).
+        let r = Record::default().after_apply(
+            &on("1.16.19"),
+            &["a".into(), "b".into()],
+            &[],
+            t("2026-12-01T00:00:00Z"),
+        );
+        assert_eq!(r.get("a").unwrap().version.as_deref(), Some("1.16.19"));
+        assert!(diagnostics(&r, &on("1.17.17")).is_empty());
+        let d = diagnostics(&r, &on("1.18.11"));
+        assert_eq!(d.len(), 2, "one per cluster: {d:?}");
+        assert!(
+            d.iter()
+                .all(|d| d.code == codes::VERSION_STEP.code && d.is_error())
+        );
+        assert_eq!(d[0].field.as_deref(), Some("cilium.version"));
+        assert!(
+            d[0].message
+                .contains("cluster `a` runs Cilium 1.16.19: 1.16.19 → 1.18.11 skips 1.17"),
+            "{}",
+            d[0].message
+        );
+        // Recorded as it was applied: 1.17.17 then makes 1.18 the next step.
+        let r = r.after_apply(
+            &on("1.17.17"),
+            &["a".into(), "b".into()],
+            &[],
+            t("2026-12-02T00:00:00Z"),
+        );
+        assert!(diagnostics(&r, &on("1.18.11")).is_empty());
     }
 }

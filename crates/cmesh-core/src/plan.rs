@@ -56,6 +56,7 @@ impl Role {
 
 /// What happens to the release in one phase.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct HelmPlan {
     /// Phase (`None`: disconnecting a leaving cluster).
     pub phase: Option<Phase>,
@@ -68,6 +69,7 @@ pub struct HelmPlan {
 
 /// A values key that changes, its values redacted where they hold certificates or keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ValueChange {
     /// Dotted path.
     pub path: String,
@@ -97,6 +99,7 @@ pub enum SecretAction {
 
 /// One Secret's fate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SecretPlan {
     /// Name in kube-system.
     pub name: String,
@@ -111,6 +114,7 @@ pub struct SecretPlan {
 
 /// A workload `apply` restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RestartPlan {
     /// Phase (`None`: disconnecting).
     pub phase: Option<Phase>,
@@ -122,6 +126,7 @@ pub struct RestartPlan {
 
 /// One cluster's plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClusterPlan {
     /// Cluster.
     pub cluster: String,
@@ -148,6 +153,9 @@ pub struct ClusterPlan {
     /// Left alone, and why (a leaving cluster without `--prune`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub untouched: Option<String>,
+    /// Why apply refuses to change it (a version step Cilium does not support).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     /// Why it could not be planned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -168,6 +176,7 @@ impl ClusterPlan {
             peers_added: Vec::new(),
             peers_removed: Vec::new(),
             untouched: None,
+            refused: None,
             error: None,
         }
     }
@@ -175,6 +184,7 @@ impl ClusterPlan {
     /// Whether applying changes anything on this cluster.
     pub fn changes(&self) -> bool {
         self.error.is_none()
+            && self.refused.is_none()
             && (self.helm.iter().any(|h| h.action != "skip")
                 || self
                     .secrets
@@ -224,6 +234,19 @@ pub fn plan_cluster(
     let mut p = ClusterPlan::new(cluster, role);
     p.chart_from = o.release.as_ref().map(|r| chart_version(&r.chart));
     p.chart_to = opts.chart_version.map(str::to_owned);
+    // One minor release at a time, as Cilium supports: apply leaves this cluster alone.
+    let parse = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(|t| t.parse::<crate::version::CiliumVersion>().ok())
+    };
+    if let (Some(from), Some(to)) = (parse(&p.chart_from), parse(&p.chart_to))
+        && let Some(problem) = from.step_problem(&to)
+    {
+        p.refused = Some(format!(
+            "{problem}; set cilium.version to the next minor release first"
+        ));
+        return p;
+    }
     // Apply's own walk through the phases: each sees what the previous one left.
     let mut prev = o.values.clone();
     let mut release = o.release.clone();
@@ -516,7 +539,10 @@ pub fn ordered(mut plans: Vec<ClusterPlan>) -> Vec<ClusterPlan> {
 /// the plan was right. Steps that failed are not compared (the failure is reported as such).
 pub fn deviations(plans: &[ClusterPlan], steps: &[Step]) -> Vec<String> {
     let mut out = Vec::new();
-    for p in plans.iter().filter(|p| p.error.is_none()) {
+    for p in plans
+        .iter()
+        .filter(|p| p.error.is_none() && p.refused.is_none())
+    {
         let mine: Vec<&Step> = steps.iter().filter(|s| s.cluster == p.cluster).collect();
         if mine.iter().any(|s| s.outcome == StepOutcome::Failed) {
             continue;

@@ -111,6 +111,32 @@ impl CiliumVersion {
         self.minor_release() >= (1, minor)
     }
 
+    /// Why going from `self` (what a cluster runs) to `to` is not one step Cilium supports:
+    /// "the only tested upgrade path is consecutive minor releases" (Cilium's upgrade guide),
+    /// so a jump over a minor is refused; patches, the same minor and the next are fine, and so
+    /// is a downgrade by one minor (the rollback path the guide documents). `None`: fine.
+    pub fn step_problem(&self, to: &CiliumVersion) -> Option<String> {
+        let (from, next) = (self.minor_release(), to.minor_release());
+        if from.0 != next.0 {
+            return Some(format!("{self} → {to} changes the major version"));
+        }
+        if next.1 > from.1 + 1 {
+            let skipped: Vec<String> = (from.1 + 1..next.1)
+                .map(|m| format!("{}.{m}", from.0))
+                .collect();
+            return Some(format!(
+                "{self} → {to} skips {}: Cilium supports upgrades one minor release at a time",
+                skipped.join(", ")
+            ));
+        }
+        if from.1 > next.1 + 1 {
+            return Some(format!(
+                "{self} → {to} goes back more than one minor release: Cilium documents rollbacks to the previous minor only"
+            ));
+        }
+        None
+    }
+
     /// True if Cilium still maintains this minor release, as far as cmesh knows: one of the
     /// [`MAINTAINED_MINORS`] newest up to [`MAX_SUPPORTED`].
     pub fn upstream_maintained(&self) -> bool {
@@ -136,6 +162,11 @@ impl CiliumVersion {
     /// KVStoreMesh is on unless disabled: 1.16+.
     pub fn kvstoremesh_default(&self) -> bool {
         self.at_least(16)
+    }
+
+    /// `clustermesh.cacheTTL`: how long a lost peer's state is kept (1.19).
+    pub fn has_cache_ttl(&self) -> bool {
+        self.at_least(19)
     }
 
     /// `clustermesh.enableEndpointSliceSynchronization` exists: 1.16+.
@@ -242,6 +273,38 @@ impl CiliumVersion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upgrades_go_one_minor_release_at_a_time() {
+        let v = |s: &str| s.parse::<CiliumVersion>().unwrap();
+        for (from, to) in [
+            ("1.16.19", "1.16.19"),
+            ("1.16.18", "1.16.19"),
+            ("1.16.19", "1.17.17"),
+            ("1.19.7", "1.20.0"),
+            ("1.17.17", "1.16.19"),
+        ] {
+            assert_eq!(v(from).step_problem(&v(to)), None, "{from} → {to}");
+        }
+        assert_eq!(
+            v("1.16.19").step_problem(&v("1.18.11")).as_deref(),
+            Some(
+                "1.16.19 → 1.18.11 skips 1.17: Cilium supports upgrades one minor release at a time"
+            )
+        );
+        assert!(
+            v("1.14.2")
+                .step_problem(&v("1.20.0"))
+                .unwrap()
+                .contains("skips 1.15, 1.16, 1.17, 1.18, 1.19")
+        );
+        assert!(
+            v("1.20.0")
+                .step_problem(&v("1.18.11"))
+                .unwrap()
+                .contains("goes back more than one minor release")
+        );
+    }
 
     #[test]
     fn parses_and_orders() {

@@ -1113,3 +1113,29 @@ fn the_runbook_routes_keys_in_values_for_each_tool() {
         );
     }
 }
+
+/// Issue 22: `clustermesh.cacheTTL` reaches the values on 1.19 and later only when mesh.yaml
+/// asks for it (the chart's default, never revoking a lost peer's state, stays otherwise), in
+/// the mesh phase only.
+#[test]
+fn cache_ttl_is_rendered_only_when_asked_on_1_19_and_later() {
+    for (version, ttl, want) in [
+        ("1.19.7", Some("10m"), Some("10m")),
+        ("1.20.0", Some("1h30m"), Some("1h30m")),
+        ("1.20.0", None, None),
+    ] {
+        let mut spec = lab(version);
+        spec.clustermesh.cache_ttl = ttl.map(str::to_owned);
+        let mut files = PkiFiles::new();
+        let pki = pki_for(&spec, &mut files);
+        let mesh = render::cluster_values(&spec, &spec.clusters[0], Phase::Mesh, &pki);
+        assert_eq!(
+            mesh.get(&["clustermesh", "cacheTTL"])
+                .and_then(|v| v.as_str()),
+            want,
+            "{version} {ttl:?}"
+        );
+        let base = render::cluster_values(&spec, &spec.clusters[0], Phase::Base, &pki);
+        assert!(base.get(&["clustermesh", "cacheTTL"]).is_none());
+    }
+}

@@ -203,6 +203,7 @@ fn plans() -> Vec<ClusterPlan> {
         id: 3,
         kubeconfig: Some("k.yaml".into()),
         context: None,
+        version: None,
         state: State::Left,
         since: "2026-12-05T00:00:00Z".into(),
     };
@@ -260,7 +261,7 @@ fn plan_table_and_json() {
         ["k8s04", "k8s05", "k8s01", "k8s02", "k8s03", "k8s06"]
     );
     assert_eq!(v["clusters"][2]["role"], "member");
-    assert_eq!(v["clusters"][2]["peers_added"], serde_json::json!(["d"]));
+    assert_eq!(v["clusters"][2]["peersAdded"], serde_json::json!(["d"]));
     assert_eq!(v["clusters"][4]["secrets"][0]["action"], "delete");
 }
 

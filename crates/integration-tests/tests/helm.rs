@@ -494,3 +494,44 @@ fn cronjob_certificates_are_renewed_on_every_version() {
         }
     }
 }
+
+/// Issue 22: `clustermesh.cacheTTL` as cmesh renders it is what the real 1.19 and 1.20
+/// charts pass to the agents (`clustermesh-cache-ttl` in cilium-config) and to
+/// clustermesh-apiserver's KVStoreMesh (`--clustermesh-cache-ttl`).
+#[test]
+#[ignore = "needs helm and the Cilium charts (scripts/install-test-deps; scripts/test runs it)"]
+fn cache_ttl_reaches_the_agents_and_kvstoremesh() {
+    let helm = tools::helm();
+    let dir = tempfile::tempdir().unwrap();
+    let charts: Vec<(String, std::path::PathBuf)> = every_minors_chart()
+        .into_iter()
+        .filter(|(v, _)| v.starts_with("1.19.") || v.starts_with("1.20."))
+        .collect();
+    assert_eq!(charts.len(), 2, "the 1.19 and 1.20 charts");
+    for (version, chart) in charts {
+        let mut spec = spec_for(&version, "cmesh");
+        spec.clustermesh.cache_ttl = Some("7m30s".into());
+        let (cluster, files, _) = values(&spec).remove(0);
+        let objects = yaml_documents(&helm_template(&helm, &chart, dir.path(), &files));
+        assert_eq!(
+            object_text(
+                &objects,
+                "ConfigMap",
+                "cilium-config",
+                "clustermesh-cache-ttl"
+            )
+            .as_deref(),
+            Some("7m30s"),
+            "{version} {cluster}"
+        );
+        let args = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "clustermesh-apiserver")
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        assert!(
+            args.contains("--clustermesh-cache-ttl=7m30s"),
+            "{version}: KVStoreMesh's flag"
+        );
+    }
+}

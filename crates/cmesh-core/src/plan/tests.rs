@@ -292,6 +292,7 @@ fn member(name: &str) -> Member {
         id: 3,
         kubeconfig: Some("c.yaml".into()),
         context: None,
+        version: None,
         state: State::Left,
         since: "2026-12-05T00:00:00Z".into(),
     }
@@ -450,4 +451,36 @@ fn deviations_compare_the_plan_with_what_apply_did() {
     let mut failed = wrong.clone();
     failed[5] = step(m, "helm", StepOutcome::Failed, "timed out");
     assert!(deviations(std::slice::from_ref(&p), &failed).is_empty());
+}
+
+#[test]
+fn a_cluster_that_would_skip_a_minor_release_is_refused() {
+    let mesh = artifacts(mesh_values(&["b"]), vec![]);
+    let observed = Observed {
+        release: deployed(),
+        values: Some(mesh_values(&["b"])),
+        secrets: BTreeMap::new(),
+    };
+    let jump = PlanOptions {
+        chart_version: Some("1.18.11"),
+        ..OPTS
+    };
+    let p = plan_cluster("a", &[(Phase::Mesh, &mesh)], Ok(&observed), &jump);
+    assert!(
+        p.refused
+            .as_deref()
+            .unwrap()
+            .contains("1.16.19 → 1.18.11 skips 1.17"),
+        "{p:?}"
+    );
+    assert!(p.helm.is_empty() && !p.changes());
+    // A refused cluster is not compared with steps apply did not take.
+    assert!(deviations(std::slice::from_ref(&p), &[]).is_empty());
+    // The next minor is fine.
+    let next = PlanOptions {
+        chart_version: Some("1.17.17"),
+        ..OPTS
+    };
+    let p = plan_cluster("a", &[(Phase::Mesh, &mesh)], Ok(&observed), &next);
+    assert!(p.refused.is_none() && p.changes());
 }

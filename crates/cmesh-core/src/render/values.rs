@@ -352,6 +352,10 @@ fn mesh_block(spec: &MeshSpec, cluster: &Cluster, out: &mut Value, with_peers: b
             mesh.endpoint_slice_sync,
         );
     }
+    // Only when asked: the chart's default (0s, never revoked) stays the chart's.
+    if let (Some(ttl), true) = (&mesh.cache_ttl, v.has_cache_ttl()) {
+        out.set(&["clustermesh", "cacheTTL"], ttl.as_str());
+    }
 }
 
 /// How an address goes into `config.clusters[].address`: the chart writes it into

@@ -173,6 +173,11 @@ pub const MEMBER_REUSED: Rule = warning(
 );
 /// A meshed cluster is no longer in mesh.yaml.
 pub const MEMBER_LEAVING: Rule = warning("CM522", "a meshed cluster is no longer in mesh.yaml");
+/// `cilium.version` is more than one minor release from what a meshed cluster runs.
+pub const VERSION_STEP: Rule = error(
+    "CM523",
+    "cilium.version skips a minor release from what a meshed cluster runs",
+);
 
 /// A user value overrides a key cmesh sets.
 pub const VALUE_OVERRIDE: Rule = warning("CM601", "user value overrides a key cmesh sets");
@@ -235,6 +240,7 @@ pub const ALL: &[Rule] = &[
     MEMBER_ID_CHANGED,
     MEMBER_REUSED,
     MEMBER_LEAVING,
+    VERSION_STEP,
     VALUE_OVERRIDE,
 ];
 

@@ -75,6 +75,7 @@ const MESH: &[&str] = &[
     "kvstoremesh",
     "maxConnectedClusters",
     "endpointSliceSync",
+    "cacheTTL",
     "certificates",
 ];
 const PKI: &[&str] = &["dir", "keyAlgorithm", "caValidityDays", "certValidityDays"];
@@ -624,6 +625,7 @@ impl<'s> Decoder<'s> {
             kvstoremesh: None,
             max_connected_clusters: 255,
             endpoint_slice_sync: false,
+            cache_ttl: None,
             certificates: CertMethod::Cmesh,
         };
         let Some(node) = node else { return m };
@@ -682,6 +684,24 @@ impl<'s> Decoder<'s> {
             m.endpoint_slice_sync = self
                 .boolean(n, "clustermesh.endpointSliceSync")
                 .unwrap_or(false);
+        }
+        if let Some(n) = f.get("cacheTTL")
+            && let Some(t) = self.string(n, "clustermesh.cacheTTL")
+        {
+            if go_duration(&t) {
+                m.cache_ttl = Some(t);
+            } else {
+                self.problem(
+                    &codes::INVALID_VALUE,
+                    "clustermesh.cacheTTL",
+                    n,
+                    format!("`clustermesh.cacheTTL` `{t}` is not a duration"),
+                    Some(
+                        "write a Go duration such as 10m, 1h or 1h30m (0s: never revoke a lost peer's state)"
+                            .into(),
+                    ),
+                );
+            }
         }
         if let Some(n) = f.get("certificates") {
             m.certificates = match self.choice(
@@ -1126,9 +1146,54 @@ pub(crate) fn parse_host_port(text: &str, default_port: u16) -> Option<HostPort>
     })
 }
 
+/// Whether `t` is a Go duration as Cilium's flags parse it: one or more `<number><unit>`
+/// (units ns, us, µs, ms, s, m, h; `0` alone is allowed too).
+pub(crate) fn go_duration(t: &str) -> bool {
+    if t == "0" {
+        return true;
+    }
+    let mut rest = t;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number = &rest[..digits];
+        if number.is_empty()
+            || number.starts_with('.')
+            || number.ends_with('.')
+            || number.matches('.').count() > 1
+        {
+            return false;
+        }
+        rest = &rest[digits..];
+        let Some(unit) = ["ns", "us", "µs", "ms", "s", "m", "h"]
+            .into_iter()
+            .filter(|u| rest.starts_with(u))
+            .max_by_key(|u| u.len())
+        else {
+            return false;
+        };
+        rest = &rest[unit.len()..];
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations_as_cilium_parses_them() {
+        for ok in ["0", "0s", "10m", "1h30m", "1.5h", "300ms", "2us", "2µs", "1h0m0s"] {
+            assert!(go_duration(ok), "{ok}");
+        }
+        for bad in ["", "10", "m", "ten minutes", "1d", "1.h", ".5s", "1..5s", "-1s", "5 m"] {
+            assert!(!go_duration(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn host_port_forms() {

@@ -148,6 +148,10 @@ pub struct MeshSettings {
     /// EndpointSlice synchronisation (1.16+).
     #[serde(rename = "endpointSliceSync")]
     pub endpoint_slice_sync: bool,
+    /// How long agents and KVStoreMesh keep a lost peer's state (1.19+, a Go duration);
+    /// `None` keeps the chart's default (never revoked).
+    #[serde(rename = "cacheTTL", skip_serializing_if = "Option::is_none")]
+    pub cache_ttl: Option<String>,
     /// Certificate method.
     pub certificates: CertMethod,
 }

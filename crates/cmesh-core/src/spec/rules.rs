@@ -502,6 +502,16 @@ impl<'a> Rules<'a> {
                 .help("upgrade `cilium.version` to 1.16 or later, or remove endpointSliceSync");
             self.push(d);
         }
+        if self.spec.mesh.cache_ttl.is_some() && !v.has_cache_ttl() {
+            let d = self
+                .at(
+                    &codes::NEEDS_VERSION,
+                    "clustermesh.cacheTTL",
+                    format!("cacheTTL needs Cilium >= 1.19; this mesh uses {v}"),
+                )
+                .help("upgrade `cilium.version` to 1.19 or later, or remove cacheTTL (before 1.19 a lost peer's state is kept until it comes back)");
+            self.push(d);
+        }
         if self.spec.mesh.max_connected_clusters == 511 && !v.has_max_connected_clusters() {
             let d = self
                 .at(

@@ -288,7 +288,9 @@ pub(crate) fn run(
         plans.push(cmesh_core::plan::plan_leaving(m, obs, args.prune));
     }
     let plans = cmesh_core::plan::ordered(plans);
-    let planned_ok = plans.iter().all(|p| p.error.is_none());
+    let planned_ok = plans
+        .iter()
+        .all(|p| p.error.is_none() && p.refused.is_none());
 
     if args.dry_run {
         emit(
@@ -346,7 +348,26 @@ pub(crate) fn run(
             .map_or(2, |p| p.stage)
     };
     let mut by_stage: BTreeMap<u8, Vec<Connected>> = BTreeMap::new();
+    let mut steps = Vec::new();
     for (n, c) in conns {
+        // A cluster whose plan apply refuses is not touched.
+        if let Some(why) = plans
+            .iter()
+            .find(|p| p.cluster == n)
+            .and_then(|p| p.refused.clone())
+        {
+            let s = cmesh_core::apply::Step {
+                cluster: n,
+                phase: None,
+                step: "plan",
+                outcome: StepOutcome::Failed,
+                detail: why,
+                millis: 0,
+            };
+            progress.finished(&s);
+            steps.push(s);
+            continue;
+        }
         by_stage.entry(stage_of(&n)).or_default().push((n, c));
     }
     let one_at_a_time =
@@ -365,7 +386,6 @@ pub(crate) fn run(
             _ => "--one-at-a-time".into(),
         },
     };
-    let mut steps = Vec::new();
     let stages = by_stage.len();
     for (i, (_, stage_conns)) in by_stage.into_iter().enumerate() {
         let these = if one_at_a_time {
@@ -628,6 +648,7 @@ pub(crate) fn disconnect(
         id: 0,
         kubeconfig: kubeconfig.clone(),
         context: context.clone(),
+        version: None,
         state: cmesh_core::membership::State::Left,
         since: String::new(),
     });

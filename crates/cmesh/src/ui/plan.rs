@@ -34,6 +34,10 @@ pub fn table(plans: &[ClusterPlan], chart: &str) -> String {
             (None, None) => "  no release".into(),
         };
         let _ = writeln!(s, "\n{}. {}  {}{version}", p.stage, p.cluster, role(p.role));
+        if let Some(r) = &p.refused {
+            let _ = writeln!(s, "   refused: {r}");
+            continue;
+        }
         if let Some(u) = &p.untouched {
             let _ = writeln!(s, "   left alone: {u}");
         }
@@ -117,9 +121,13 @@ pub fn table(plans: &[ClusterPlan], chart: &str) -> String {
     }
     let changing = plans.iter().filter(|p| p.changes()).count();
     let errors = plans.iter().filter(|p| p.error.is_some()).count();
+    let refused = plans.iter().filter(|p| p.refused.is_some()).count();
     let _ = write!(s, "\n{changing} of {} cluster(s) change", plans.len());
     if errors > 0 {
         let _ = write!(s, ", {errors} could not be planned");
+    }
+    if refused > 0 {
+        let _ = write!(s, ", {refused} refused");
     }
     s.push('\n');
     s
@@ -130,7 +138,7 @@ pub fn json(plans: &[ClusterPlan], chart: &str) -> serde_json::Value {
     serde_json::json!({
         "chart": chart,
         "changes": plans.iter().any(ClusterPlan::changes),
-        "ok": plans.iter().all(|p| p.error.is_none()),
+        "ok": plans.iter().all(|p| p.error.is_none() && p.refused.is_none()),
         "clusters": plans,
     })
 }

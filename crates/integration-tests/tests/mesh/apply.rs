@@ -352,7 +352,7 @@ pub(crate) fn dry_run_plans_and_changes_nothing(m: &Mesh) {
     let k8s01 = &v["clusters"][0];
     assert_eq!(k8s01["cluster"], "k8s01");
     assert_eq!(k8s01["role"], "join");
-    assert_eq!(k8s01["peers_added"], serde_json::json!(["k8s02"]));
+    assert_eq!(k8s01["peersAdded"], serde_json::json!(["k8s02"]));
     assert!(
         k8s01["secrets"]
             .as_array()
