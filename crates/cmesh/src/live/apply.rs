@@ -243,6 +243,25 @@ async fn apply_phase(
         secrets_changed,
         rolled_by_chart,
     );
+    // A replacement's restart that the chart's rollout made already is reported as such (the
+    // plan, which cannot know about the rollout, counts it as a restart).
+    let decision = match (&decision, &after_replacement) {
+        (Restart::Skip(_), Restart::Skip(why))
+            if rolled_by_chart
+                && matches!(
+                    decide::restart_after_replacement(
+                        phase,
+                        opts.trust_replaced,
+                        secrets_changed,
+                        false
+                    ),
+                    Restart::Restart(_)
+                ) =>
+        {
+            Restart::Skip(why.clone())
+        }
+        _ => decision,
+    };
     let agents_last = match (&decision, after_replacement) {
         (Restart::Skip(_), r @ Restart::Restart(_)) => Some(r),
         _ => None,
