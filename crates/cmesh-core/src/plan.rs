@@ -41,6 +41,8 @@ pub enum Role {
     Member,
     /// Meshed, and no longer in mesh.yaml.
     Leave,
+    /// Could not be observed (its plan's `error` says why).
+    Unknown,
 }
 
 impl Role {
@@ -48,7 +50,9 @@ impl Role {
     pub fn stage(self) -> u8 {
         match self {
             Role::Join => 1,
-            Role::Member => 2,
+            // A cluster that could not be observed goes with the meshed ones: it fails at its
+            // own connection there, without holding back the peers of clusters that joined.
+            Role::Member | Role::Unknown => 2,
             Role::Leave => 3,
         }
     }
@@ -221,7 +225,7 @@ pub fn plan_cluster(
     let o = match observed {
         Ok(o) => o,
         Err(e) => {
-            let mut p = ClusterPlan::new(cluster, Role::Join);
+            let mut p = ClusterPlan::new(cluster, Role::Unknown);
             p.error = Some(e.to_owned());
             return p;
         }

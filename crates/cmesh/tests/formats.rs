@@ -258,10 +258,11 @@ fn plan_table_and_json() {
         .collect();
     assert_eq!(
         order,
-        ["k8s04", "k8s05", "k8s01", "k8s02", "k8s03", "k8s06"]
+        ["k8s04", "k8s01", "k8s02", "k8s05", "k8s03", "k8s06"]
     );
-    assert_eq!(v["clusters"][2]["role"], "member");
-    assert_eq!(v["clusters"][2]["peersAdded"], serde_json::json!(["d"]));
+    assert_eq!(v["clusters"][1]["role"], "member");
+    assert_eq!(v["clusters"][1]["peersAdded"], serde_json::json!(["d"]));
+    assert_eq!(v["clusters"][3]["role"], "unknown");
     assert_eq!(v["clusters"][4]["secrets"][0]["action"], "delete");
 }
 

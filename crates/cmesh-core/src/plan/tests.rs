@@ -376,6 +376,9 @@ fn plans_come_in_apply_order() {
     .map(|p| p.cluster)
     .collect();
     assert_eq!(got, ["d", "a", "b", "x"]);
+    // A cluster that could not be observed goes with the meshed ones, not before them.
+    let unknown = plan_cluster("u", &[], Err("connection refused"), &OPTS);
+    assert_eq!((unknown.role, unknown.stage), (Role::Unknown, 2));
 }
 
 fn step(phase: Option<Phase>, step: &'static str, outcome: StepOutcome, detail: &str) -> Step {

@@ -1187,10 +1187,23 @@ mod tests {
 
     #[test]
     fn go_durations_as_cilium_parses_them() {
-        for ok in ["0", "0s", "10m", "1h30m", "1.5h", "300ms", "2us", "2µs", "1h0m0s"] {
+        for ok in [
+            "0", "0s", "10m", "1h30m", "1.5h", "300ms", "2us", "2µs", "1h0m0s",
+        ] {
             assert!(go_duration(ok), "{ok}");
         }
-        for bad in ["", "10", "m", "ten minutes", "1d", "1.h", ".5s", "1..5s", "-1s", "5 m"] {
+        for bad in [
+            "",
+            "10",
+            "m",
+            "ten minutes",
+            "1d",
+            "1.h",
+            ".5s",
+            "1..5s",
+            "-1s",
+            "5 m",
+        ] {
             assert!(!go_duration(bad), "{bad}");
         }
     }

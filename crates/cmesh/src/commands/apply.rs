@@ -602,7 +602,6 @@ pub(crate) fn disconnect(
             ),
         });
     }
-    let helm = locate_helm(args.helm.as_deref())?;
     let record = open_pki(global, &loaded, PkiAccess::Read)?.read_membership()?;
     let member = record.get(&args.name).cloned();
     if let Some(m) = &member
@@ -643,6 +642,7 @@ pub(crate) fn disconnect(
     } else {
         loaded.input.base_dir.clone()
     };
+    let helm = locate_helm(args.helm.as_deref())?;
     let as_member = member.clone().unwrap_or(Member {
         name: args.name.clone(),
         id: 0,

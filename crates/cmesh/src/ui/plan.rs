@@ -14,6 +14,7 @@ fn role(r: Role) -> &'static str {
         Role::Join => "joins the mesh",
         Role::Member => "meshed",
         Role::Leave => "leaves the mesh",
+        Role::Unknown => "not observed",
     }
 }
 

@@ -144,3 +144,49 @@ fn test_report_files_are_named_by_their_format() {
     assert_code(&r, 2);
     assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
 }
+
+/// Issue 22: `disconnect` refuses what it must not do before touching anything: a cluster
+/// still in mesh.yaml, one it cannot know how to reach, one the record still shows as meshed
+/// (unless --force). (`apply` without --yes and without a terminal is refused in the lab's
+/// 2 x 1.16.19 session, which has clusters to plan.)
+#[test]
+fn disconnect_refuses_before_touching_anything() {
+    let d = cli::scratch();
+    let p = d.path();
+    assert_code(&cmesh(p, &["init"]), 0);
+    assert_code(&cmesh(p, &["render"]), 0);
+    let r = cmesh(p, &["disconnect", "k8s01"]);
+    assert_code(&r, 2);
+    assert!(
+        r.stderr.contains("`k8s01` is still in mesh.yaml"),
+        "{}",
+        r.stderr
+    );
+    let r = cmesh(p, &["disconnect", "k8s09"]);
+    assert_code(&r, 2);
+    assert!(
+        r.stderr
+            .contains("`k8s09` is not in pki.dir's membership record")
+            && r.stderr.contains("--kubeconfig"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(
+        p.join("pki/membership.yaml"),
+        "clusters:\n  - name: k8s09\n    id: 9\n    kubeconfig: k9.yaml\n    state: meshed\n    since: \"2026-12-01T00:00:00Z\"\n",
+    )
+    .unwrap();
+    let r = cmesh(p, &["disconnect", "k8s09"]);
+    assert_code(&r, 2);
+    assert!(
+        r.stderr.contains("`k8s09` is recorded as meshed") && r.stderr.contains("--force"),
+        "{}",
+        r.stderr
+    );
+    // Nothing was written: the record is as it was.
+    assert!(
+        std::fs::read_to_string(p.join("pki/membership.yaml"))
+            .unwrap()
+            .contains("state: meshed")
+    );
+}
