@@ -533,9 +533,10 @@ pub(crate) fn a_cluster_leaves_with_prune(m: &Mesh) {
     assert!(by.contains_key("k8s04"), "{by:?}");
     // Requests routed to k8s02's backends fail for a few seconds around the moment its peers
     // drop it: Cilium removes a dropped cluster's nodes (its tunnel endpoints) and its Service
-    // backends separately (1 of 1,288 failed alone, 3 of 1,110 under the whole suite's load;
-    // docs/day2.md). Asserted: every failure within 10 s of the first, none after k8s02's
-    // last answer + 10 s.
+    // backends separately, and an agent restarted with the new list still has the dropped
+    // cluster's backends until it prunes them (1 of 1,288 failed alone; 3 of 1,110 under the
+    // lab tier's load, from 4 s to 12 s; docs/day2.md). Asserted: every failure within 20 s of
+    // the first, none after k8s02's last answer + 10 s.
     let last_k8s02 = seen
         .answers
         .iter()
@@ -550,7 +551,7 @@ pub(crate) fn a_cluster_leaves_with_prune(m: &Mesh) {
     assert!(
         seen.failures
             .iter()
-            .all(|(t, _)| *t <= first + 10.0 && *t <= last_k8s02 + 10.0),
+            .all(|(t, _)| *t <= first + 20.0 && *t <= last_k8s02 + 10.0),
         "global Services failed outside the drop of k8s02 (k8s02 last answered at {last_k8s02:.1}s): {:?}",
         seen.failures
     );
