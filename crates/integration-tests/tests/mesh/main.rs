@@ -2,7 +2,7 @@
 //! their eBPF datapath, operator, clustermesh-apiserver, KVStoreMesh, CoreDNS; docs/testing.md)
 //! and goes through several stories in turn (`apply`, `faults`, `suite`), each leaving the mesh
 //! as it found it or coming last. A lab costs a minute or two to start and mesh (agents compile
-//! their datapath), so stories share them: eight labs cover 1.14.2, 1.16.19 and 1.20.0, two to
+//! their datapath), so stories share them: seven labs cover 1.14.2, 1.16.19 and 1.20.0, two to
 //! five clusters, KVStoreMesh on and off. One lab runs at a time (the lab's lock), so cargo's
 //! test threads queue.
 
