@@ -355,7 +355,7 @@ fn first_paths(paths: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A Secret change that reaches what the cluster trusts, and one of certificates only.
@@ -368,11 +368,13 @@ mod tests {
         trust: false,
     };
 
-    fn v(json: serde_json::Value) -> Value {
+    /// A value from JSON (shared with the plan's tests).
+    pub(crate) fn v(json: serde_json::Value) -> Value {
         Value::from_json(&json)
     }
 
-    fn secret(name: &str, data: &[(&str, &str)]) -> Value {
+    /// A Secret named `name` with `data` (text, encoded as the cluster stores it).
+    pub(crate) fn secret(name: &str, data: &[(&str, &str)]) -> Value {
         use base64::Engine as _;
         let data: serde_json::Map<String, serde_json::Value> = data
             .iter()
@@ -386,7 +388,8 @@ mod tests {
         v(serde_json::json!({"metadata": {"name": name}, "data": data}))
     }
 
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    /// Decoded Secret data from pairs.
+    pub(crate) fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

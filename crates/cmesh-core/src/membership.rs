@@ -94,12 +94,7 @@ impl Record {
     /// [`RecordError`] naming the entry and field that is missing or wrong.
     pub fn parse(text: &str) -> Result<Record, RecordError> {
         let bad = |reason: String| RecordError { reason };
-        let doc = crate::yaml::parse(text, crate::yaml::Limits::default())
-            .map_err(|e| bad(format!("not YAML: {e}")))?;
-        let json = doc
-            .root
-            .map(|r| crate::yaml::to_json(&r, &mut std::collections::BTreeMap::new()))
-            .unwrap_or_default();
+        let json = crate::yaml::parse_to_json(text).map_err(|e| bad(format!("not YAML: {e}")))?;
         let mut members = Vec::new();
         let items = match json.get("clusters") {
             None | Some(serde_json::Value::Null) => Vec::new(),

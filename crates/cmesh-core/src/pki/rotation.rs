@@ -129,12 +129,7 @@ impl RotationState {
             file: ROTATION_STATE.into(),
             source: Box::new(PkiError::InvalidState { reason: why }),
         };
-        let doc = crate::yaml::parse(text, crate::yaml::Limits::default())
-            .map_err(|e| bad(format!("not YAML: {e}")))?;
-        let json = doc
-            .root
-            .map(|r| crate::yaml::to_json(&r, &mut std::collections::BTreeMap::new()))
-            .unwrap_or_default();
+        let json = crate::yaml::parse_to_json(text).map_err(|e| bad(format!("not YAML: {e}")))?;
         let field = |k: &str| {
             json.get(k)
                 .and_then(serde_json::Value::as_str)

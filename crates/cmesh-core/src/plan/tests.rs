@@ -3,30 +3,7 @@
 use super::*;
 use crate::membership::State;
 
-fn v(json: serde_json::Value) -> Value {
-    Value::from_json(&json)
-}
-
-fn secret(name: &str, data: &[(&str, &str)]) -> Value {
-    use base64::Engine as _;
-    let data: serde_json::Map<String, serde_json::Value> = data
-        .iter()
-        .map(|(k, d)| {
-            (
-                (*k).to_owned(),
-                base64::engine::general_purpose::STANDARD.encode(d).into(),
-            )
-        })
-        .collect();
-    v(serde_json::json!({"metadata": {"name": name}, "data": data}))
-}
-
-fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
+use crate::apply::tests::{map as data, secret, v};
 
 fn base_values() -> Value {
     v(serde_json::json!({"cluster": {"name": "a", "id": 1}, "ipam": {"mode": "cluster-pool"}}))

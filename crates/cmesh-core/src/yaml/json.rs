@@ -18,6 +18,19 @@ pub fn to_json(node: &Node, spans: &mut Spans) -> Value {
     walk(node, String::new(), spans)
 }
 
+/// Parses a state file cmesh wrote (the rotation's state, the membership record) into JSON,
+/// an empty document being `null`: their readers then look fields up by name.
+///
+/// # Errors
+/// [`super::YamlError`] for text that is not YAML.
+pub fn parse_to_json(text: &str) -> Result<Value, super::YamlError> {
+    let doc = super::parse(text, super::Limits::default())?;
+    Ok(doc
+        .root
+        .map(|r| to_json(&r, &mut Spans::new()))
+        .unwrap_or_default())
+}
+
 /// Escapes one JSON pointer segment (RFC 6901).
 pub fn pointer_segment(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")

@@ -7,7 +7,7 @@ mod scalar;
 mod tree;
 
 pub use emit::{EmitError, ambiguous_plain_scalars, to_yaml};
-pub use json::{Spans, pointer_segment, to_json};
+pub use json::{Spans, parse_to_json, pointer_segment, to_json};
 pub use scalar::{Resolved, resolve_plain, yaml11_reading};
 pub use tree::{Document, DuplicateKey, Limits, YamlError, parse, parse_stream};
 

@@ -313,18 +313,8 @@ pub(crate) fn run(
     }
 
     // Release values the plan read: no phase reads them again.
-    let mut seeds: HashMap<String, serde_json::Value> = HashMap::new();
-    for ((name, _), obs) in conns.iter().zip(&observed) {
-        if let Ok((_, Some(v))) = obs {
-            seeds.insert(name.clone(), v.clone());
-        }
-    }
-    let mut left_seeds: HashMap<String, serde_json::Value> = HashMap::new();
-    for ((name, _), obs) in leave_conns.iter().zip(&left_observed) {
-        if let Ok((_, Some(v))) = obs {
-            left_seeds.insert(name.clone(), v.clone());
-        }
-    }
+    let seeds = release_values_seen(&conns, &observed);
+    let left_seeds = release_values_seen(&leave_conns, &left_observed);
     let mut names: Vec<String> = conns.iter().map(|(n, _)| n.clone()).collect();
     names.extend(leave_conns.iter().map(|(n, _)| n.clone()));
     let reporter = Arc::new(ui::progress::Reporter::new(
@@ -473,29 +463,54 @@ pub(crate) fn run(
             pki_dir.write_membership(&next)?;
         }
     }
-    let deviations = cmesh_core::plan::deviations(&plans, &steps);
-    match args.output {
-        Output::Table => {
-            emit(out, &ui::apply::summary(&names, &phases, &steps))?;
-            for d in &deviations {
-                emit(out, &format!("apply: differs from its plan: {d}\n"))?;
-            }
-        }
-        Output::Json => emit(
-            out,
-            &json_text(&ui::apply::summary_json(
-                &names,
-                &steps,
-                ui::plan::json(&plans, &chart_text),
-                &deviations,
-            )),
-        )?,
-    }
+    report(
+        out,
+        args.output,
+        "apply",
+        &names,
+        &phases,
+        &steps,
+        &plans,
+        &chart_text,
+    )?;
     Ok(if steps.iter().any(|s| s.outcome == StepOutcome::Failed) {
         exit::CLUSTER
     } else {
         exit::OK
     })
+}
+
+/// The summary of `apply` or `disconnect` (`command`), with where it differed from its plan.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    out: &mut dyn Write,
+    output: Output,
+    command: &str,
+    names: &[String],
+    phases: &[Phase],
+    steps: &[cmesh_core::apply::Step],
+    plans: &[cmesh_core::plan::ClusterPlan],
+    chart_text: &str,
+) -> Result<(), ExpectedError> {
+    let deviations = cmesh_core::plan::deviations(plans, steps);
+    match output {
+        Output::Table => {
+            emit(out, &ui::apply::summary(names, phases, steps))?;
+            for d in &deviations {
+                emit(out, &format!("{command}: differs from its plan: {d}\n"))?;
+            }
+            Ok(())
+        }
+        Output::Json => emit(
+            out,
+            &json_text(&ui::apply::summary_json(
+                names,
+                steps,
+                ui::plan::json(plans, chart_text),
+                &deviations,
+            )),
+        ),
+    }
 }
 
 fn json_text(v: &serde_json::Value) -> String {
@@ -764,25 +779,32 @@ pub(crate) fn disconnect(
             .or(member.as_ref().map(|m| m.id));
         pki_dir.write_membership(&record.after_disconnect(&args.name, id, now()))?;
     }
-    let deviations = cmesh_core::plan::deviations(&plans, &steps);
-    match args.output {
-        Output::Table => {
-            emit(out, &ui::apply::summary(&names, &[], &steps))?;
-            for d in &deviations {
-                emit(out, &format!("disconnect: differs from its plan: {d}\n"))?;
-            }
-        }
-        Output::Json => emit(
-            out,
-            &json_text(&ui::apply::summary_json(
-                &names,
-                &steps,
-                ui::plan::json(&plans, &chart_text),
-                &deviations,
-            )),
-        )?,
-    }
+    report(
+        out,
+        args.output,
+        "disconnect",
+        &names,
+        &[],
+        &steps,
+        &plans,
+        &chart_text,
+    )?;
     Ok(if failed { exit::CLUSTER } else { exit::OK })
+}
+
+/// The release values each observation read, by cluster.
+fn release_values_seen(
+    conns: &[Connected],
+    observed: &[live::plan::Observation],
+) -> HashMap<String, serde_json::Value> {
+    conns
+        .iter()
+        .zip(observed)
+        .filter_map(|((name, _), obs)| match obs {
+            Ok((_, Some(v))) => Some((name.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A cluster's name and its connection, or why it could not be connected.
