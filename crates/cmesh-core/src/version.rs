@@ -169,6 +169,17 @@ impl CiliumVersion {
         self.at_least(19)
     }
 
+    /// `clustermesh.policyDefaultLocalCluster` exists: 1.18+.
+    pub fn has_policy_default_local_cluster(&self) -> bool {
+        self.at_least(18)
+    }
+
+    /// The chart's default of `clustermesh.policyDefaultLocalCluster`, or what the agent does
+    /// without the key: true from 1.19 (cilium/cilium#40609), false before.
+    pub fn policy_default_local_cluster_default(&self) -> bool {
+        self.at_least(19)
+    }
+
     /// `clustermesh.enableEndpointSliceSynchronization` exists: 1.16+.
     pub fn has_endpoint_slice_sync(&self) -> bool {
         self.at_least(16)

@@ -1139,3 +1139,30 @@ fn cache_ttl_is_rendered_only_when_asked_on_1_19_and_later() {
         assert!(base.get(&["clustermesh", "cacheTTL"]).is_none());
     }
 }
+
+/// Issue 22: `clustermesh.policyDefaultLocalCluster` reaches the values from 1.18 (where the key
+/// appears) when mesh.yaml sets it (what `cmesh upgrade` pins across 1.19), never otherwise:
+/// unset, the chart's default (false on 1.18, true from 1.19) stays the chart's.
+#[test]
+fn policy_default_local_cluster_is_rendered_only_when_set_on_1_18_and_later() {
+    for (version, set, want) in [
+        ("1.18.11", Some(false), Some(false)),
+        ("1.19.7", Some(false), Some(false)),
+        ("1.20.0", Some(true), Some(true)),
+        ("1.19.7", None, None),
+    ] {
+        let mut spec = lab(version);
+        spec.clustermesh.policy_default_local_cluster = set;
+        let mut files = PkiFiles::new();
+        let pki = pki_for(&spec, &mut files);
+        for c in &spec.clusters {
+            let mesh = render::cluster_values(&spec, c, Phase::Mesh, &pki);
+            assert_eq!(
+                mesh.get(&["clustermesh", "policyDefaultLocalCluster"])
+                    .and_then(|v| v.as_bool()),
+                want,
+                "{version} {set:?}"
+            );
+        }
+    }
+}

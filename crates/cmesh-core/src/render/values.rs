@@ -356,6 +356,12 @@ fn mesh_block(spec: &MeshSpec, cluster: &Cluster, out: &mut Value, with_peers: b
     if let (Some(ttl), true) = (&mesh.cache_ttl, v.has_cache_ttl()) {
         out.set(&["clustermesh", "cacheTTL"], ttl.as_str());
     }
+    if let (Some(local), true) = (
+        mesh.policy_default_local_cluster,
+        v.has_policy_default_local_cluster(),
+    ) {
+        out.set(&["clustermesh", "policyDefaultLocalCluster"], local);
+    }
 }
 
 /// How an address goes into `config.clusters[].address`: the chart writes it into

@@ -76,6 +76,7 @@ const MESH: &[&str] = &[
     "maxConnectedClusters",
     "endpointSliceSync",
     "cacheTTL",
+    "policyDefaultLocalCluster",
     "certificates",
 ];
 const PKI: &[&str] = &["dir", "keyAlgorithm", "caValidityDays", "certValidityDays"];
@@ -626,6 +627,7 @@ impl<'s> Decoder<'s> {
             max_connected_clusters: 255,
             endpoint_slice_sync: false,
             cache_ttl: None,
+            policy_default_local_cluster: None,
             certificates: CertMethod::Cmesh,
         };
         let Some(node) = node else { return m };
@@ -684,6 +686,10 @@ impl<'s> Decoder<'s> {
             m.endpoint_slice_sync = self
                 .boolean(n, "clustermesh.endpointSliceSync")
                 .unwrap_or(false);
+        }
+        if let Some(n) = f.get("policyDefaultLocalCluster") {
+            m.policy_default_local_cluster =
+                self.boolean(n, "clustermesh.policyDefaultLocalCluster");
         }
         if let Some(n) = f.get("cacheTTL")
             && let Some(t) = self.string(n, "clustermesh.cacheTTL")

@@ -152,6 +152,14 @@ pub struct MeshSettings {
     /// `None` keeps the chart's default (never revoked).
     #[serde(rename = "cacheTTL", skip_serializing_if = "Option::is_none")]
     pub cache_ttl: Option<String>,
+    /// Whether policy selectors without a cluster select only the local cluster's endpoints
+    /// (1.18+, `clustermesh.policyDefaultLocalCluster`); `None` keeps the chart's default
+    /// (false on 1.18, true from 1.19). `cmesh upgrade` pins it to false across 1.19.
+    #[serde(
+        rename = "policyDefaultLocalCluster",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub policy_default_local_cluster: Option<bool>,
     /// Certificate method.
     pub certificates: CertMethod,
 }

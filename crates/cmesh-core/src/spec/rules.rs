@@ -512,6 +512,18 @@ impl<'a> Rules<'a> {
                 .help("upgrade `cilium.version` to 1.19 or later, or remove cacheTTL (before 1.19 a lost peer's state is kept until it comes back)");
             self.push(d);
         }
+        if self.spec.mesh.policy_default_local_cluster.is_some()
+            && !v.has_policy_default_local_cluster()
+        {
+            let d = self
+                .at(
+                    &codes::NEEDS_VERSION,
+                    "clustermesh.policyDefaultLocalCluster",
+                    format!("policyDefaultLocalCluster needs Cilium >= 1.18; this mesh uses {v}"),
+                )
+                .help("remove it (before 1.18 policies select endpoints in every cluster, as policyDefaultLocalCluster: false does)");
+            self.push(d);
+        }
         if self.spec.mesh.max_connected_clusters == 511 && !v.has_max_connected_clusters() {
             let d = self
                 .at(
