@@ -61,6 +61,7 @@ fn the_articles_manifests_503_on_failover() {
         clusters: vec![],
         version: None,
         endpoint_slice_sync: false,
+        policy_default_local_cluster: None,
     };
     let r = run(&dir, &ctx);
     assert_eq!(summary(&r), ["L101 Ingress shared-service/ingress []"]);
@@ -242,5 +243,88 @@ fn a_file_that_is_not_yaml_is_an_error_with_its_position() {
         errors[0].to_string().starts_with("a/b.yaml:2:"),
         "{}",
         errors[0]
+    );
+}
+
+/// L501 (issue 22): peer selectors that name no cluster change meaning when
+/// `policyDefaultLocalCluster` becomes true (1.19's default). Each selector of the fixture either
+/// names a cluster in one of the ways Cilium reads (plain, `k8s:`, `any:` key; matchLabels or
+/// matchExpressions), is on reserved labels, is an ipBlock, or is reported at its line.
+#[test]
+fn policies_whose_meaning_changes_with_policy_default_local_cluster() {
+    let dir = testdata("policies");
+    let ctx_for = |version: Option<&str>, pinned: Option<bool>| Context {
+        clusters: Vec::new(),
+        version: version.map(|v| v.parse().unwrap()),
+        endpoint_slice_sync: false,
+        policy_default_local_cluster: pinned,
+    };
+    let r = run(&dir, &ctx_for(Some("1.18.11"), None));
+    assert_eq!(r.examined.policies, 4);
+    assert_eq!(
+        summary(&r),
+        [
+            "L501 CiliumClusterwideNetworkPolicy deny-from-anywhere []",
+            "L501 CiliumNetworkPolicy demo/x-wing-to-rebel-base []",
+            "L501 NetworkPolicy demo/from-monitoring []",
+        ]
+    );
+    let lines = |object: &str| -> Vec<usize> {
+        r.findings
+            .iter()
+            .find(|f| f.object == object)
+            .unwrap()
+            .at
+            .iter()
+            .map(|l| l.field_line.unwrap())
+            .collect()
+    };
+    // Only the first toEndpoints selector of x-wing's policy; the two selectors of the CCNP;
+    // the namespaceSelector peer of the NetworkPolicy.
+    assert_eq!(lines("CiliumNetworkPolicy demo/x-wing-to-rebel-base"), [14]);
+    assert_eq!(
+        lines("CiliumClusterwideNetworkPolicy deny-from-anywhere"),
+        [47, 51]
+    );
+    assert_eq!(lines("NetworkPolicy demo/from-monitoring"), [63]);
+    let f = &r.findings[0];
+    assert!(
+        f.message
+            .contains("2 peer selectors (fromEndpoints, toNodes)"),
+        "{}",
+        f.message
+    );
+    assert!(f.fix.contains("io.cilium.k8s.policy.cluster"), "{}", f.fix);
+    assert!(
+        r.skipped.iter().all(|s| !s.codes.contains(&"L501")),
+        "{:?}",
+        r.skipped
+    );
+
+    // Pinned false on 1.19: the same findings; 1.19's default (true) or pinned true: the
+    // selectors already mean the local cluster, nothing changes.
+    assert_eq!(
+        run(&dir, &ctx_for(Some("1.19.7"), Some(false)))
+            .findings
+            .len(),
+        3
+    );
+    assert!(
+        run(&dir, &ctx_for(Some("1.19.7"), None))
+            .findings
+            .is_empty()
+    );
+    assert!(
+        run(&dir, &ctx_for(Some("1.18.11"), Some(true)))
+            .findings
+            .is_empty()
+    );
+    // Unknown version: not checked, and said so.
+    let r = run(&dir, &ctx_for(None, None));
+    assert!(r.findings.is_empty());
+    assert!(
+        r.skipped.iter().any(|s| s.codes == ["L501"]),
+        "{:?}",
+        r.skipped
     );
 }

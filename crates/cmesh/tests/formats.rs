@@ -596,6 +596,7 @@ mod meshtest_and_lint {
             clusters: vec![],
             version: Some("1.16.19".parse().unwrap()),
             endpoint_slice_sync: false,
+            policy_default_local_cluster: None,
         };
         let r = lint::lint(&inv, &ctx);
         insta::assert_snapshot!(ui::lint::table(

@@ -167,6 +167,114 @@ pub struct IngressClass {
     pub default: bool,
 }
 
+/// A peer selector of a network policy that names no cluster (no `io.cilium.k8s.policy.cluster`
+/// key): what it selects depends on `clustermesh.policyDefaultLocalCluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnscopedSelector {
+    /// Where it is written, relative to the object (`/spec/ingress/0/fromEndpoints/1`).
+    pub pointer: String,
+    /// The field (`fromEndpoints`, `toNodes`, `from`, `to`).
+    pub field: &'static str,
+}
+
+/// A CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy or Kubernetes NetworkPolicy, reduced to
+/// its peer selectors that name no cluster.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Metadata (namespace "" for CiliumClusterwideNetworkPolicy).
+    pub meta: Meta,
+    /// The kind.
+    pub kind: String,
+    /// Its peer selectors that name no cluster, in document order.
+    pub unscoped: Vec<UnscopedSelector>,
+}
+
+/// The label Cilium gives every endpoint with its cluster's name.
+pub const CLUSTER_LABEL: &str = "io.cilium.k8s.policy.cluster";
+
+/// The keys of a label selector (`matchLabels` keys and `matchExpressions` keys).
+fn selector_keys(sel: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    keys.extend(
+        sel.get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("key").and_then(Value::as_str)),
+    );
+    keys
+}
+
+/// The peer selectors of a Cilium policy rule (`spec` or an item of `specs`) that name no
+/// cluster. As Cilium's own translation (pkg/k8s/apis/cilium.io/utils): a selector on reserved
+/// labels is left alone; a cluster key with the `k8s:` or `any:` source, or none, counts.
+fn cilium_unscoped(rule: &Value, at: &str, out: &mut Vec<UnscopedSelector>) {
+    const PEERS: [(&str, &str); 8] = [
+        ("ingress", "fromEndpoints"),
+        ("ingress", "fromNodes"),
+        ("ingressDeny", "fromEndpoints"),
+        ("ingressDeny", "fromNodes"),
+        ("egress", "toEndpoints"),
+        ("egress", "toNodes"),
+        ("egressDeny", "toEndpoints"),
+        ("egressDeny", "toNodes"),
+    ];
+    for (section, field) in PEERS {
+        let rules = rule.get(section).and_then(Value::as_array);
+        for (i, r) in rules.into_iter().flatten().enumerate() {
+            let sels = r.get(field).and_then(Value::as_array);
+            for (j, sel) in sels.into_iter().flatten().enumerate() {
+                let keys = selector_keys(sel);
+                let reserved =
+                    field.ends_with("Endpoints") && keys.iter().any(|k| k.starts_with("reserved:"));
+                let names_cluster = keys.iter().any(|k| {
+                    let bare = k
+                        .strip_prefix("k8s:")
+                        .or_else(|| k.strip_prefix("any:"))
+                        .unwrap_or(k);
+                    bare == CLUSTER_LABEL
+                });
+                if !reserved && !names_cluster {
+                    out.push(UnscopedSelector {
+                        pointer: format!("{at}/{section}/{i}/{field}/{j}"),
+                        field,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The peers of a Kubernetes NetworkPolicy that name no cluster: every peer but `ipBlock`
+/// whose `podSelector` has no `io.cilium.k8s.policy.cluster` key (Cilium's
+/// pkg/k8s/network_policy.go adds the local cluster to those).
+fn network_policy_unscoped(spec: &Value, out: &mut Vec<UnscopedSelector>) {
+    for (section, field) in [("ingress", "from"), ("egress", "to")] {
+        let rules = spec.get(section).and_then(Value::as_array);
+        for (i, r) in rules.into_iter().flatten().enumerate() {
+            let peers = r.get(field).and_then(Value::as_array);
+            for (j, peer) in peers.into_iter().flatten().enumerate() {
+                if peer.get("ipBlock").is_some() {
+                    continue;
+                }
+                let names_cluster = peer
+                    .get("podSelector")
+                    .is_some_and(|s| selector_keys(s).contains(&CLUSTER_LABEL));
+                if !names_cluster {
+                    out.push(UnscopedSelector {
+                        pointer: format!("/spec/{section}/{i}/{field}/{j}"),
+                        field,
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// Everything lint examines.
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
@@ -178,6 +286,8 @@ pub struct Inventory {
     pub namespaces: Vec<Namespace>,
     /// IngressClasses.
     pub classes: Vec<IngressClass>,
+    /// Network policies (Cilium's and Kubernetes').
+    pub policies: Vec<Policy>,
 }
 
 fn str_at<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
@@ -208,7 +318,10 @@ impl Inventory {
             }
             return;
         }
-        let namespaced = matches!(kind, "Service" | "Ingress");
+        let namespaced = matches!(
+            kind,
+            "Service" | "Ingress" | "CiliumNetworkPolicy" | "NetworkPolicy"
+        );
         let meta = Meta {
             namespace: if namespaced {
                 str_at(obj, "/metadata/namespace")
@@ -286,6 +399,32 @@ impl Inventory {
                 });
             }
             ("v1", "Namespace") => self.namespaces.push(Namespace { meta }),
+            ("cilium.io/v2", "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy") => {
+                let mut unscoped = Vec::new();
+                if let Some(rule) = obj.get("spec").filter(|v| v.is_object()) {
+                    cilium_unscoped(rule, "/spec", &mut unscoped);
+                }
+                let specs = obj.get("specs").and_then(Value::as_array);
+                for (i, rule) in specs.into_iter().flatten().enumerate() {
+                    cilium_unscoped(rule, &format!("/specs/{i}"), &mut unscoped);
+                }
+                self.policies.push(Policy {
+                    meta,
+                    kind: kind.to_owned(),
+                    unscoped,
+                });
+            }
+            ("networking.k8s.io/v1", "NetworkPolicy") => {
+                let mut unscoped = Vec::new();
+                if let Some(spec) = obj.get("spec") {
+                    network_policy_unscoped(spec, &mut unscoped);
+                }
+                self.policies.push(Policy {
+                    meta,
+                    kind: kind.to_owned(),
+                    unscoped,
+                });
+            }
             ("networking.k8s.io/v1", "IngressClass") => {
                 let default = meta
                     .annotation(super::annotations::DEFAULT_CLASS)

@@ -14,8 +14,8 @@ mod rules;
 use serde::Serialize;
 
 pub use inventory::{
-    Backend, Ingress, IngressClass, Inventory, ManifestError, Meta, Namespace, Port, Service,
-    scope_for_path,
+    Backend, CLUSTER_LABEL, Ingress, IngressClass, Inventory, ManifestError, Meta, Namespace,
+    Policy, Port, Service, UnscopedSelector, scope_for_path,
 };
 
 use crate::diag::Severity;
@@ -113,6 +113,20 @@ pub struct Context {
     pub version: Option<CiliumVersion>,
     /// `clustermesh.endpointSliceSync` of mesh.yaml.
     pub endpoint_slice_sync: bool,
+    /// `clustermesh.policyDefaultLocalCluster` of mesh.yaml (`None`: the chart's default).
+    pub policy_default_local_cluster: Option<bool>,
+}
+
+impl Context {
+    /// Whether policy selectors that name no cluster select the local cluster only, as the
+    /// clusters run now (`None`: the version is unknown and mesh.yaml does not say).
+    pub fn policies_default_to_local_cluster(&self) -> Option<bool> {
+        self.policy_default_local_cluster.or_else(|| {
+            self.version
+                .as_ref()
+                .map(CiliumVersion::policy_default_local_cluster_default)
+        })
+    }
 }
 
 /// One cluster's settings that rules depend on.
@@ -146,6 +160,7 @@ impl Context {
             clusters,
             version: Some(spec.cilium.version.clone()),
             endpoint_slice_sync: spec.clustermesh.endpoint_slice_sync,
+            policy_default_local_cluster: spec.clustermesh.policy_default_local_cluster,
         }
     }
 }
@@ -170,6 +185,8 @@ pub struct Examined {
     pub ingresses: usize,
     /// Namespaces.
     pub namespaces: usize,
+    /// Network policies (CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, NetworkPolicy).
+    pub policies: usize,
 }
 
 impl Report {
@@ -205,6 +222,15 @@ pub fn lint(inventory: &Inventory, ctx: &Context) -> Report {
             reason: "the Cilium 1.20 namespace rule needs the Cilium version: pass --cilium-version or lint with a mesh.yaml".into(),
         }),
     }
+    match ctx.policies_default_to_local_cluster() {
+        Some(false) => rules::policy_default_local_cluster(inventory, ctx, &mut findings),
+        Some(true) => {}
+        None if inventory.policies.is_empty() => {}
+        None => skipped.push(Skipped {
+            codes: vec!["L501"],
+            reason: "the policy rule needs the Cilium version (or clustermesh.policyDefaultLocalCluster): pass --cilium-version or lint with a mesh.yaml".into(),
+        }),
+    }
     findings.sort_by(|a, b| {
         (a.severity, a.code, &a.object, &a.clusters).cmp(&(
             b.severity,
@@ -221,6 +247,7 @@ pub fn lint(inventory: &Inventory, ctx: &Context) -> Report {
             services: inventory.services.len(),
             ingresses: inventory.ingresses.len(),
             namespaces: inventory.namespaces.len(),
+            policies: inventory.policies.len(),
         },
     }
 }

@@ -540,3 +540,38 @@ pub(super) fn global_namespaces(inv: &Inventory, ctx: &Context, out: &mut Vec<Fi
         });
     }
 }
+
+/// L501: a network policy whose peer selectors name no cluster, while those select every
+/// cluster's endpoints (Cilium before 1.19, or `policyDefaultLocalCluster: false`): once the
+/// setting is true (1.19's default, cilium/cilium#40609) they select only the local cluster's,
+/// and what the policy allows or denies across clusters changes without a line of it changing.
+pub(super) fn policy_default_local_cluster(inv: &Inventory, ctx: &Context, out: &mut Vec<Finding>) {
+    let now = match (&ctx.policy_default_local_cluster, &ctx.version) {
+        (Some(_), _) => "clustermesh.policyDefaultLocalCluster is false".to_owned(),
+        (None, Some(v)) => format!("Cilium {v} selects every cluster by default"),
+        (None, None) => "policies select every cluster by default".to_owned(),
+    };
+    for p in inv.policies.iter().filter(|p| !p.unscoped.is_empty()) {
+        let mut fields: Vec<&str> = p.unscoped.iter().map(|s| s.field).collect();
+        fields.sort_unstable();
+        fields.dedup();
+        let n = p.unscoped.len();
+        out.push(Finding {
+            code: "L501",
+            severity: Severity::Warning,
+            object: object(&p.kind, &p.meta),
+            clusters: clusters_of(&p.meta),
+            at: p.unscoped.iter().map(|s| p.meta.at(&s.pointer)).collect(),
+            message: format!(
+                "{n} peer selector{} ({}) name{} no cluster: they select endpoints in every cluster of the mesh now ({now}); once clustermesh.policyDefaultLocalCluster is true (the default from Cilium 1.19) they select only the local cluster's, and what this policy allows or denies across clusters changes",
+                if n == 1 { "" } else { "s" },
+                fields.join(", "),
+                if n == 1 { "s" } else { "" },
+            ),
+            fix: format!(
+                "say which clusters each selector means, so that it means the same either way: `{l}: <cluster>` in matchLabels (one cluster), or matchExpressions `{{key: {l}, operator: Exists}}` (every cluster); until then keep `clustermesh.policyDefaultLocalCluster: false` in mesh.yaml (`cmesh upgrade` writes it when it crosses into 1.19)",
+                l = super::CLUSTER_LABEL
+            ),
+        });
+    }
+}

@@ -299,6 +299,7 @@ fn offline_lint(
             clusters: Vec::new(),
             version: None,
             endpoint_slice_sync: false,
+            policy_default_local_cluster: None,
         },
     };
     override_version(&mut ctx, args.cilium_version.as_deref())?;
@@ -426,8 +427,18 @@ async fn read_cluster(c: &kube::Conn) -> Result<Vec<serde_json::Value>, kube::Ku
         ("networking.k8s.io/v1", "Ingress"),
         ("v1", "Namespace"),
         ("networking.k8s.io/v1", "IngressClass"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
     ] {
         all.extend(c.list_json(api, kind, None, None).await?);
+    }
+    // Cilium's policy kinds exist only where Cilium's CRDs are installed: a cluster without
+    // them (404) has none of those policies, which is no failure.
+    for kind in ["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"] {
+        match c.list_json("cilium.io/v2", kind, None, None).await {
+            Ok(list) => all.extend(list),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(all)
 }

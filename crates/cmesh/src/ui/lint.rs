@@ -50,8 +50,15 @@ pub fn table(r: &Report, problems: &[String], style: Style) -> String {
     let e = &r.examined;
     let _ = writeln!(
         s,
-        "{errors} error(s), {warnings} warning(s) in {} Service(s), {} Ingress(es), {} namespace(s)",
-        e.services, e.ingresses, e.namespaces
+        "{errors} error(s), {warnings} warning(s) in {} Service(s), {} Ingress(es), {} namespace(s){}",
+        e.services,
+        e.ingresses,
+        e.namespaces,
+        if e.policies > 0 {
+            format!(", {} network policy(ies)", e.policies)
+        } else {
+            String::new()
+        }
     );
     for k in &r.skipped {
         let _ = writeln!(s, "not checked: {} ({})", k.codes.join(", "), k.reason);

@@ -90,6 +90,11 @@ fn describe(e: &kube::Error) -> String {
 }
 
 impl KubeError {
+    /// The API server answered 404: the object, or its kind (a CRD not installed), is not there.
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, KubeError::Api { source: kube::Error::Api(s), .. } if s.code == 404)
+    }
+
     /// A request's error, with what was being done.
     pub(crate) fn api(context: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
         let context = context.into();
