@@ -18,6 +18,7 @@ pub mod probe;
 pub mod render;
 pub mod spec;
 pub mod status;
+pub mod upgrade;
 pub mod value;
 pub mod version;
 pub mod yaml;

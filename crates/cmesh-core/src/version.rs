@@ -84,6 +84,27 @@ impl fmt::Display for CiliumVersion {
     }
 }
 
+/// Semantic order: major, minor, patch, then a pre-release before its release (pre-release
+/// words compared as text, enough for Cilium's `pre.N`, `rc.N`).
+impl Ord for CiliumVersion {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.major, self.minor, self.patch)
+            .cmp(&(other.major, other.minor, other.patch))
+            .then_with(|| match (&self.pre, &other.pre) {
+                (None, None) => std::cmp::Ordering::Equal,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (Some(a), Some(b)) => a.cmp(b),
+            })
+    }
+}
+
+impl PartialOrd for CiliumVersion {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl Serialize for CiliumVersion {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -336,6 +357,11 @@ mod tests {
         for bad in ["1.14", "1.14.x", "", "1..2", "1.014.2", "1.14.2-", "latest"] {
             assert!(bad.parse::<CiliumVersion>().is_err(), "{bad}");
         }
+        let order: Vec<CiliumVersion> = ["1.14.2", "1.16.19", "1.20.0-pre.1", "1.20.0", "1.20.1"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
         assert!(v.is_supported());
         assert!(!"1.13.9".parse::<CiliumVersion>().unwrap().is_supported());
         assert!(!"1.21.0".parse::<CiliumVersion>().unwrap().is_supported());

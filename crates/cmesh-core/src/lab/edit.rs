@@ -1,7 +1,8 @@
 //! In-place edits of mesh.yaml that keep everything else byte for byte: comments, order,
 //! quoting and blank lines. `lab up` uses them to point each cluster at what it created
 //! (`kubeconfig`, `context`, `apiServer`, `clustermesh.address`); `render --save` to keep the
-//! `--git-*` flags in the `gitops:` block ([`set_gitops`]).
+//! `--git-*` flags in the `gitops:` block ([`set_gitops`]); `upgrade` to set each step's
+//! `cilium.version` and the settings it pins ([`set_version`]).
 //!
 //! A value that is written is replaced where it stands (its span); a key that is missing is
 //! inserted as a new line under its mapping, at the indentation of a sibling. The result is
@@ -230,9 +231,181 @@ pub fn set_gitops(
     Ok(out)
 }
 
+/// The keys of the `clustermesh:` block, any of which anchors an inserted one.
+const MESH_KEYS: [&str; 9] = [
+    "domain",
+    "serviceType",
+    "authMode",
+    "kvstoremesh",
+    "maxConnectedClusters",
+    "endpointSliceSync",
+    "cacheTTL",
+    "policyDefaultLocalCluster",
+    "certificates",
+];
+
+/// The plain text of the scalar at `path` in `text` (quotes removed), read afresh: what a
+/// reader of the edited file sees, whether or not the file is valid at its new version.
+fn scalar_in(file: &str, text: &str, path: &str) -> Option<String> {
+    let doc = crate::yaml::parse(text, crate::yaml::Limits::default()).ok()?;
+    let src = source::SpecSource::new(crate::diag::SourceText::new(file, text), doc.root.as_ref());
+    let span = src.span(path)?;
+    let raw = text.get(span.offset..span.offset + span.len)?;
+    Some(raw.trim_matches(|c| c == '"' || c == '\'').to_owned())
+}
+
+/// Sets `cilium.version` to `version` (keeping its quoting) and each `clustermesh.<key>` of
+/// `mesh` to its boolean (replaced where written, else added under a sibling key, else in a new
+/// `clustermesh:` block at the end). Returns the new text; whether mesh.yaml is valid at the new
+/// version is for `check` to say.
+///
+/// # Errors
+/// [`EditError`] when `cilium.version` is not written, a key cannot be placed, or the result
+/// does not read back.
+pub fn set_version(
+    spec: &MeshSpec,
+    file: &str,
+    version: &crate::version::CiliumVersion,
+    mesh: &[(&'static str, bool)],
+) -> Result<String, EditError> {
+    let src = &spec.source;
+    let text = src.text().text();
+    let mut changes: Vec<(usize, usize, String)> = Vec::new();
+    let Some(span) = src.span("cilium.version") else {
+        return Err(EditError::NoAnchor {
+            file: file.to_owned(),
+            path: "cilium.version".into(),
+            parent: "cilium".into(),
+        });
+    };
+    let old = &text[span.offset..span.offset + span.len];
+    let new = if old.starts_with('"') {
+        format!("\"{version}\"")
+    } else if old.starts_with('\'') {
+        format!("'{version}'")
+    } else {
+        // Plain, as it was: a version has two dots, which YAML never reads as a number.
+        version.to_string()
+    };
+    changes.push((span.offset, span.len, new));
+    let anchor = MESH_KEYS.iter().find_map(|k| {
+        let p = source::child("clustermesh", k);
+        src.key_span(&p).filter(|_| src.span(&p).is_some())
+    });
+    let mut appended = String::new();
+    for (key, value) in mesh {
+        let path = source::child("clustermesh", key);
+        if let Some(span) = src.span(&path) {
+            changes.push((span.offset, span.len, value.to_string()));
+            continue;
+        }
+        let no_anchor = || EditError::NoAnchor {
+            file: file.to_owned(),
+            path: path.clone(),
+            parent: "clustermesh".into(),
+        };
+        match anchor {
+            Some(a) => changes
+                .push(insert_after(text, a, key, &value.to_string(), false).ok_or_else(no_anchor)?),
+            None if src.span("clustermesh").is_none() => {
+                appended.push_str(&format!("  {key}: {value}\n"));
+            }
+            None => return Err(no_anchor()),
+        }
+    }
+    changes.sort_by_key(|(o, _, _)| *o);
+    let mut out = text.to_owned();
+    for (offset, len, new) in changes.iter().rev() {
+        out.replace_range(*offset..*offset + *len, new);
+    }
+    if !appended.is_empty() {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str("\nclustermesh:\n");
+        out.push_str(&appended);
+    }
+    let read_back = |path: &str, want: &str| -> Result<(), EditError> {
+        let got = scalar_in(file, &out, path);
+        if got.as_deref() == Some(want) {
+            Ok(())
+        } else {
+            Err(EditError::ReadBack {
+                file: file.to_owned(),
+                why: format!("{path} is {got:?}"),
+            })
+        }
+    };
+    read_back("cilium.version", &version.to_string())?;
+    for (key, value) in mesh {
+        read_back(&source::child("clustermesh", key), &value.to_string())?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_is_set_in_place_keeping_quotes_and_a_pin_is_added_under_clustermesh() {
+        let text = spec::example::builtin();
+        let spec = load(&text);
+        let to: crate::version::CiliumVersion = "1.19.7".parse().unwrap();
+        let out = set_version(
+            &spec,
+            "mesh.yaml",
+            &to,
+            &[("policyDefaultLocalCluster", false)],
+        )
+        .unwrap();
+        let old = spec.cilium.version.to_string();
+        assert!(
+            text.contains(&format!("version: \"{old}\"")),
+            "the example quotes it"
+        );
+        assert!(out.contains("version: \"1.19.7\""), "{out}");
+        assert!(
+            out.contains("  policyDefaultLocalCluster: false\n"),
+            "{out}"
+        );
+        // Everything else byte for byte: the two edits are the only differences.
+        let mut back = out.replace("version: \"1.19.7\"", &format!("version: \"{old}\""));
+        back = back.replace("  policyDefaultLocalCluster: false\n", "");
+        assert_eq!(back, text);
+        // A written pin is replaced, not repeated.
+        let again = set_version(
+            &load(&out),
+            "mesh.yaml",
+            &"1.20.0".parse().unwrap(),
+            &[("policyDefaultLocalCluster", true)],
+        )
+        .unwrap();
+        assert_eq!(again.matches("policyDefaultLocalCluster").count(), 1);
+        assert!(again.contains("policyDefaultLocalCluster: true"), "{again}");
+        // No clustermesh block: one is appended.
+        let bare = "name: m\ncilium:\n  version: 1.18.11\nclusters:\n  - name: a\n    id: 1\n    podCIDR: 10.1.0.0/16\n    serviceCIDR: 10.96.0.0/18\n    clustermesh:\n      address: a.example\n      port: 32379\n  - name: b\n    id: 2\n    podCIDR: 10.2.0.0/16\n    serviceCIDR: 10.97.0.0/18\n    clustermesh:\n      address: b.example\n      port: 32380\n";
+        let out = set_version(
+            &load(bare),
+            "mesh.yaml",
+            &to,
+            &[("policyDefaultLocalCluster", false)],
+        )
+        .unwrap();
+        assert!(out.contains("  version: 1.19.7\n"), "{out}");
+        assert!(
+            out.ends_with("\nclustermesh:\n  policyDefaultLocalCluster: false\n"),
+            "{out}"
+        );
+        assert_eq!(
+            crate::spec::load("mesh.yaml", &out)
+                .unwrap()
+                .0
+                .clustermesh
+                .policy_default_local_cluster,
+            Some(false)
+        );
+    }
 
     #[test]
     fn gitops_fields_are_set_in_place_added_or_appended_as_a_block() {
