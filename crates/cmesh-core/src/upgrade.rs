@@ -30,23 +30,23 @@ pub enum PathError {
     )]
     Backwards {
         /// Where the mesh is.
-        from: CiliumVersion,
+        from: String,
         /// The target.
-        to: CiliumVersion,
+        to: String,
     },
     /// The target is outside what cmesh renders.
     #[error("Cilium {to} is newer than cmesh supports (up to {}.{})", MAX_SUPPORTED.0, MAX_SUPPORTED.1)]
     Unsupported {
         /// The target.
-        to: CiliumVersion,
+        to: String,
     },
     /// A major version change.
     #[error("{from} → {to} changes the major version")]
     Major {
         /// Where the mesh is.
-        from: CiliumVersion,
+        from: String,
         /// The target.
-        to: CiliumVersion,
+        to: String,
     },
     /// A minor on the way has no known patch release.
     #[error("no patch release of {minor} is known to cmesh: name one with --via {minor}.N")]
@@ -58,11 +58,11 @@ pub enum PathError {
     #[error("--via {via}: not a release of a minor between {from} and {to}")]
     StrayVia {
         /// The `--via` version.
-        via: CiliumVersion,
+        via: String,
         /// Where the mesh is.
-        from: CiliumVersion,
+        from: String,
         /// The target.
-        to: CiliumVersion,
+        to: String,
     },
 }
 
@@ -80,25 +80,25 @@ pub fn path(
 ) -> Result<Vec<CiliumVersion>, PathError> {
     if from.major != to.major {
         return Err(PathError::Major {
-            from: from.clone(),
-            to: to.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
         });
     }
     if to < from {
         return Err(PathError::Backwards {
-            from: from.clone(),
-            to: to.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
         });
     }
     if to.minor_release() > MAX_SUPPORTED {
-        return Err(PathError::Unsupported { to: to.clone() });
+        return Err(PathError::Unsupported { to: to.to_string() });
     }
     for v in via {
         if v.major != from.major || v.minor <= from.minor || v.minor >= to.minor {
             return Err(PathError::StrayVia {
-                via: v.clone(),
-                from: from.clone(),
-                to: to.clone(),
+                via: v.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
             });
         }
     }
@@ -405,6 +405,38 @@ pub fn values_by_cluster(
         .collect()
 }
 
+/// A certificate a step issues anew (the version asks for other names or a new leaf).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificate {
+    /// The cluster.
+    pub cluster: String,
+    /// The Secret it goes into.
+    pub secret: &'static str,
+    /// `issued` or `renewed`.
+    pub action: crate::pki::store::Action,
+    /// Why.
+    pub reason: String,
+}
+
+/// The certificates a reconcile at the step's version issues or renews, from its events
+/// (those it keeps are left out).
+pub fn certificates(events: &[crate::pki::store::PkiEvent]) -> Vec<Certificate> {
+    use crate::pki::store::Action as A;
+    events
+        .iter()
+        .filter(|e| matches!(e.action, A::Issued | A::Renewed))
+        .filter_map(|e| {
+            Some(Certificate {
+                cluster: e.cluster.clone()?,
+                secret: e.kind?.secret_name(),
+                action: e.action,
+                reason: e.reason.clone(),
+            })
+        })
+        .collect()
+}
+
 /// One step of an upgrade.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -421,6 +453,8 @@ pub struct Step {
     pub changes: Vec<Change>,
     /// What the renderer changes, per cluster.
     pub clusters: Vec<ClusterValues>,
+    /// Certificates cmesh issues anew for the step's version (into the cluster's Secrets).
+    pub certificates: Vec<Certificate>,
     /// Why mesh.yaml cannot go to this version as it is (`check`'s errors at `to`): the
     /// upgrade is refused before anything changes.
     pub problems: Vec<String>,

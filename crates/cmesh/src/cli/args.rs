@@ -97,6 +97,10 @@ pub(crate) enum Command {
     /// Remove a cluster's mesh configuration (peer list, clustermesh-apiserver, the mesh's
     /// Secrets) without uninstalling Cilium: for a cluster no longer in mesh.yaml.
     Disconnect(DisconnectArgs),
+    /// Move the mesh to a newer Cilium one minor release at a time: each step sets
+    /// cilium.version in mesh.yaml and applies the clusters one at a time behind status gates.
+    /// --plan shows the steps, Cilium's changes and the values each changes.
+    Upgrade(UpgradeArgs),
     /// Check the live mesh on every cluster: workloads, CA, peers, what the agents report, drift.
     Status(StatusArgs),
     /// Exercise the live mesh: pod to pod, a global Service, failover and ingress-nginx, across
@@ -439,6 +443,9 @@ pub(crate) struct ApplyArgs {
     /// within --timeout. Always on while a CA rotation is in progress.
     #[arg(long)]
     pub one_at_a_time: bool,
+    /// Why clusters go one at a time, for the gates' report (set by `upgrade`).
+    #[arg(skip)]
+    pub why: Option<String>,
 }
 
 /// `cmesh plan`.
@@ -462,6 +469,44 @@ pub(crate) struct PlanArgs {
     /// Bound on each Kubernetes API request.
     #[arg(long, default_value = "15s", value_parser = parse_timeout)]
     pub request_timeout: TimeoutArg,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `cmesh upgrade`.
+#[derive(Debug, Args)]
+pub(crate) struct UpgradeArgs {
+    /// The Cilium version to reach (e.g. 1.20.0).
+    #[arg(long, value_name = "VERSION")]
+    pub to: String,
+    /// Show the steps (mesh.yaml settings, Cilium's changes, values per cluster) and change
+    /// nothing. Needs pki.dir, not the clusters.
+    #[arg(long)]
+    pub plan: bool,
+    /// The patch release to pass through for a minor on the way (repeatable; default: the
+    /// newest patch of each minor cmesh was checked against).
+    #[arg(long, value_name = "VERSION")]
+    pub via: Vec<String>,
+    /// Install a local chart (directory or .tgz) for one version, as VERSION=PATH (repeatable);
+    /// versions not named use `cilium` from cilium.repo.
+    #[arg(long, value_name = "VERSION=PATH")]
+    pub chart: Vec<String>,
+    /// Upgrade without asking. Needed when stdin or stderr is not a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// The helm binary (default: $CMESH_HELM, then helm on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub helm: Option<PathBuf>,
+    /// Bound on each helm run, each wait for rollouts and each status gate.
+    #[arg(long, default_value = "5m", value_parser = parse_timeout)]
+    pub timeout: TimeoutArg,
+    /// Bound on each Kubernetes API request.
+    #[arg(long, default_value = "15s", value_parser = parse_timeout)]
+    pub request_timeout: TimeoutArg,
+    /// How often to poll rollouts and gates.
+    #[arg(long, default_value = "1s", value_parser = parse_timeout, hide = true)]
+    pub poll: TimeoutArg,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,

@@ -1,7 +1,12 @@
 //! `cmesh apply`, `cmesh plan` and `cmesh disconnect`: renders (same code as `render`),
 //! observes every cluster and plans (`cmesh_core::plan`), then (apply) asks and installs
 //! stage by stage, phase by phase, with live progress and a summary, and records which
-//! clusters are meshed (pki.dir/membership.yaml). Exit 7 if any cluster failed.
+//! clusters are meshed (pki.dir/membership.yaml). Exit 7 if any cluster failed. `cmesh
+//! upgrade` ([`upgrade`]) is a sequence of these applies, one per minor release.
+
+mod upgrade;
+
+pub(crate) use upgrade::run as upgrade;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
@@ -48,6 +53,7 @@ pub(crate) fn plan(
         poll: TimeoutArg(std::time::Duration::from_secs(1)),
         output: args.output,
         one_at_a_time: false,
+        why: None,
     };
     run(global, &as_apply, style, out)
 }
@@ -370,9 +376,12 @@ pub(crate) fn run(
         timeout: args.timeout.0,
         poll: args.poll.0,
         request_timeout: args.request_timeout.0,
-        why: match (rotation, trust_change) {
-            (Some(stage), _) => format!("CA rotation at stage `{}`", stage.as_str()),
-            (None, TrustChange::Staged) => "the trusted CAs change (a rotation's last step)".into(),
+        why: match (rotation, trust_change, &args.why) {
+            (Some(stage), _, _) => format!("CA rotation at stage `{}`", stage.as_str()),
+            (None, TrustChange::Staged, _) => {
+                "the trusted CAs change (a rotation's last step)".into()
+            }
+            (None, _, Some(why)) => why.clone(),
             _ => "--one-at-a-time".into(),
         },
     };
@@ -888,31 +897,14 @@ fn one_at_a_time_run(
         let t = std::time::Instant::now();
         progress.working(&name, "waiting for status to pass on every cluster");
         let verdict = loop {
-            let (checks, _) = runtime.block_on(super::status::survey(
-                gate.spec,
-                gate.base_dir,
-                &[],
-                &gate.helm,
-                gate.request_timeout,
-                mesh_ca.as_ref(),
-                None,
-            ));
-            if ui::status::ok(&checks) {
+            let failing = failing_now(runtime, gate, mesh_ca.as_ref());
+            if failing.is_empty() {
                 break Ok(format!(
                     "status passed on every cluster after {}s ({done} of {total} applied; {})",
                     t.elapsed().as_secs(),
                     gate.why
                 ));
             }
-            let failing: Vec<String> = checks
-                .iter()
-                .flat_map(|c| {
-                    c.checks
-                        .iter()
-                        .filter(|k| k.outcome == cmesh_core::status::Outcome::Fail)
-                        .map(move |k| format!("{} {}: {}", c.cluster, k.name, k.reason))
-                })
-                .collect();
             if t.elapsed() >= gate.timeout {
                 break Err(format!(
                     "status did not pass on every cluster within {}s after {name}: {}",
@@ -950,6 +942,36 @@ fn one_at_a_time_run(
         }
     }
     steps
+}
+
+/// The status checks that fail on some cluster of the mesh now (`cluster check: reason`);
+/// empty when status passes on every cluster (drift aside).
+fn failing_now(
+    runtime: &tokio::runtime::Runtime,
+    gate: &Gate<'_>,
+    mesh_ca: Option<&cmesh_core::pki::CertInfo>,
+) -> Vec<String> {
+    let (checks, _) = runtime.block_on(super::status::survey(
+        gate.spec,
+        gate.base_dir,
+        &[],
+        &gate.helm,
+        gate.request_timeout,
+        mesh_ca,
+        None,
+    ));
+    if ui::status::ok(&checks) {
+        return Vec::new();
+    }
+    checks
+        .iter()
+        .flat_map(|c| {
+            c.checks
+                .iter()
+                .filter(|k| k.outcome == cmesh_core::status::Outcome::Fail)
+                .map(move |k| format!("{} {}: {}", c.cluster, k.name, k.reason))
+        })
+        .collect()
 }
 
 /// How this apply changes what the clusters trust, compared with their `cilium-ca` now.

@@ -65,6 +65,7 @@ pub(super) fn run(cli: Cli, style: Style, out: &mut dyn Write) -> Result<u8, Exp
         Command::Plan(args) => commands::apply::plan(&cli.global, &args, style, out),
         Command::Apply(args) => commands::apply::run(&cli.global, &args, style, out),
         Command::Disconnect(args) => commands::apply::disconnect(&cli.global, &args, out),
+        Command::Upgrade(args) => commands::apply::upgrade(&cli.global, &args, style, out),
         Command::Status(args) => commands::status::run(&cli.global, &args, style, out),
         Command::Test(args) => commands::test::run(&cli.global, &args, style, out),
         Command::Lint(args) => commands::lint::run(&cli.global, &args, style, out),

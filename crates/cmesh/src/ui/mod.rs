@@ -13,6 +13,7 @@ pub mod progress;
 pub mod render;
 pub mod status;
 pub mod term;
+pub mod upgrade;
 
 use std::io::IsTerminal;
 

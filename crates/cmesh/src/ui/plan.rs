@@ -3,11 +3,11 @@
 
 use std::fmt::Write as _;
 
-use cmesh_core::plan::{ClusterPlan, Role, SecretAction};
+use cmesh_core::plan::{ClusterPlan, Role, SecretAction, ValueChange};
 use cmesh_core::value::Change;
 
 /// Values lines shown per cluster; `-o json` lists them all.
-const VALUE_LINES: usize = 12;
+pub(crate) const VALUE_LINES: usize = 12;
 
 fn role(r: Role) -> &'static str {
     match r {
@@ -15,6 +15,20 @@ fn role(r: Role) -> &'static str {
         Role::Member => "meshed",
         Role::Leave => "leaves the mesh",
         Role::Unknown => "not observed",
+    }
+}
+
+/// One values change: `+ key = after`, `- key`, `~ key: before → after`.
+pub fn value_line(c: &ValueChange) -> String {
+    match c.change {
+        Change::Added => format!("+ {} = {}", c.path, c.after.as_deref().unwrap_or("")),
+        Change::Removed => format!("- {}", c.path),
+        Change::Changed => format!(
+            "~ {}: {} → {}",
+            c.path,
+            c.before.as_deref().unwrap_or(""),
+            c.after.as_deref().unwrap_or("")
+        ),
     }
 }
 
@@ -64,17 +78,7 @@ pub fn table(plans: &[ClusterPlan], chart: &str) -> String {
         if !p.values.is_empty() {
             let _ = writeln!(s, "   values    {} key(s):", p.values.len());
             for c in p.values.iter().take(VALUE_LINES) {
-                let line = match c.change {
-                    Change::Added => format!("+ {} = {}", c.path, c.after.as_deref().unwrap_or("")),
-                    Change::Removed => format!("- {}", c.path),
-                    Change::Changed => format!(
-                        "~ {}: {} → {}",
-                        c.path,
-                        c.before.as_deref().unwrap_or(""),
-                        c.after.as_deref().unwrap_or("")
-                    ),
-                };
-                let _ = writeln!(s, "               {line}");
+                let _ = writeln!(s, "               {}", value_line(c));
             }
             if p.values.len() > VALUE_LINES {
                 let _ = writeln!(

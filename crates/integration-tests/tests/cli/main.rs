@@ -7,6 +7,7 @@ mod init;
 mod lint;
 mod pki;
 mod render;
+mod upgrade;
 
 use integration_tests::cli;
 pub use integration_tests::cli::{assert_code, cmesh, cmesh_env, mode};
