@@ -1,6 +1,7 @@
 //! One module per command: each turns parsed arguments (`cli`) into effects and an exit code;
 //! `dispatch` runs the one the command line names, and `common` holds what several share
-//! (loading mesh.yaml with its diagnostics, writing a report). A command never imports another.
+//! (loading mesh.yaml with its diagnostics, writing a report). A command never imports another,
+//! except apply's status gate, which calls `status::survey`; `upgrade` lives inside `apply`.
 
 pub(crate) use dispatch::main_impl;
 
