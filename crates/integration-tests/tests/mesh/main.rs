@@ -270,14 +270,16 @@ fn faults_on_1_20_with_kvstoremesh() {
 
 /// Four lab clusters on Cilium 1.16.19 with KVStoreMesh (issue 22): three meshed, then the
 /// fourth joins (planned first, applied before its peers change), then k8s02 leaves mesh.yaml
-/// and `apply --prune` disconnects it once its peers dropped it; global Services sampled
-/// throughout.
+/// and `apply --prune` disconnects it once its peers dropped it; then `cmesh upgrade` moves
+/// the three left to 1.17.17, one cluster at a time behind status gates; global Services
+/// sampled throughout.
 #[test]
 #[ignore = "needs the lab: root, network namespaces, the components of scripts/install-test-deps"]
 fn membership_on_1_16() {
     let m = lab(4, "1.16.19", "");
     membership::a_fourth_cluster_joins(&m);
     membership::a_cluster_leaves_with_prune(&m);
+    membership::an_upgrade_step_behind_status_gates(&m);
 }
 
 /// Three clusters on Cilium 1.16.19 with KVStoreMesh turned off (the agents dial the peers

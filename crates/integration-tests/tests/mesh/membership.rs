@@ -613,3 +613,197 @@ pub(crate) fn a_cluster_leaves_with_prune(m: &Mesh) {
     );
     std::fs::write(&path, without(&full, &["k8s02"])).unwrap();
 }
+
+/// The record's Cilium version per cluster.
+fn versions(m: &Mesh) -> Vec<(String, String)> {
+    let text = record(m);
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("  - name: ") {
+            current = n.trim_matches('"').to_owned();
+        }
+        if let Some(v) = line.strip_prefix("    version: ") {
+            out.push((current.clone(), v.trim_matches('"').to_owned()));
+        }
+    }
+    out
+}
+
+/// The chart version of cluster `i`'s release (`cilium-1.17.17`).
+fn release_chart(m: &Mesh, i: usize) -> String {
+    let out = m.helm(i, &["list", "-n", "kube-system", "-o", "json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "cilium")
+        .and_then(|r| r["chart"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The images the pods of the agents and of clustermesh-apiserver run in cluster `i`, and how
+/// many of them are ready.
+fn running_images(m: &Mesh, i: usize) -> (Vec<String>, usize, usize) {
+    m.kube(i, async |c| {
+        use k8s_openapi::api::core::v1::Pod;
+        let pods: kube::Api<Pod> = kube::Api::namespaced(c, "kube-system");
+        let mut images = Vec::new();
+        let (mut ready, mut total) = (0, 0);
+        for sel in ["k8s-app=cilium", "app.kubernetes.io/name=clustermesh-apiserver"] {
+            for p in pods.list(&kube::api::ListParams::default().labels(sel)).await? {
+                total += 1;
+                let statuses = p
+                    .status
+                    .and_then(|s| s.container_statuses)
+                    .unwrap_or_default();
+                if !statuses.is_empty() && statuses.iter().all(|s| s.ready) {
+                    ready += 1;
+                }
+                images.extend(statuses.into_iter().map(|s| s.image));
+            }
+        }
+        images.sort();
+        images.dedup();
+        Ok((images, ready, total))
+    })
+}
+
+/// The three clusters left (k8s01, k8s03, k8s04) move from 1.16.19 to 1.17.17 with `cmesh
+/// upgrade` (issue 22): planned offline (one step, Cilium 1.17's changes), then mesh.yaml
+/// written and the clusters applied one at a time, each followed by a status gate on every
+/// cluster, while global Services are sampled. After it every release runs the 1.17.17 chart,
+/// every agent and clustermesh-apiserver the 1.17.17 binaries (the lab's kubelet runs the
+/// binaries of the image's release), status is green with KVStoreMesh 2/2 everywhere, and
+/// mesh.yaml and the record say 1.17.17; k8s02, no longer meshed, keeps 1.16.19.
+pub(crate) fn an_upgrade_step_behind_status_gates(m: &Mesh) {
+    use integration_tests::lab::components;
+    let chart = format!(
+        "1.17.17={}",
+        components::cilium("1.17.17").chart().display()
+    );
+    let r = m.cmesh(
+        bin(),
+        &["upgrade", "--to", "1.17.17", "--plan", "-o", "json"],
+    );
+    code(m, &r, 0);
+    let plan = json(&r);
+    assert_eq!(plan["from"], "1.16.19", "{plan:#}");
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{plan:#}");
+    assert_eq!(steps[0]["to"], "1.17.17");
+    assert!(steps[0]["pins"].as_array().unwrap().is_empty());
+    assert!(
+        steps[0]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["minor"] == "1.17"),
+        "{plan:#}"
+    );
+    let planned: Vec<&str> = steps[0]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(planned, ["k8s01", "k8s03", "k8s04"]);
+
+    let sources = [source(m, 0), source(m, 2)];
+    let t = Instant::now();
+    let (r, seen) = sampled(&sources, |mark| {
+        mark("upgrade");
+        let r = m.cmesh(
+            bin(),
+            &[
+                "upgrade",
+                "--to",
+                "1.17.17",
+                "--chart",
+                &chart,
+                "--yes",
+                "--poll",
+                "200ms",
+                "--timeout",
+                "300s",
+                "-o",
+                "json",
+            ],
+        );
+        mark("upgraded");
+        let (s, v) = m.status_wait(bin(), "180s");
+        mark("green");
+        (r, s, v)
+    });
+    let (r, s, v) = r;
+    report(m, "upgrade 1.16.19 → 1.17.17", t.elapsed(), &seen);
+    code(m, &r, 0);
+    code(m, &s, 0);
+    let out = json(&r);
+    assert_eq!(out["ok"], true, "{out:#}");
+    let applied = &out["steps"][0]["apply"];
+    assert_eq!(out["steps"][0]["exitCode"], 0);
+    assert_eq!(applied["deviations"], serde_json::json!([]), "{applied:#}");
+    // One cluster at a time: each cluster's gate passed before the next cluster changed.
+    let order = ["k8s01", "k8s03", "k8s04"];
+    for (i, c) in order.iter().enumerate() {
+        let gate = step_index(applied, c, "gate");
+        let g = &applied["steps"][gate];
+        assert_eq!(g["outcome"], "ok", "{g:#}");
+        assert!(
+            g["detail"]
+                .as_str()
+                .unwrap()
+                .contains("upgrade step 1.16.19 → 1.17.17"),
+            "{g:#}"
+        );
+        assert!(step_index(applied, c, "helm") < gate, "{applied:#}");
+        if let Some(next) = order.get(i + 1) {
+            assert!(
+                gate < step_index(applied, next, "helm"),
+                "{next} changed before {c}'s gate passed: {applied:#}"
+            );
+        }
+    }
+    for c in order {
+        for k in super::ALL {
+            let (o, why) = check(&v, c, k);
+            assert_eq!(o, "pass", "{c} {k}: {why}");
+        }
+        let (_, why) = check(&v, c, "kvstoremesh");
+        assert!(why.contains("2/2 remote clusters ready"), "{c}: {why}");
+    }
+    for (i, c) in [(0, "k8s01"), (2, "k8s03"), (3, "k8s04")] {
+        assert_eq!(release_chart(m, i), "cilium-1.17.17", "{c}");
+        let (images, ready, total) = running_images(m, i);
+        assert!(
+            !images.is_empty() && images.iter().all(|im| im.contains(":v1.17.17")),
+            "{c}: {images:?}"
+        );
+        assert_eq!(ready, total, "{c}: {ready}/{total} pods ready");
+    }
+    assert_eq!(release_chart(m, 1), "cilium-1.16.19", "k8s02 was left alone");
+    let text = std::fs::read_to_string(m.dir().join("mesh.yaml")).unwrap();
+    assert!(text.contains("version: \"1.17.17\""), "{text}");
+    assert_eq!(
+        versions(m),
+        pairs(&[
+            ("k8s01", "1.17.17"),
+            ("k8s02", "1.16.19"),
+            ("k8s03", "1.17.17"),
+            ("k8s04", "1.17.17")
+        ]),
+        "{}",
+        record(m)
+    );
+    assert!(
+        seen.failures.is_empty(),
+        "global Services failed during the upgrade: {:?}",
+        seen.failures
+    );
+    // Done: nothing left to upgrade.
+    let r = m.cmesh(bin(), &["upgrade", "--to", "1.17.17", "--plan"]);
+    code(m, &r, 0);
+    assert!(r.stdout.contains("nothing to upgrade"), "{}", r.stdout);
+}
