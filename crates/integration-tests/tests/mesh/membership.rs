@@ -651,8 +651,14 @@ fn running_images(m: &Mesh, i: usize) -> (Vec<String>, usize, usize) {
         let pods: kube::Api<Pod> = kube::Api::namespaced(c, "kube-system");
         let mut images = Vec::new();
         let (mut ready, mut total) = (0, 0);
-        for sel in ["k8s-app=cilium", "app.kubernetes.io/name=clustermesh-apiserver"] {
-            for p in pods.list(&kube::api::ListParams::default().labels(sel)).await? {
+        for sel in [
+            "k8s-app=cilium",
+            "app.kubernetes.io/name=clustermesh-apiserver",
+        ] {
+            for p in pods
+                .list(&kube::api::ListParams::default().labels(sel))
+                .await?
+            {
                 total += 1;
                 let statuses = p
                     .status
@@ -783,7 +789,11 @@ pub(crate) fn an_upgrade_step_behind_status_gates(m: &Mesh) {
         );
         assert_eq!(ready, total, "{c}: {ready}/{total} pods ready");
     }
-    assert_eq!(release_chart(m, 1), "cilium-1.16.19", "k8s02 was left alone");
+    assert_eq!(
+        release_chart(m, 1),
+        "cilium-1.16.19",
+        "k8s02 was left alone"
+    );
     let text = std::fs::read_to_string(m.dir().join("mesh.yaml")).unwrap();
     assert!(text.contains("version: \"1.17.17\""), "{text}");
     assert_eq!(
