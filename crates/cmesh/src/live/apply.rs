@@ -757,3 +757,138 @@ async fn delete_mesh_secrets(at: &At<'_>) -> Step {
         )
     }
 }
+
+/// Drains `leaving` before its peers drop it: every global Service it still shares gets
+/// `service.cilium.io/shared: "false"` (its clustermesh-apiserver stops exporting it), then
+/// waits, within `timeout`, until no agent of any peer holds a Service of it. Until then a
+/// peer's agent may send a request to one of its backends; once the peer drops the cluster,
+/// the tunnel to that backend is gone before the backend is (Cilium removes the two
+/// separately), and such a request fails.
+pub(crate) async fn drain(
+    leaving: &str,
+    conn: &Conn,
+    peers: &[Conn],
+    timeout: Duration,
+    poll: Duration,
+) -> Step {
+    let t = Instant::now();
+    let step = |outcome, detail: String| Step {
+        cluster: leaving.to_owned(),
+        phase: None,
+        step: "drain",
+        outcome,
+        detail,
+        millis: ms(t),
+    };
+    let services = match conn.list_json("v1", "Service", None, None).await {
+        Ok(s) => s,
+        Err(e) => return step(StepOutcome::Failed, format!("listing its Services: {e}")),
+    };
+    let mut unshared = 0;
+    for svc in &services {
+        let Some(patch) = cmesh_core::membership::drain_patch(svc) else {
+            continue;
+        };
+        let ns = svc["metadata"]["namespace"].as_str();
+        let name = svc["metadata"]["name"].as_str().unwrap_or_default();
+        if let Err(e) = conn.merge_patch("v1", "Service", ns, name, &patch).await {
+            return step(
+                StepOutcome::Failed,
+                format!("unsharing Service {name}: {e}"),
+            );
+        }
+        unshared += 1;
+    }
+    loop {
+        let mut holding = Vec::new();
+        for p in peers {
+            let pods = match p.agent_pods().await {
+                Ok(pods) => pods,
+                Err(e) => {
+                    holding.push(format!("{}: {e}", p.name));
+                    continue;
+                }
+            };
+            for (pod, _) in pods {
+                let out = crate::live::status::cilium_json(p, &pod, &["status"]).await;
+                let held = out
+                    .as_deref()
+                    .ok()
+                    .and_then(cmesh_core::status::parse::cilium_status_any)
+                    .map(|st| cmesh_core::membership::services_held(&st, leaving));
+                match (held, out) {
+                    (Some(None | Some(0)), _) => {}
+                    (Some(Some(n)), _) => holding.push(format!("{}/{pod}: {n}", p.name)),
+                    (None, Err(e)) => holding.push(format!("{}/{pod}: {e}", p.name)),
+                    (None, Ok(_)) => {
+                        holding.push(format!("{}/{pod}: no cluster mesh status", p.name))
+                    }
+                }
+            }
+        }
+        if holding.is_empty() {
+            return step(
+                StepOutcome::Ok,
+                format!(
+                    "{unshared} global Service(s) unshared; no peer's agent holds any of its Services after {}s",
+                    t.elapsed().as_secs()
+                ),
+            );
+        }
+        if t.elapsed() >= timeout {
+            return step(
+                StepOutcome::Failed,
+                format!(
+                    "peers' agents still hold its Services after {}s ({}); its peers were left as they were",
+                    timeout.as_secs(),
+                    holding.join(", ")
+                ),
+            );
+        }
+        tokio::time::sleep(poll.max(Duration::from_secs(1))).await;
+    }
+}
+
+/// Puts back what [`drain`] changed on a cluster now disconnected: each Service's
+/// `service.cilium.io/shared` as it was. Without the mesh the annotation does nothing; this
+/// leaves the user's objects as they were.
+pub(crate) async fn undrain(leaving: &str, conn: &Conn) -> Step {
+    let t = Instant::now();
+    let step = |outcome, detail: String| Step {
+        cluster: leaving.to_owned(),
+        phase: None,
+        step: "undrain",
+        outcome,
+        detail,
+        millis: ms(t),
+    };
+    let services = match conn.list_json("v1", "Service", None, None).await {
+        Ok(s) => s,
+        Err(e) => return step(StepOutcome::Failed, format!("listing its Services: {e}")),
+    };
+    let mut restored = 0;
+    for svc in &services {
+        let Some(patch) = cmesh_core::membership::restore_patch(svc) else {
+            continue;
+        };
+        let ns = svc["metadata"]["namespace"].as_str();
+        let name = svc["metadata"]["name"].as_str().unwrap_or_default();
+        if let Err(e) = conn.merge_patch("v1", "Service", ns, name, &patch).await {
+            return step(
+                StepOutcome::Failed,
+                format!("restoring Service {name}: {e}"),
+            );
+        }
+        restored += 1;
+    }
+    step(
+        if restored == 0 {
+            StepOutcome::Skipped
+        } else {
+            StepOutcome::Ok
+        },
+        format!(
+            "{restored} Service(s) given back their service.cilium.io/shared as before the drain"
+        ),
+    )
+}
