@@ -265,6 +265,16 @@ pub fn changes(from: &CiliumVersion, to: &CiliumVersion, spec: &MeshSpec) -> Vec
                 ));
                 out.push(change(
                     16,
+                    "Hubble's TLS: hubble.tls.server.existingSecret and hubble.relay.tls.{client,server}.existingSecret appear (1.16.19); the certificates the chart issues for Hubble last 365 days (was 1095)",
+                    if chart_signs {
+                        "the chart keeps issuing Hubble's certificates, now for 365 days: check alerts on their expiry".into()
+                    } else {
+                        "from 1.16.19, Hubble's server and relay read the certificates cmesh issues from the Secrets it writes (existingSecret) instead of values".into()
+                    },
+                    if chart_signs { Action::Review } else { Action::Handled },
+                ));
+                out.push(change(
+                    16,
                     "EndpointSlice synchronisation for global Services",
                     "clustermesh.endpointSliceSync in mesh.yaml; lint L101 offers it for nginx Ingresses".into(),
                     Action::Info,
@@ -366,6 +376,12 @@ pub fn changes(from: &CiliumVersion, to: &CiliumVersion, spec: &MeshSpec) -> Vec
                     "global Services are shared only from global namespaces (clustermesh.defaultGlobalNamespace, default true; Namespace annotation clustermesh.cilium.io/global)",
                     "run `cmesh lint` (L401) for global Services in namespaces that are not global".into(),
                     Action::Review,
+                ));
+                out.push(change(
+                    20,
+                    "certificate subject and private key options for the chart's certificates (tls.auto.subject, privateKey; hubble.tls.auto too)",
+                    "certManager meshes may set them (clustermesh.certificates); cmesh's own certificates are unaffected".into(),
+                    Action::Info,
                 ));
                 out.push(change(
                     20,
