@@ -308,6 +308,15 @@ fn regression_17_a_busy_lock_names_its_holder_and_exits_8() {
     let d = mesh();
     let p = d.path();
     assert_code(&cmesh(p, &["render"]), 0);
+    // A change to render: an unchanged tree is left as it is, before the staging point.
+    let text = std::fs::read_to_string(p.join("mesh.yaml")).unwrap();
+    let edited = text.replacen(
+        "  - name: k8s02\n",
+        "  - name: k8s02\n    values:\n      podAnnotations:\n        example.com/lock: \"1\"\n",
+        1,
+    );
+    assert_ne!(edited, text);
+    std::fs::write(p.join("mesh.yaml"), edited).unwrap();
     let holder = paused_at(p, "tree-staged", &[]);
     let pid = holder.id();
     let r = cmesh(p, &["render", "--lock-timeout", "1s"]);

@@ -102,6 +102,25 @@ fn list_files(root: &Path) -> Result<Vec<String>, ExpectedError> {
     Ok(out)
 }
 
+/// Whether the file at `path` is already exactly `f`: a regular file (not a link) of the same
+/// length, permissions and bytes.
+fn same_file(path: &Path, f: &RenderedFile) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() || meta.len() != f.bytes.len() as u64 {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o7777 != mode(f.kind).bits() {
+            return false;
+        }
+    }
+    std::fs::read(path).is_ok_and(|b| b == f.bytes)
+}
+
 fn mode(kind: FileKind) -> Mode {
     match kind {
         FileKind::Public => Mode::Public,
@@ -160,11 +179,34 @@ pub(crate) fn write_tree(
             }
         }
     }
+    // The files of the current tree whose bytes and mode are what this render writes: carried
+    // into the new tree as hard links instead of being written again (a re-render after one
+    // cluster's change writes that cluster's files only). When every file is unchanged and
+    // nothing is added or removed, the tree is left as it is.
+    let current: Vec<String> = if dir.is_dir() {
+        list_files(dir)?
+    } else {
+        Vec::new()
+    };
+    let unchanged: std::collections::BTreeSet<&str> = files
+        .iter()
+        .filter(|(rel, f)| same_file(&dir.join(rel), f))
+        .map(|(rel, _)| rel.as_str())
+        .collect();
+    if dir.is_dir()
+        && unchanged.len() == files.len()
+        && current
+            .iter()
+            .all(|p| files.contains_key(p) || is_user_path(p))
+    {
+        tracing::debug!(dir = %dir.display(), files = files.len(), "tree unchanged");
+        return Ok(());
+    }
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}.tmp-"))
         .tempdir_in(&parent)
         .map_err(werr(&parent))?;
-    tracing::debug!(dir = %dir.display(), staging = %tmp.path().display(), files = files.len(), "writing tree");
+    tracing::debug!(dir = %dir.display(), staging = %tmp.path().display(), files = files.len(), unchanged = unchanged.len(), "writing tree");
     for (rel, f) in files {
         if crate::host::signals::interrupted() {
             return Err(ExpectedError::Interrupted);
@@ -172,6 +214,10 @@ pub(crate) fn write_tree(
         let path = tmp.path().join(rel);
         if let Some(p) = path.parent() {
             std::fs::create_dir_all(p).map_err(werr(p))?;
+        }
+        // A link that cannot be made (another file system, a limit) is written instead.
+        if unchanged.contains(rel.as_str()) && std::fs::hard_link(dir.join(rel), &path).is_ok() {
+            continue;
         }
         atomic::write_new(&path, &f.bytes, mode(f.kind))?;
     }

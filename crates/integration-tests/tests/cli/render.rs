@@ -112,6 +112,62 @@ fn second_render_is_byte_identical_and_reuses_the_ca() {
     assert_eq!(r.stdout, "cmesh-out: up to date\n");
 }
 
+/// Issue 24: a re-render rewrites only what changed. Nothing changed: the tree is left as it
+/// is (every file keeps its inode). One cluster's values changed: its files are new, the other
+/// cluster's are the same inodes, carried into the new tree as hard links, and the tree is
+/// byte for byte what a full render writes.
+#[test]
+#[cfg(unix)]
+fn a_rerender_rewrites_only_what_changed() {
+    use std::os::unix::fs::MetadataExt;
+    let d = cli::scratch();
+    let p = d.path();
+    assert_code(&cmesh(p, &["init"]), 0);
+    assert_code(&cmesh(p, &["render"]), 0);
+    let out = p.join("cmesh-out");
+    let inodes = || -> BTreeMap<String, u64> {
+        snapshot_tree(&out)
+            .into_keys()
+            .map(|k| {
+                let ino = std::fs::metadata(out.join(&k)).unwrap().ino();
+                (k, ino)
+            })
+            .collect()
+    };
+    let first = inodes();
+    assert_code(&cmesh(p, &["render"]), 0);
+    assert_eq!(inodes(), first, "an unchanged render rewrote files");
+
+    let mesh = std::fs::read_to_string(p.join("mesh.yaml")).unwrap();
+    let edited = mesh.replacen(
+        "  - name: k8s02\n",
+        "  - name: k8s02\n    values:\n      podAnnotations:\n        example.com/re-render: \"1\"\n",
+        1,
+    );
+    assert_ne!(edited, mesh);
+    std::fs::write(p.join("mesh.yaml"), edited).unwrap();
+    assert_code(&cmesh(p, &["render"]), 0);
+    let second = inodes();
+    let changed: Vec<&String> = second
+        .iter()
+        .filter(|(k, ino)| first.get(*k) != Some(*ino))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(!changed.is_empty());
+    assert!(
+        changed.iter().all(|k| k.contains("k8s02")),
+        "files of other clusters rewritten: {changed:?}"
+    );
+    assert!(
+        second.contains_key("k8s01/values.yaml")
+            && second["k8s01/values.yaml"] == first["k8s01/values.yaml"]
+    );
+    // The same bytes as a render into an empty directory.
+    let full = p.join("full");
+    assert_code(&cmesh(p, &["render", "--out", full.to_str().unwrap()]), 0);
+    assert_eq!(snapshot_tree(&out), snapshot_tree(&full));
+}
+
 #[test]
 fn check_reports_drift_without_leaking_secrets() {
     let d = cli::scratch();
