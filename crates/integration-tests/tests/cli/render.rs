@@ -435,9 +435,19 @@ fn verbose_traces_steps_and_never_keys() {
     assert!(!quiet.stderr.contains("DEBUG"), "{}", quiet.stderr);
     let r = cmesh(p, &["-v", "render"]);
     assert_code(&r, 0);
-    for needle in ["DEBUG", "read pki.dir", "ca.key", "locked", "writing tree"] {
+    // Nothing changed since the quiet render: the tree is left as it is, and said so.
+    for needle in [
+        "DEBUG",
+        "read pki.dir",
+        "ca.key",
+        "locked",
+        "tree unchanged",
+    ] {
         assert!(r.stderr.contains(needle), "{needle}: {}", r.stderr);
     }
+    let fresh = cmesh(p, &["-v", "render", "--out", "fresh-out"]);
+    assert_code(&fresh, 0);
+    assert!(fresh.stderr.contains("writing tree"), "{}", fresh.stderr);
     assert!(
         !r.stderr.contains("PRIVATE KEY") && !r.stderr.contains("LS0t"),
         "{}",
