@@ -375,69 +375,6 @@ pub fn diagnostics(record: &Record, spec: &MeshSpec) -> Vec<Diagnostic> {
     out
 }
 
-/// The annotation with which cmesh marks a Service it unshared to drain a leaving cluster: its
-/// value is what `service.cilium.io/shared` was before (empty when the Service had none), so
-/// that the disconnection can put it back.
-pub const DRAINED: &str = "cmesh.io/shared-before-drain";
-
-fn annotation<'a>(service: &'a serde_json::Value, key: &str) -> Option<&'a str> {
-    service
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(key))
-        .and_then(serde_json::Value::as_str)
-}
-
-/// The JSON merge patch that drains a leaving cluster's `service` (a Service object): a
-/// global Service that it still shares with its peers gets `service.cilium.io/shared: "false"`,
-/// which Cilium reads before the old annotation name, so its clustermesh-apiserver stops
-/// exporting it and the peers' agents drop its backends while the cluster is still meshed
-/// (no request is sent to a backend whose tunnel is about to go), plus [`DRAINED`] with the
-/// value before. `None`: not global, already not shared, or already drained.
-pub fn drain_patch(service: &serde_json::Value) -> Option<serde_json::Value> {
-    use crate::lint::annotations as a;
-    let global = annotation(service, a::GLOBAL)
-        .or_else(|| annotation(service, a::GLOBAL_OLD))
-        .and_then(a::cilium_bool)
-        == Some(true);
-    let shared = annotation(service, a::SHARED).or_else(|| annotation(service, a::SHARED_OLD));
-    if !global
-        || shared.and_then(a::cilium_bool) == Some(false)
-        || annotation(service, DRAINED).is_some()
-    {
-        return None;
-    }
-    let before = annotation(service, a::SHARED).unwrap_or_default();
-    Some(serde_json::json!({"metadata": {"annotations": {a::SHARED: "false", DRAINED: before}}}))
-}
-
-/// The JSON merge patch that undoes [`drain_patch`] on `service`: `service.cilium.io/shared`
-/// back to its value before (removed when it had none), the marker removed. `None`: not
-/// drained by cmesh.
-pub fn restore_patch(service: &serde_json::Value) -> Option<serde_json::Value> {
-    use crate::lint::annotations as a;
-    let before = annotation(service, DRAINED)?;
-    let shared = if before.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::Value::String(before.to_owned())
-    };
-    Some(serde_json::json!({"metadata": {"annotations": {a::SHARED: shared, DRAINED: null}}}))
-}
-
-/// How many Services of `leaving` an agent still holds, from its `cilium-dbg status`: the
-/// count it reports for that remote cluster (`None` when it no longer lists the cluster, or
-/// does not print the count).
-pub fn services_held(
-    status: &crate::status::parse::ClusterMeshStatus,
-    leaving: &str,
-) -> Option<u32> {
-    status
-        .clusters
-        .iter()
-        .find(|c| c.name == leaving)
-        .and_then(|c| c.shared_services)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,52 +558,5 @@ mod tests {
             t("2026-12-02T00:00:00Z"),
         );
         assert!(diagnostics(&r, &on("1.18.11")).is_empty());
-    }
-
-    #[test]
-    fn a_leaving_clusters_global_services_are_unshared_then_put_back() {
-        use serde_json::json;
-        let svc = |ann: serde_json::Value| json!({"metadata": {"name": "s", "annotations": ann}});
-        // A global Service, shared by default: unshared, with nothing to put back.
-        let plain = svc(json!({"service.cilium.io/global": "true"}));
-        let patch = drain_patch(&plain).unwrap();
-        assert_eq!(
-            patch,
-            json!({"metadata": {"annotations": {"service.cilium.io/shared": "false", DRAINED: ""}}})
-        );
-        let mut drained = plain.clone();
-        drained["metadata"]["annotations"]["service.cilium.io/shared"] = json!("false");
-        drained["metadata"]["annotations"][DRAINED] = json!("");
-        assert_eq!(drain_patch(&drained), None, "drained once");
-        assert_eq!(
-            restore_patch(&drained).unwrap(),
-            json!({"metadata": {"annotations": {"service.cilium.io/shared": null, DRAINED: null}}})
-        );
-        // Shared explicitly, under the old global name: the value comes back.
-        let old =
-            svc(json!({"io.cilium/global-service": "True", "service.cilium.io/shared": "true"}));
-        assert_eq!(
-            drain_patch(&old).unwrap()["metadata"]["annotations"][DRAINED],
-            "true"
-        );
-        let mut back = old.clone();
-        back["metadata"]["annotations"][DRAINED] = json!("true");
-        assert_eq!(
-            restore_patch(&back).unwrap()["metadata"]["annotations"]["service.cilium.io/shared"],
-            "true"
-        );
-        // Not global, or not shared: nothing to drain; not drained: nothing to restore.
-        assert_eq!(drain_patch(&svc(json!({}))), None);
-        assert_eq!(
-            drain_patch(&svc(json!({"service.cilium.io/global": "false"}))),
-            None
-        );
-        assert_eq!(
-            drain_patch(&svc(
-                json!({"service.cilium.io/global": "true", "io.cilium/shared-service": "false"})
-            )),
-            None
-        );
-        assert_eq!(restore_patch(&plain), None);
     }
 }

@@ -154,10 +154,6 @@ pub struct ClusterPlan {
     pub peers_added: Vec<String>,
     /// Peers this cluster's list loses.
     pub peers_removed: Vec<String>,
-    /// A leaving cluster drained before its peers drop it: its global Services unshared
-    /// ([`crate::membership::drain_patch`]) until no peer's agent holds them, put back after.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub drain: bool,
     /// Left alone, and why (a leaving cluster without `--prune`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub untouched: Option<String>,
@@ -183,7 +179,6 @@ impl ClusterPlan {
             restarts: Vec::new(),
             peers_added: Vec::new(),
             peers_removed: Vec::new(),
-            drain: false,
             untouched: None,
             refused: None,
             error: None,
@@ -440,8 +435,6 @@ pub fn plan_leaving(
     }
     let (_, removed) = peer_changes(Some(prev), &new);
     p.peers_removed = removed;
-    // Still meshed: its peers may be routing to its backends until they drop it.
-    p.drain = meshed(prev);
     p
 }
 
@@ -570,15 +563,6 @@ pub fn deviations(plans: &[ClusterPlan], steps: &[Step]) -> Vec<String> {
         // Not run (a stage before it failed): reported as such, nothing to compare.
         if mine.iter().all(|s| s.step == "connect") {
             continue;
-        }
-        let drained = mine.iter().any(|s| s.step == "drain");
-        if drained != p.drain {
-            out.push(format!(
-                "{}: {} a drain of its global Services, apply {}",
-                p.cluster,
-                if p.drain { "planned" } else { "did not plan" },
-                if drained { "drained them" } else { "did not" }
-            ));
         }
         for h in &p.helm {
             let step = mine

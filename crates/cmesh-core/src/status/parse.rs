@@ -37,9 +37,6 @@ pub struct RemoteCluster {
     pub state: String,
     /// Nodes seen in it, if printed.
     pub nodes: Option<u32>,
-    /// Its Services the agent holds (those the remote cluster shares), if printed.
-    #[serde(skip)]
-    pub shared_services: Option<u32>,
     /// The rest of the line after the state.
     pub detail: String,
     /// The `└` lines under it (etcd connection, remote configuration, synchronization), as
@@ -109,19 +106,11 @@ pub fn cilium_status(output: &str) -> Option<ClusterMeshStatus> {
                 .split(',')
                 .find(|p| p.trim_end().ends_with("nodes") || p.trim_end().ends_with("node"))
                 .and_then(leading_u32);
-            let shared_services = detail
-                .split(',')
-                .find(|p| {
-                    let p = p.trim();
-                    p.ends_with(" services") || p.ends_with(" service")
-                })
-                .and_then(leading_u32);
             clusters.push(RemoteCluster {
                 name: name.to_owned(),
                 ready: state == "ready",
                 state: state.to_owned(),
                 nodes,
-                shared_services,
                 detail: detail.to_owned(),
                 sub: Vec::new(),
             });
@@ -201,12 +190,6 @@ pub fn cilium_status_json(output: &str) -> Option<ClusterMeshStatus> {
                 b(sy, "services")
             ));
         }
-        // Every supported release has the field, `omitempty`: absent is zero.
-        let shared_services = Some(
-            c.get("num-shared-services")
-                .and_then(|n| n.as_u64())
-                .map_or(0, |n| n as u32),
-        );
         clusters.push(RemoteCluster {
             name,
             ready,
@@ -216,7 +199,6 @@ pub fn cilium_status_json(output: &str) -> Option<ClusterMeshStatus> {
                 "not-ready".into()
             },
             nodes,
-            shared_services,
             detail: status,
             sub,
         });
@@ -489,18 +471,6 @@ ClusterMesh:   1/2 remote clusters ready, 10 global-services
 Hubble:  Ok
 ";
 
-    /// `num-shared-services` is `omitempty` in Cilium's model: absent is zero.
-    #[test]
-    fn shared_services_from_the_json_model() {
-        let json = r#"{"cluster-mesh": {"clusters": [
-            {"name": "k8s02", "ready": true, "connected": true, "num-nodes": 1, "num-shared-services": 3},
-            {"name": "k8s03", "ready": true, "connected": true, "num-nodes": 1}
-        ]}}"#;
-        let s = cilium_status_json(json).unwrap();
-        let shared: Vec<Option<u32>> = s.clusters.iter().map(|c| c.shared_services).collect();
-        assert_eq!(shared, [Some(3), Some(0)]);
-    }
-
     #[test]
     fn article_status_line() {
         let s = cilium_status(ARTICLE_STATUS).unwrap();
@@ -540,9 +510,6 @@ Hubble:  Ok
             vec!["remote configuration: expected=true, retrieved=false".to_owned()]
         );
         assert_eq!(s.clusters[0].sub.len(), 2);
-        // The Services each remote shares, as the drain before a removal waits on them.
-        assert_eq!(s.clusters[0].shared_services, Some(10));
-        assert_eq!(s.clusters[1].shared_services, Some(0));
         let none =
             cilium_status("ClusterMesh:   0/0 remote clusters ready, 0 global-services\n").unwrap();
         assert_eq!((none.ready, none.total), (0, 0));

@@ -345,11 +345,6 @@ pub(crate) fn run(
     };
     let mut by_stage: BTreeMap<u8, Vec<Connected>> = BTreeMap::new();
     let mut steps = Vec::new();
-    // The peers a leaving cluster's drain waits on: the clusters of mesh.yaml reached.
-    let peers: Vec<kube::Conn> = conns
-        .iter()
-        .filter_map(|(_, c)| c.as_ref().ok().cloned())
-        .collect();
     for (n, c) in conns {
         // A cluster whose plan apply refuses is not touched.
         if let Some(why) = plans
@@ -391,21 +386,7 @@ pub(crate) fn run(
         },
     };
     let stages = by_stage.len();
-    let mut drained = false;
-    for (i, (stage, stage_conns)) in by_stage.into_iter().enumerate() {
-        // Leaving clusters drain before the meshed ones drop them (after any joining one).
-        if stage >= 2 && !drained {
-            drained = true;
-            let drains = drain_leaving(&runtime, &plans, &leave_conns, &peers, &opts, &progress);
-            let failed = drains.iter().any(|s| s.outcome == StepOutcome::Failed);
-            steps.extend(drains);
-            if failed {
-                crate::ui::term::eprint(
-                    "apply: a leaving cluster could not be drained; its peers were left as they were\n",
-                );
-                break;
-            }
-        }
+    for (i, (_, stage_conns)) in by_stage.into_iter().enumerate() {
         let these = if one_at_a_time {
             one_at_a_time_run(
                 &runtime,
@@ -442,10 +423,6 @@ pub(crate) fn run(
                 "apply: not disconnecting the clusters that left: a cluster failed before them\n",
             );
         } else {
-            let undrain_conns: Vec<(String, kube::Conn)> = leave_conns
-                .iter()
-                .filter_map(|(n, c)| c.as_ref().ok().map(|c| (n.clone(), c.clone())))
-                .collect();
             let leave_steps = runtime.block_on(disconnect_all(
                 leave_conns,
                 &leaving,
@@ -457,23 +434,6 @@ pub(crate) fn run(
                 &left_seeds,
             ));
             steps.extend(leave_steps);
-            // Once disconnected, the drained Services get their annotation back.
-            for (name, conn) in &undrain_conns {
-                let drained = steps
-                    .iter()
-                    .any(|s| &s.cluster == name && s.step == "drain");
-                let done = steps
-                    .iter()
-                    .any(|s| &s.cluster == name && s.step == "disconnect")
-                    && !steps
-                        .iter()
-                        .any(|s| &s.cluster == name && s.outcome == StepOutcome::Failed);
-                if drained && done {
-                    let s = runtime.block_on(apply::undrain(name, conn));
-                    progress.finished(&s);
-                    steps.push(s);
-                }
-            }
         }
     }
     reporter.finish();
@@ -734,14 +694,11 @@ pub(crate) fn disconnect(
         &helm,
         args.request_timeout.0,
     ));
-    let mut plan = cmesh_core::plan::plan_leaving(
+    let plan = cmesh_core::plan::plan_leaving(
         &as_member,
         obs.as_ref().map(|(o, _)| o).map_err(String::as_str),
         true,
     );
-    // Alone, disconnect changes no peer (mesh.yaml's clusters no longer list it, or are not
-    // cmesh's to change): nothing to drain before. What an earlier drain changed is put back.
-    plan.drain = false;
     let local = match &args.chart {
         Some(p) => Some(chart_of(Some(p), &spec.cilium.repo, "")?),
         None => None,
@@ -808,18 +765,13 @@ pub(crate) fn disconnect(
         std::io::stderr().is_terminal(),
     ));
     let known = obs.as_ref().ok().and_then(|(_, v)| v.clone());
-    let mut steps = runtime.block_on(apply::disconnect(
+    let steps = runtime.block_on(apply::disconnect(
         &conn,
         &chart,
         &opts,
         reporter.as_ref(),
         known,
     ));
-    if !steps.iter().any(|s| s.outcome == StepOutcome::Failed) {
-        let s = runtime.block_on(apply::undrain(&args.name, &conn));
-        ui::progress::Progress::finished(reporter.as_ref(), &s);
-        steps.push(s);
-    }
     reporter.finish();
     let failed = steps.iter().any(|s| s.outcome == StepOutcome::Failed);
     if !failed {
@@ -988,29 +940,6 @@ fn one_at_a_time_run(
             );
             break;
         }
-    }
-    steps
-}
-
-/// Drains every leaving cluster whose plan says so (`--prune`), one after another.
-fn drain_leaving(
-    runtime: &tokio::runtime::Runtime,
-    plans: &[cmesh_core::plan::ClusterPlan],
-    leave_conns: &[(String, Result<kube::Conn, kube::KubeError>)],
-    peers: &[kube::Conn],
-    opts: &Options,
-    progress: &Arc<dyn ui::progress::Progress>,
-) -> Vec<cmesh_core::apply::Step> {
-    let mut steps = Vec::new();
-    for (name, conn) in leave_conns {
-        let planned = plans.iter().any(|p| &p.cluster == name && p.drain);
-        let (true, Ok(conn)) = (planned, conn) else {
-            continue;
-        };
-        progress.working(name, "draining: its global Services stop being shared");
-        let s = runtime.block_on(apply::drain(name, conn, peers, opts.timeout, opts.poll));
-        progress.finished(&s);
-        steps.push(s);
     }
     steps
 }

@@ -47,11 +47,7 @@ async fn cilium(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, KubeErr
 
 /// A cilium CLI command in Cilium's machine-readable form (`-o json`), its text form when the
 /// agent cannot give JSON.
-pub(crate) async fn cilium_json(
-    conn: &Conn,
-    pod: &str,
-    args: &[&str],
-) -> Result<String, KubeError> {
+async fn cilium_json(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, KubeError> {
     let mut json = args.to_vec();
     json.extend_from_slice(&["-o", "json"]);
     match cilium(conn, pod, &json).await {

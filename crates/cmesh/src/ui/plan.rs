@@ -118,12 +118,6 @@ pub fn table(plans: &[ClusterPlan], chart: &str) -> String {
                 r.why
             );
         }
-        if p.drain {
-            let _ = writeln!(
-                s,
-                "   drain     first, its global Services stop being shared (service.cilium.io/shared: \"false\") until no peer's agent holds them; put back once it is disconnected"
-            );
-        }
         let mut peers: Vec<String> = p.peers_added.iter().map(|x| format!("+{x}")).collect();
         peers.extend(p.peers_removed.iter().map(|x| format!("-{x}")));
         if !peers.is_empty() {

@@ -475,7 +475,6 @@ pub(crate) fn a_cluster_leaves_with_prune(m: &Mesh) {
         "leaving clusters go last: {plan:#}"
     );
     assert_eq!(last["helm"][0]["action"], "upgrade", "{last:#}");
-    assert_eq!(last["drain"], true, "{last:#}");
     assert!(
         last["secrets"]
             .as_array()
@@ -488,7 +487,6 @@ pub(crate) fn a_cluster_leaves_with_prune(m: &Mesh) {
         assert_eq!(c["peersRemoved"], serde_json::json!(["k8s02"]), "{c:#}");
     }
 
-    let shared_before = service_annotations(m, 1);
     let sources = [source(m, 0), source(m, 2)];
     let t = Instant::now();
     let (r, seen) = sampled(&sources, |mark| {
@@ -505,35 +503,14 @@ pub(crate) fn a_cluster_leaves_with_prune(m: &Mesh) {
     code(m, &s, 0);
     let applied = json(&r);
     assert_eq!(applied["plan"]["clusters"], plan["clusters"]);
-    // It was drained (the three global Services of the test unshared) before any peer dropped
-    // it, its peers dropped it before it was disconnected, and the drain was undone after.
-    let drained = step_index(&applied, "k8s02", "drain");
-    let d = &applied["steps"][drained];
-    assert_eq!(d["outcome"], "ok", "{d:#}");
-    assert!(
-        d["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("3 global Service(s) unshared"),
-        "{d:#}"
-    );
+    // Its peers dropped it before it was disconnected.
     let disconnected = step_index(&applied, "k8s02", "disconnect");
     for c in ["k8s01", "k8s03", "k8s04"] {
-        assert!(
-            drained < step_index(&applied, c, "helm"),
-            "{c} changed before k8s02 was drained: {applied:#}"
-        );
         assert!(
             last_index(&applied, c) < disconnected,
             "{c} after k8s02's disconnection: {applied:#}"
         );
     }
-    assert!(step_index(&applied, "k8s02", "undrain") > disconnected);
-    assert_eq!(
-        service_annotations(m, 1),
-        shared_before,
-        "k8s02's Service annotations as before the drain"
-    );
     for c in ["k8s01", "k8s03", "k8s04"] {
         for k in super::ALL {
             let (o, why) = check(&v, c, k);
@@ -554,13 +531,28 @@ pub(crate) fn a_cluster_leaves_with_prune(m: &Mesh) {
     let by = seen.answered_by(after);
     assert!(!by.contains_key("k8s02"), "{by:?}");
     assert!(by.contains_key("k8s04"), "{by:?}");
-    // Without the drain, requests routed to k8s02's backends failed for a few seconds around
-    // the moment its peers dropped it (Cilium removes a dropped cluster's nodes, its tunnel
-    // endpoints, and its Service backends separately: 1 of 1,288 failed alone, 3 of 1,110
-    // under the lab tier's load). Drained first, none may.
+    // Requests routed to k8s02's backends fail for a few seconds around the moment its peers
+    // drop it: Cilium removes a dropped cluster's nodes (its tunnel endpoints) and its Service
+    // backends separately, and an agent restarted with the new list still has the dropped
+    // cluster's backends until it prunes them (1 of 1,288 failed alone; 3 of 1,110 under the
+    // lab tier's load, from 4 s to 12 s; docs/day2.md). Asserted: every failure within 20 s of
+    // the first, none after k8s02's last answer + 10 s.
+    let last_k8s02 = seen
+        .answers
+        .iter()
+        .filter(|(_, c)| c == "k8s02")
+        .map(|(t, _)| *t)
+        .fold(0.0, f64::max);
+    let first = seen
+        .failures
+        .iter()
+        .map(|(t, _)| *t)
+        .fold(f64::INFINITY, f64::min);
     assert!(
-        seen.failures.is_empty(),
-        "global Services failed while k8s02 left: {:?}",
+        seen.failures
+            .iter()
+            .all(|(t, _)| *t <= first + 20.0 && *t <= last_k8s02 + 10.0),
+        "global Services failed outside the drop of k8s02 (k8s02 last answered at {last_k8s02:.1}s): {:?}",
         seen.failures
     );
 
@@ -620,22 +612,6 @@ pub(crate) fn a_cluster_leaves_with_prune(m: &Mesh) {
         r.stdout
     );
     std::fs::write(&path, without(&full, &["k8s02"])).unwrap();
-}
-
-/// The annotations of the test's global Service in cluster `i` that the drain touches.
-fn service_annotations(m: &Mesh, i: usize) -> BTreeMap<String, String> {
-    m.kube(i, async |c| {
-        let api: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(c, NS);
-        Ok(api
-            .get(meshtest::SERVER)
-            .await?
-            .metadata
-            .annotations
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(k, _)| k.contains("shared") || k.starts_with("cmesh.io/"))
-            .collect())
-    })
 }
 
 /// The record's Cilium version per cluster.
