@@ -93,7 +93,7 @@ pub fn apply(spec: &MeshSpec, file: &str, edits: &[Edit]) -> Result<String, Edit
     let src = &spec.source;
     let text = src.text().text();
     // (offset, bytes to replace, new text), applied from the end.
-    let mut changes: Vec<(usize, usize, String)> = Vec::new();
+    let mut changes: Vec<Change> = Vec::new();
     for e in edits {
         let path = path_of(e.cluster, &e.key);
         let value = scalar(&e.value);
@@ -120,11 +120,7 @@ pub fn apply(spec: &MeshSpec, file: &str, edits: &[Edit]) -> Result<String, Edit
         // `- name:` opens a list item: the keys under it are indented to `name`.
         changes.push(insert_after(text, anchor, key, &value, true).ok_or_else(no_anchor)?);
     }
-    changes.sort_by_key(|(o, _, _)| *o);
-    let mut out = text.to_owned();
-    for (offset, len, new) in changes.iter().rev() {
-        out.replace_range(*offset..*offset + *len, new);
-    }
+    let out = spliced(text, changes, "", "");
     // Read back: every edited field holds its new value.
     let (edited, _) = spec::load(file, &out).map_err(|e| EditError::ReadBack {
         file: file.to_owned(),
@@ -152,14 +148,70 @@ pub fn apply(spec: &MeshSpec, file: &str, edits: &[Edit]) -> Result<String, Edit
     Ok(out)
 }
 
-/// The keys of the `gitops:` block, any of which anchors an inserted one.
-const GITOPS_KEYS: [&str; 5] = [
-    "repoURL",
-    "revision",
-    "path",
-    "sealedPath",
-    "fluxKubeConfig",
-];
+/// One text change: (offset, bytes replaced, new text).
+type Change = (usize, usize, String);
+
+/// The changes that set `fields` (key, YAML value text) of the top-level mapping `block`: a
+/// written value is replaced where it stands, a missing key is added under a written sibling
+/// (any of `keys`), and when the block is missing the `key: value` lines to append under a new
+/// block are returned beside.
+fn block_edits(
+    src: &source::SpecSource,
+    text: &str,
+    file: &str,
+    block: &str,
+    keys: &[&str],
+    fields: &[(&str, String)],
+) -> Result<(Vec<Change>, String), EditError> {
+    let mut changes = Vec::new();
+    let mut appended = String::new();
+    let anchor = keys.iter().find_map(|k| {
+        let p = source::child(block, k);
+        src.key_span(&p).filter(|_| src.span(&p).is_some())
+    });
+    for (key, value) in fields {
+        let path = source::child(block, key);
+        if let Some(span) = src.span(&path) {
+            changes.push((span.offset, span.len, value.clone()));
+            continue;
+        }
+        let no_anchor = || EditError::NoAnchor {
+            file: file.to_owned(),
+            path: path.clone(),
+            parent: block.into(),
+        };
+        match anchor {
+            Some(a) => {
+                changes.push(insert_after(text, a, key, value, false).ok_or_else(no_anchor)?);
+            }
+            None if src.span(block).is_none() => {
+                appended.push_str(&format!("  {key}: {value}\n"));
+            }
+            None => return Err(no_anchor()),
+        }
+    }
+    Ok((changes, appended))
+}
+
+/// `text` with `changes` (offset, bytes replaced, new text) applied, and `appended` lines
+/// under a new block opened by `header` at the end when there are any.
+fn spliced(text: &str, mut changes: Vec<Change>, appended: &str, header: &str) -> String {
+    changes.sort_by_key(|(o, _, _)| *o);
+    let mut out = text.to_owned();
+    for (offset, len, new) in changes.iter().rev() {
+        out.replace_range(*offset..*offset + *len, new);
+    }
+    if !appended.is_empty() {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(header);
+        out.push('\n');
+        out.push_str(appended);
+    }
+    out
+}
 
 /// Sets fields of the `gitops:` block (`("repoURL", url)`, `("revision", …)`, `("path", …)`):
 /// a written value is replaced where it stands, a missing key is added under a sibling, and a
@@ -175,46 +227,14 @@ pub fn set_gitops(
 ) -> Result<String, EditError> {
     let src = &spec.source;
     let text = src.text().text();
-    let mut changes: Vec<(usize, usize, String)> = Vec::new();
-    let mut appended = String::new();
-    let anchor = GITOPS_KEYS.iter().find_map(|k| {
-        let p = source::child("gitops", k);
-        src.key_span(&p).filter(|_| src.span(&p).is_some())
-    });
-    for (key, value) in fields {
-        let path = source::child("gitops", key);
-        let value = scalar(value);
-        if let Some(span) = src.span(&path) {
-            changes.push((span.offset, span.len, value));
-            continue;
-        }
-        let no_anchor = || EditError::NoAnchor {
-            file: file.to_owned(),
-            path: path.clone(),
-            parent: "gitops".into(),
-        };
-        match anchor {
-            Some(a) => {
-                changes.push(insert_after(text, a, key, &value, false).ok_or_else(no_anchor)?);
-            }
-            None if src.span("gitops").is_none() => {
-                appended.push_str(&format!("  {key}: {value}\n"));
-            }
-            None => return Err(no_anchor()),
-        }
-    }
-    changes.sort_by_key(|(o, _, _)| *o);
-    let mut out = text.to_owned();
-    for (offset, len, new) in changes.iter().rev() {
-        out.replace_range(*offset..*offset + *len, new);
-    }
-    if !appended.is_empty() {
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str("\n# The repository the rendered tree is committed to (`cmesh render --save`).\ngitops:\n");
-        out.push_str(&appended);
-    }
+    let fields: Vec<(&str, String)> = fields.iter().map(|(k, v)| (*k, scalar(v))).collect();
+    let (changes, appended) = block_edits(src, text, file, "gitops", spec::GITOPS_KEYS, &fields)?;
+    let out = spliced(
+        text,
+        changes,
+        &appended,
+        "# The repository the rendered tree is committed to (`cmesh render --save`).\ngitops:",
+    );
     let (edited, _) = spec::load(file, &out).map_err(|e| EditError::ReadBack {
         file: file.to_owned(),
         why: e.to_string(),
@@ -230,19 +250,6 @@ pub fn set_gitops(
     }
     Ok(out)
 }
-
-/// The keys of the `clustermesh:` block, any of which anchors an inserted one.
-const MESH_KEYS: [&str; 9] = [
-    "domain",
-    "serviceType",
-    "authMode",
-    "kvstoremesh",
-    "maxConnectedClusters",
-    "endpointSliceSync",
-    "cacheTTL",
-    "policyDefaultLocalCluster",
-    "certificates",
-];
 
 /// The plain text of the scalar at `path` in `text` (quotes removed), read afresh: what a
 /// reader of the edited file sees, whether or not the file is valid at its new version.
@@ -270,7 +277,7 @@ pub fn set_version(
 ) -> Result<String, EditError> {
     let src = &spec.source;
     let text = src.text().text();
-    let mut changes: Vec<(usize, usize, String)> = Vec::new();
+    let mut changes: Vec<Change> = Vec::new();
     let Some(span) = src.span("cilium.version") else {
         return Err(EditError::NoAnchor {
             file: file.to_owned(),
@@ -288,43 +295,10 @@ pub fn set_version(
         version.to_string()
     };
     changes.push((span.offset, span.len, new));
-    let anchor = MESH_KEYS.iter().find_map(|k| {
-        let p = source::child("clustermesh", k);
-        src.key_span(&p).filter(|_| src.span(&p).is_some())
-    });
-    let mut appended = String::new();
-    for (key, value) in mesh {
-        let path = source::child("clustermesh", key);
-        if let Some(span) = src.span(&path) {
-            changes.push((span.offset, span.len, value.to_string()));
-            continue;
-        }
-        let no_anchor = || EditError::NoAnchor {
-            file: file.to_owned(),
-            path: path.clone(),
-            parent: "clustermesh".into(),
-        };
-        match anchor {
-            Some(a) => changes
-                .push(insert_after(text, a, key, &value.to_string(), false).ok_or_else(no_anchor)?),
-            None if src.span("clustermesh").is_none() => {
-                appended.push_str(&format!("  {key}: {value}\n"));
-            }
-            None => return Err(no_anchor()),
-        }
-    }
-    changes.sort_by_key(|(o, _, _)| *o);
-    let mut out = text.to_owned();
-    for (offset, len, new) in changes.iter().rev() {
-        out.replace_range(*offset..*offset + *len, new);
-    }
-    if !appended.is_empty() {
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str("\nclustermesh:\n");
-        out.push_str(&appended);
-    }
+    let fields: Vec<(&str, String)> = mesh.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let (more, appended) = block_edits(src, text, file, "clustermesh", spec::MESH_KEYS, &fields)?;
+    changes.extend(more);
+    let out = spliced(text, changes, &appended, "clustermesh:");
     let read_back = |path: &str, want: &str| -> Result<(), EditError> {
         let got = scalar_in(file, &out, path);
         if got.as_deref() == Some(want) {

@@ -60,7 +60,7 @@ pub(crate) struct RawSpec {
 }
 
 const TOP: &[&str] = &["name", "cilium", "clustermesh", "pki", "gitops", "clusters"];
-const GITOPS: &[&str] = &[
+pub(crate) const GITOPS: &[&str] = &[
     "repoURL",
     "revision",
     "path",
@@ -68,7 +68,7 @@ const GITOPS: &[&str] = &[
     "fluxKubeConfig",
 ];
 const CILIUM: &[&str] = &["version", "repo", "values"];
-const MESH: &[&str] = &[
+pub(crate) const MESH: &[&str] = &[
     "domain",
     "serviceType",
     "authMode",

@@ -16,6 +16,8 @@ use std::sync::Arc;
 pub use decode::{
     DEFAULT_DOMAIN, check_git_url, is_dns_name, is_dns1123_label, normalize_git_path,
 };
+/// The keys the `gitops:` and `clustermesh:` blocks may hold (mesh.yaml edits anchor on them).
+pub(crate) use decode::{GITOPS as GITOPS_KEYS, MESH as MESH_KEYS};
 pub use model::*;
 pub use source::SpecSource;
 

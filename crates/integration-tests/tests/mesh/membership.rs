@@ -285,19 +285,25 @@ fn record(m: &Mesh) -> String {
     std::fs::read_to_string(m.dir().join("pki/membership.yaml")).unwrap_or_default()
 }
 
-fn states(m: &Mesh) -> Vec<(String, String)> {
+/// Each cluster of the record with its field `field` (`state`, `version`).
+fn record_field(m: &Mesh, field: &str) -> Vec<(String, String)> {
     let text = record(m);
+    let prefix = format!("    {field}: ");
     let mut out = Vec::new();
     let mut current = String::new();
     for line in text.lines() {
         if let Some(n) = line.strip_prefix("  - name: ") {
             current = n.trim_matches('"').to_owned();
         }
-        if let Some(s) = line.strip_prefix("    state: ") {
-            out.push((current.clone(), s.to_owned()));
+        if let Some(v) = line.strip_prefix(&prefix) {
+            out.push((current.clone(), v.trim_matches('"').to_owned()));
         }
     }
     out
+}
+
+fn states(m: &Mesh) -> Vec<(String, String)> {
+    record_field(m, "state")
 }
 
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -616,18 +622,7 @@ pub(crate) fn a_cluster_leaves_with_prune(m: &Mesh) {
 
 /// The record's Cilium version per cluster.
 fn versions(m: &Mesh) -> Vec<(String, String)> {
-    let text = record(m);
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        if let Some(n) = line.strip_prefix("  - name: ") {
-            current = n.trim_matches('"').to_owned();
-        }
-        if let Some(v) = line.strip_prefix("    version: ") {
-            out.push((current.clone(), v.trim_matches('"').to_owned()));
-        }
-    }
-    out
+    record_field(m, "version")
 }
 
 /// The chart version of cluster `i`'s release (`cilium-1.17.17`).
