@@ -5,6 +5,8 @@
 pub mod browser;
 pub mod cli;
 pub mod etcd;
+pub mod flux;
+pub mod gitserver;
 pub mod lab;
 pub mod mesh;
 pub mod tools;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::cli::bin;
 use integration_tests::cli::{self, Run};
+use integration_tests::flux::documents;
 use integration_tests::lab::components::{self, GITOPS_CRDS, GitOps};
 use integration_tests::lab::{Lab, LabOptions};
 use k8s_openapi::api::core::v1::Namespace;
@@ -29,18 +30,6 @@ const REPO: &str = "https://git.example.com/platform/mesh.git";
 struct Server {
     lab: Lab,
     gitops: GitOps,
-}
-
-/// YAML documents of `text` as JSON (empty documents left out).
-fn documents(text: &str) -> Vec<Value> {
-    let options = serde_saphyr::options! {
-        budget: serde_saphyr::budget! { max_nodes: 10_000_000, max_total_scalar_bytes: 64 << 20 },
-    };
-    serde_saphyr::from_multiple_with_options::<Value>(text, options)
-        .expect("YAML")
-        .into_iter()
-        .filter(|d| !d.is_null())
-        .collect()
 }
 
 fn resource(o: &Value) -> ApiResource {

@@ -211,3 +211,59 @@ pub fn gitops() -> GitOps {
     }
     g
 }
+
+/// Flux's controllers (tests/components/flux) and their CRDs.
+#[derive(Debug, Clone)]
+pub struct Flux {
+    /// `.tools/flux`: `bin/{source,kustomize,helm}-controller`, `crds-<controller>/`.
+    pub dir: PathBuf,
+}
+
+/// The Flux controllers the lab runs, in the order they start.
+pub const FLUX_CONTROLLERS: [&str; 3] = [
+    "source-controller",
+    "kustomize-controller",
+    "helm-controller",
+];
+
+impl Flux {
+    /// A controller's binary.
+    pub fn bin(&self, controller: &str) -> PathBuf {
+        self.dir.join("bin").join(controller)
+    }
+
+    /// Every CRD file of the three controllers.
+    pub fn crd_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for c in FLUX_CONTROLLERS {
+            if let Ok(rd) = std::fs::read_dir(self.dir.join(format!("crds-{c}"))) {
+                out.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// The Flux controllers.
+///
+/// # Panics
+/// When one of them or their CRDs is missing.
+pub fn flux() -> Flux {
+    let f = Flux {
+        dir: tools_dir().join("flux"),
+    };
+    let mut missing: Vec<String> = FLUX_CONTROLLERS
+        .iter()
+        .map(|c| f.bin(c))
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if f.crd_files().len() < 8 {
+        missing.push(format!("{}/crds-*", f.dir.display()));
+    }
+    if !missing.is_empty() {
+        tools::missing(&missing.join(", "));
+    }
+    f
+}
