@@ -430,3 +430,76 @@ fn five_hundred_eleven_clusters_are_stored_and_expand() {
     assert_eq!((elements, destinations), (511, 511));
     expansion_matches(&s, &objects, 511);
 }
+
+/// `(group, kind)` pairs a `resource.exclusions` text excludes (every cluster).
+fn excluded(text: &str) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in documents(text)
+        .first()
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let list = |k: &str| -> Vec<String> {
+            rule[k]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let clusters = list("clusters");
+        assert!(clusters.is_empty() || clusters == ["*"], "{rule}");
+        for g in list("apiGroups") {
+            for k in list("kinds") {
+                out.insert((g.clone(), k));
+            }
+        }
+    }
+    out
+}
+
+/// The argocd-cm patch, applied as `kubectl patch --patch-file` applies it (a merge patch: each
+/// `data` key replaced whole) over the argocd-cm of Argo CD's own install manifests, keeps every
+/// exclusion Argo CD ships (Endpoints, EndpointSlices, Leases, reviews, …) and excludes Cilium's
+/// CiliumIdentity. A patch holding only Cilium's entry would replace Argo CD's defaults.
+#[test]
+#[ignore = "needs Argo CD's install manifests from its Go module (scripts/install-test-deps; scripts/test runs it)"]
+fn the_argocd_cm_patch_keeps_argo_cds_default_exclusions() {
+    let gitops = components::gitops();
+    let default_cm = documents(
+        &std::fs::read_to_string(gitops.crds.join("argocd-cm.yaml"))
+            .unwrap_or_else(|e| panic!("Argo CD's argocd-cm.yaml: {e}")),
+    );
+    let defaults = excluded(
+        default_cm[0]["data"]["resource.exclusions"]
+            .as_str()
+            .expect("Argo CD's argocd-cm has resource.exclusions"),
+    );
+    assert!(defaults.len() > 10, "{defaults:?}");
+    let dir = tempfile::tempdir().unwrap();
+    render(dir.path(), 2, "1.20.0", "");
+    let patch = documents(
+        &std::fs::read_to_string(
+            dir.path()
+                .join("cmesh-out/argocd-config/argocd-cm-patch.yaml"),
+        )
+        .unwrap(),
+    );
+    let mut merged = default_cm[0]["data"].clone();
+    for (k, v) in patch[0]["data"].as_object().expect("the patch's data") {
+        merged[k] = v.clone();
+    }
+    let after = excluded(merged["resource.exclusions"].as_str().expect("exclusions"));
+    let lost: Vec<_> = defaults.difference(&after).collect();
+    assert!(
+        lost.is_empty(),
+        "the patch drops Argo CD's default exclusions {lost:?}"
+    );
+    assert!(
+        after.contains(&("cilium.io".into(), "CiliumIdentity".into())),
+        "{after:?}"
+    );
+}

@@ -320,18 +320,74 @@ pub fn argocd_project(spec: &MeshSpec, git: &GitSource) -> Value {
     p
 }
 
+/// Argo CD's default `resource.exclusions` (its install manifests' argocd-cm, v3.5 and v3.6
+/// alike), which already leave out Cilium's CiliumIdentity, CiliumEndpoint and
+/// CiliumEndpointSlice. The patch carries the whole list because `resource.exclusions` is one
+/// string: a patch holding only Cilium's entry would replace the defaults and make Argo CD
+/// watch every Endpoints, EndpointSlice, Lease and review object of every cluster.
+const ARGOCD_EXCLUSIONS: &str = "\
+# Argo CD's default exclusions (argocd-cm of its install manifests, v3.5 and v3.6), with
+# Cilium's agent-created objects (CiliumIdentity first: Cilium's docs ask for it).
+- apiGroups:
+  - ''
+  - discovery.k8s.io
+  kinds:
+  - Endpoints
+  - EndpointSlice
+- apiGroups:
+  - coordination.k8s.io
+  kinds:
+  - Lease
+- apiGroups:
+  - authentication.k8s.io
+  - authorization.k8s.io
+  kinds:
+  - SelfSubjectReview
+  - TokenReview
+  - LocalSubjectAccessReview
+  - SelfSubjectAccessReview
+  - SelfSubjectRulesReview
+  - SubjectAccessReview
+- apiGroups:
+  - certificates.k8s.io
+  kinds:
+  - CertificateSigningRequest
+- apiGroups:
+  - cert-manager.io
+  kinds:
+  - CertificateRequest
+- apiGroups:
+  - cilium.io
+  kinds:
+  - CiliumIdentity
+  - CiliumEndpoint
+  - CiliumEndpointSlice
+- apiGroups:
+  - kyverno.io
+  - reports.kyverno.io
+  - wgpolicyk8s.io
+  kinds:
+  - PolicyReport
+  - ClusterPolicyReport
+  - EphemeralReport
+  - ClusterEphemeralReport
+  - AdmissionReport
+  - ClusterAdmissionReport
+  - BackgroundScanReport
+  - ClusterBackgroundScanReport
+  - UpdateRequest
+";
+
 /// A patch for Argo CD's `argocd-cm`: Cilium's docs ask Argo CD not to track CiliumIdentity
 /// (the agents create them; tracking makes every Application OutOfSync and may prune them).
+/// Argo CD's own defaults are kept (see [`ARGOCD_EXCLUSIONS`]).
 pub fn argocd_cm_patch() -> Value {
     let mut cm = Value::map();
     cm.set(&["apiVersion"], "v1");
     cm.set(&["kind"], "ConfigMap");
     cm.set(&["metadata", "name"], "argocd-cm");
     cm.set(&["metadata", "namespace"], ARGOCD_NAMESPACE);
-    cm.set(
-        &["data", "resource.exclusions"],
-        "- apiGroups:\n  - cilium.io\n  kinds:\n  - CiliumIdentity\n  clusters:\n  - \"*\"\n",
-    );
+    cm.set(&["data", "resource.exclusions"], ARGOCD_EXCLUSIONS);
     cm
 }
 
@@ -802,7 +858,7 @@ pub fn readme(
     );
     let _ = writeln!(
         s,
-        "| `argocd-config/argocd-cm-patch.yaml` | merge into `argocd-cm` where Argo CD is installed: Argo CD must not track CiliumIdentity |"
+        "| `argocd-config/argocd-cm-patch.yaml` | patch for `argocd-cm` where Argo CD is installed: Argo CD must not track CiliumIdentity; its `resource.exclusions` is Argo CD's default list (which holds Cilium's kinds), so patching keeps the defaults; if your argocd-cm has a list of its own, add the `cilium.io` entry to it instead |"
     );
     let _ = writeln!(
         s,
@@ -859,11 +915,15 @@ pub fn readme(
     );
     let _ = writeln!(
         s,
-        "     cluster under its name (`argocd cluster add <context> --name <cluster>`), merge"
+        "     cluster under its name (`argocd cluster add <context> --name <cluster>`), patch argocd-cm"
     );
     let _ = writeln!(
         s,
-        "     `argocd-config/argocd-cm-patch.yaml` into argocd-cm, then `kubectl apply -n argocd -k argocd/applications`"
+        "     (`kubectl patch configmap argocd-cm -n argocd --patch-file argocd-config/argocd-cm-patch.yaml`),"
+    );
+    let _ = writeln!(
+        s,
+        "     then `kubectl apply -n argocd -k argocd/applications`"
     );
     let _ = writeln!(
         s,
