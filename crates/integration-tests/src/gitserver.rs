@@ -3,7 +3,8 @@
 //! plus static files under `/charts/` (a Helm chart repository: `index.yaml` and the chart's
 //! `.tgz`), on 127.0.0.1 at a port the kernel picks. Flux's source-controller clones from it as
 //! from any HTTP git host (go-git speaks only the smart protocol, which is why a plain file
-//! server would not do). The server stops when dropped.
+//! server would not do). The server stops when dropped. `lab-git` runs the same server as a
+//! process inside a network namespace (Argo CD's story runs in a cluster's namespace).
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -44,18 +45,7 @@ impl GitServer {
             let (stop, requests, root) = (stop.clone(), requests.clone(), root.to_path_buf());
             std::thread::Builder::new()
                 .name("lab-git".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        match listener.accept() {
-                            Ok((s, _)) => {
-                                requests.fetch_add(1, Ordering::Relaxed);
-                                let root = root.clone();
-                                std::thread::spawn(move || serve(s, &root));
-                            }
-                            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                        }
-                    }
-                })
+                .spawn(move || accept_loop(&listener, &root, &stop, &requests))
                 .expect("git server thread")
         };
         GitServer {
@@ -88,6 +78,21 @@ impl Drop for GitServer {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Serves `root` on a non-blocking `listener` until `stop` is set, counting connections.
+pub fn accept_loop(listener: &TcpListener, root: &Path, stop: &AtomicBool, requests: &AtomicUsize) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((s, _)) => {
+                requests.fetch_add(1, Ordering::Relaxed);
+                let _ = s.set_nonblocking(false);
+                let root = root.to_path_buf();
+                std::thread::spawn(move || serve(s, &root));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! with a controlled environment, real etcd servers with TLS, and the lab (real Kubernetes
 //! control planes with kwok, the real Cilium chart and Cilium's clustermesh components).
 
+pub mod argocd;
 pub mod browser;
 pub mod cli;
 pub mod etcd;

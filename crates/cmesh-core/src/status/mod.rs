@@ -134,6 +134,10 @@ pub struct Observed {
     pub kvstoremesh_reports: Vec<MeshObs>,
     /// The release's user-supplied values (`helm get values`), `None` without a release.
     pub release_values: Result<Option<Value>, String>,
+    /// The Argo CD Application that tracks the agents' DaemonSet (its
+    /// `argocd.argoproj.io/tracking-id` annotation), if any: Argo CD applies the chart's
+    /// manifests itself and leaves no Helm release.
+    pub argocd_application: Option<String>,
 }
 
 impl Observed {
@@ -156,6 +160,7 @@ impl Observed {
             agent_reports: Vec::new(),
             kvstoremesh_reports: Vec::new(),
             release_values: e(),
+            argocd_application: None,
         }
     }
 }
@@ -621,6 +626,16 @@ fn drift_check(obs: &Observed, rendered: Result<&Value, &str>) -> Check {
             format!("cannot render to compare: {why}"),
         ),
         (Err(e), _) => check("drift", Outcome::Skip, e.clone()),
+        // Argo CD renders the chart with `helm template` and applies the manifests: no release
+        // to read values from, and Argo CD's own comparison with git is the drift check there.
+        (Ok(None), _) if obs.argocd_application.is_some() => check(
+            "drift",
+            Outcome::Skip,
+            format!(
+                "no Helm release: installed by Argo CD (Application {}), which compares the cluster with git itself (`argocd app diff {0}`)",
+                obs.argocd_application.as_deref().unwrap_or_default()
+            ),
+        ),
         (Ok(None), _) => check(
             "drift",
             Outcome::Fail,
@@ -894,6 +909,7 @@ mod tests {
             }],
             kvstoremesh_reports: Vec::new(),
             release_values: Ok(None),
+            argocd_application: None,
         }
     }
 
@@ -990,5 +1006,32 @@ mod tests {
         );
         assert_eq!(checks.len(), 1);
         assert_eq!(outcome(&checks, "api").0, Outcome::Fail);
+    }
+
+    #[test]
+    fn a_chart_applied_by_argo_cd_has_no_release_to_compare() {
+        let spec = lab();
+        let c = &spec.clusters[0];
+        let mut obs = healthy(&spec, c);
+        let rendered = Value::map();
+        let checks = evaluate(&spec, c, &obs, None, Ok(&rendered));
+        assert_eq!(
+            outcome(&checks, "drift"),
+            (
+                Outcome::Fail,
+                "no helm release `cilium` in kube-system".into()
+            )
+        );
+        obs.argocd_application = Some("cilium-k8s01".into());
+        let (o, why) = outcome(&evaluate(&spec, c, &obs, None, Ok(&rendered)), "drift");
+        assert_eq!(o, Outcome::Skip);
+        assert!(
+            why.contains("installed by Argo CD (Application cilium-k8s01)"),
+            "{why}"
+        );
+        // A release beside Argo CD's tracking (Argo CD adopting a helm install) is compared.
+        obs.release_values = Ok(Some(Value::map()));
+        let checks = evaluate(&spec, c, &obs, None, Ok(&rendered));
+        assert_eq!(outcome(&checks, "drift").0, Outcome::Pass);
     }
 }

@@ -211,6 +211,7 @@ pub(crate) async fn observe(
             "helm unavailable ({why}): cannot compare the release's values"
         )),
     };
+    let release_values_none = matches!(release_values, Ok(None));
     // The core judges observations as text: each error becomes its message here.
     let text = |e: KubeError| e.to_string();
     Observed {
@@ -235,6 +236,12 @@ pub(crate) async fn observe(
         agent_reports,
         kvstoremesh_reports,
         release_values,
+        // Only asked when there is no release: it explains the missing release.
+        argocd_application: if release_values_none {
+            conn.argocd_application("cilium").await.ok().flatten()
+        } else {
+            None
+        },
     }
 }
 

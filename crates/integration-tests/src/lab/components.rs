@@ -267,3 +267,67 @@ pub fn flux() -> Flux {
     }
     f
 }
+
+/// Argo CD (tests/components/argocd): its one binary and its install manifests.
+#[derive(Debug, Clone)]
+pub struct ArgoCd {
+    /// `.tools/argocd`: `bin/cmd`, `manifests/` (the module's).
+    pub dir: PathBuf,
+}
+
+impl ArgoCd {
+    /// The binary (its role follows `ARGOCD_BINARY_NAME`).
+    pub fn bin(&self) -> PathBuf {
+        self.dir.join("bin/cmd")
+    }
+
+    /// The CRD files (Application, ApplicationSet, AppProject).
+    pub fn crd_files(&self) -> Vec<PathBuf> {
+        [
+            "application-crd.yaml",
+            "applicationset-crd.yaml",
+            "appproject-crd.yaml",
+        ]
+        .iter()
+        .map(|f| self.dir.join("manifests/crds").join(f))
+        .collect()
+    }
+
+    /// The image's `/usr/local/bin` scripts (`git-verify-wrapper.sh`, `gpg-wrapper.sh`).
+    pub fn scripts(&self) -> PathBuf {
+        self.dir.join("usr/local/bin")
+    }
+
+    /// The default argocd-cm of its install manifests.
+    pub fn argocd_cm(&self) -> PathBuf {
+        self.dir.join("manifests/base/config/argocd-cm.yaml")
+    }
+}
+
+/// Argo CD and redis-server.
+///
+/// # Panics
+/// When one is missing.
+pub fn argocd() -> ArgoCd {
+    let a = ArgoCd {
+        dir: tools_dir().join("argocd"),
+    };
+    let mut missing: Vec<String> = a
+        .crd_files()
+        .into_iter()
+        .chain([
+            a.bin(),
+            a.argocd_cm(),
+            a.scripts().join("git-verify-wrapper.sh"),
+        ])
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !Path::new("/usr/bin/redis-server").is_file() {
+        missing.push("redis-server".into());
+    }
+    if !missing.is_empty() {
+        tools::missing(&missing.join(", "));
+    }
+    a
+}

@@ -219,6 +219,25 @@ impl Conn {
             }))
     }
 
+    /// The Argo CD Application tracking DaemonSet `name`: the part before the first `:` of its
+    /// `argocd.argoproj.io/tracking-id` annotation (`<app>:<group>/<kind>:<ns>/<name>`, with
+    /// `<namespace>_<app>` for Applications outside Argo CD's namespace). `None` when the
+    /// DaemonSet or the annotation is absent.
+    ///
+    /// # Errors
+    /// API errors.
+    pub(crate) async fn argocd_application(&self, name: &str) -> Result<Option<String>, KubeError> {
+        let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        Ok(api
+            .get_metadata_opt(name)
+            .await
+            .map_err(KubeError::api(""))?
+            .and_then(|d| d.metadata.annotations)
+            .and_then(|a| a.get("argocd.argoproj.io/tracking-id").cloned())
+            .and_then(|id| id.split(':').next().map(str::to_owned))
+            .filter(|app| !app.is_empty()))
+    }
+
     /// Deployment rollout state.
     ///
     /// # Errors
