@@ -10,4 +10,5 @@ pub mod flux;
 pub mod gitserver;
 pub mod lab;
 pub mod mesh;
+pub mod platform;
 pub mod tools;

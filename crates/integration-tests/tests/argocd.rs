@@ -8,7 +8,6 @@
 //! issue's limit: Flux first, Argo CD separately), one lab session.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use integration_tests::argocd::{self, ArgoCd, app_names, application, refresh, state};
@@ -16,6 +15,7 @@ use integration_tests::cli::{Run, bin};
 use integration_tests::flux::{self, documents, git};
 use integration_tests::lab::name;
 use integration_tests::mesh::{Mesh, MeshOptions, check};
+use integration_tests::platform::{Platform, publish_chart};
 use serde_json::{Value, json};
 
 const VERSION: &str = "1.16.19";
@@ -30,31 +30,6 @@ fn ok(m: &Mesh, r: &Run) {
         r.stderr,
         m.lab.logs(20)
     );
-}
-
-fn commit(work: &Path, bare: &Path, message: &str) -> String {
-    git(work, &["add", "-A"]);
-    git(work, &["commit", "-q", "--allow-empty", "-m", message]);
-    git(work, &["push", "-q", &bare.display().to_string(), "main"]);
-    git(work, &["rev-parse", "HEAD"])
-}
-
-fn render(m: &Mesh, work: &Path, extra: &[&str]) {
-    let out = work.join("clusters/mesh");
-    let out_s = out.display().to_string();
-    let mut args = vec!["render", "--out", out_s.as_str()];
-    args.extend(extra);
-    ok(m, &m.cmesh(bin(), &args));
-    for i in 0..m.lab.clusters.len() {
-        let c = name(i);
-        let sealed = work.join("clusters/mesh-sealed").join(&c);
-        std::fs::create_dir_all(&sealed).expect("sealed dir");
-        std::fs::copy(
-            out.join(&c).join("secrets.yaml"),
-            sealed.join("secrets.yaml"),
-        )
-        .expect("secrets.yaml");
-    }
 }
 
 /// Waits until `done` holds for every Application; on timeout panics with their status and
@@ -148,58 +123,29 @@ fn argo_cd_syncs_the_committed_tree() {
         std::fs::create_dir_all(root.join(d)).expect("git host dirs");
     }
     let url = format!("http://{}", argocd::GIT_ADDR);
+    publish_chart(&m, &root.join("charts"), &url);
     let chart = m.cilium.chart().display().to_string();
-    let charts = root.join("charts").display().to_string();
-    for args in [
-        vec!["package", chart.as_str(), "-d", charts.as_str()],
-        vec![
-            "repo",
-            "index",
-            charts.as_str(),
-            "--url",
-            &format!("{url}/charts"),
-        ],
-    ] {
-        let out = std::process::Command::new(&m.helm)
-            .args(&args)
-            .output()
-            .expect("helm");
-        assert!(
-            out.status.success(),
-            "helm {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
     let spec = m.dir().join("mesh.yaml");
-    let text = std::fs::read_to_string(&spec).expect("mesh.yaml");
-    std::fs::write(
-        &spec,
-        text.replacen("cilium:\n", &format!("cilium:\n  repo: {url}/charts\n"), 1),
-    )
-    .expect("mesh.yaml");
-    let work = m.dir().join("platform");
-    std::fs::create_dir_all(&work).expect("work tree");
-    git(&work, &["init", "-q"]);
-    let bare = root.join("git/platform.git");
-    git(
-        m.dir(),
-        &["init", "-q", "--bare", &bare.display().to_string()],
-    );
-    render(
+    let repo = Platform::init(&m, &root.join("git/platform.git"));
+    let work = repo.work.clone();
+    ok(
         &m,
-        &work,
-        &[
-            "--git-repo",
-            &format!("{url}/git/platform.git"),
-            "--git-revision",
-            "main",
-            "--git-path",
-            "clusters/mesh",
-            "--save",
-        ],
+        &repo.render(
+            &m,
+            bin(),
+            &[
+                "--git-repo",
+                &format!("{url}/git/platform.git"),
+                "--git-revision",
+                "main",
+                "--git-path",
+                "clusters/mesh",
+                "--save",
+            ],
+        ),
     );
-    let head = commit(&work, &bare, "cmesh render");
-    let tree = work.join("clusters/mesh");
+    let head = repo.commit("cmesh render");
+    let tree = repo.tree();
     let read = |p: &str| documents(&std::fs::read_to_string(tree.join(p)).expect(p));
     let cm_patch = read("argocd-config/argocd-cm-patch.yaml").remove(0);
 
@@ -352,13 +298,13 @@ fn argo_cd_syncs_the_committed_tree() {
         .iter()
         .map(|a| history(&application(&m, a).expect("app")))
         .collect();
-    render(&m, &work, &[]);
+    ok(&m, &repo.render(&m, bin(), &[]));
     assert_eq!(
         git(&work, &["status", "--porcelain"]),
         "",
         "a second render changed the tree"
     );
-    let head2 = commit(&work, &bare, "cmesh render (nothing changed)");
+    let head2 = repo.commit("cmesh render (nothing changed)");
     for a in app_names(&m) {
         refresh(&m, &a);
     }
@@ -435,7 +381,7 @@ fn argo_cd_syncs_the_committed_tree() {
         .iter()
         .map(|a| history(&application(&m, a).expect("app")))
         .collect();
-    render(&m, &work, &[]);
+    ok(&m, &repo.render(&m, bin(), &[]));
     // Only k8s02's files change (its values, and Flux's copy of them); no Argo CD object.
     let changed = git(&work, &["diff", "--name-only"]);
     let changed: Vec<&str> = changed.lines().collect();
@@ -446,7 +392,7 @@ fn argo_cd_syncs_the_committed_tree() {
                 .all(|f| f.contains("/k8s02/") && !f.contains("argocd")),
         "a change to k8s02 changed {changed:?}"
     );
-    let head3 = commit(&work, &bare, "k8s02: operator pod label");
+    let head3 = repo.commit("k8s02: operator pod label");
     for a in app_names(&m) {
         refresh(&m, &a);
     }

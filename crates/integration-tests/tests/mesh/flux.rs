@@ -7,13 +7,13 @@
 //! render + commit with nothing changed must leave every object as it was.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use integration_tests::flux::{self, Flux, condition, documents, git};
 use integration_tests::gitserver::GitServer;
 use integration_tests::lab::name;
 use integration_tests::mesh::Mesh;
+use integration_tests::platform::{Platform, publish_chart};
 use serde_json::Value;
 
 use super::{bin, code, healthy_again};
@@ -134,36 +134,6 @@ fn ready(o: Option<Value>) -> bool {
         .is_some_and(|(s, ..)| s == "True")
 }
 
-/// Commits everything in `work` (`--allow-empty`: a commit that changes nothing is what a CI
-/// job re-rendering on every merge produces) and pushes it to the host; the new commit.
-fn commit(work: &Path, bare: &Path, message: &str) -> String {
-    git(work, &["add", "-A"]);
-    git(work, &["commit", "-q", "--allow-empty", "-m", message]);
-    git(work, &["push", "-q", &bare.display().to_string(), "main"]);
-    git(work, &["rev-parse", "HEAD"])
-}
-
-/// Renders into the repository's `clusters/mesh` and puts each cluster's Secrets into the
-/// sealed path (`clusters/mesh-sealed/<cluster>/secrets.yaml`), as a user does before sealing
-/// them.
-fn render(m: &Mesh, work: &Path, extra: &[&str]) {
-    let out = work.join("clusters/mesh");
-    let out_s = out.display().to_string();
-    let mut args = vec!["render", "--out", out_s.as_str()];
-    args.extend(extra);
-    code(m, &m.cmesh(bin(), &args), 0);
-    for i in 0..m.lab.clusters.len() {
-        let c = name(i);
-        let sealed = work.join("clusters/mesh-sealed").join(&c);
-        std::fs::create_dir_all(&sealed).expect("sealed dir");
-        std::fs::copy(
-            out.join(&c).join("secrets.yaml"),
-            sealed.join("secrets.yaml"),
-        )
-        .expect("secrets.yaml");
-    }
-}
-
 /// Flux, given the tree's `flux/<cluster>/sync.yaml` and a git repository holding the
 /// rendered tree, installs the mesh: the Kustomizations become Ready in `dependsOn` order
 /// (Secrets first), the HelmRelease installs the chart from the lab's Helm repository with
@@ -175,53 +145,13 @@ pub(crate) fn flux_syncs_the_committed_tree(m: &Mesh) {
     let n = m.lab.clusters.len();
     let host = GitServer::start(&m.dir().join("git-host"));
     // The chart from the Go module cache as a Helm repository, as helm.cilium.io serves it.
-    let charts = host.root.join("charts");
-    let chart = m.cilium.chart().display().to_string();
-    let charts_s = charts.display().to_string();
-    for args in [
-        vec!["package", chart.as_str(), "-d", charts_s.as_str()],
-        vec![
-            "repo",
-            "index",
-            charts_s.as_str(),
-            "--url",
-            &format!("{}/charts", host.url),
-        ],
-    ] {
-        let out = std::process::Command::new(&m.helm)
-            .args(&args)
-            .output()
-            .expect("helm");
-        assert!(
-            out.status.success(),
-            "helm {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let spec = m.dir().join("mesh.yaml");
-    let text = std::fs::read_to_string(&spec).expect("mesh.yaml");
-    std::fs::write(
-        &spec,
-        text.replacen(
-            "cilium:\n",
-            &format!("cilium:\n  repo: {}/charts\n", host.url),
-            1,
-        ),
-    )
-    .expect("mesh.yaml");
-
-    let work = m.dir().join("platform");
-    std::fs::create_dir_all(&work).expect("work tree");
-    git(&work, &["init", "-q"]);
-    let bare = host.repo_dir("platform");
-    git(
-        m.dir(),
-        &["init", "-q", "--bare", &bare.display().to_string()],
-    );
+    publish_chart(m, &host.root.join("charts"), &host.url);
+    let repo = Platform::init(m, &host.repo_dir("platform"));
+    let work = repo.work.clone();
     let url = host.repo_url("platform");
-    render(
+    let rendered = repo.render(
         m,
-        &work,
+        bin(),
         &[
             "--git-repo",
             &url,
@@ -232,7 +162,8 @@ pub(crate) fn flux_syncs_the_committed_tree(m: &Mesh) {
             "--save",
         ],
     );
-    let head = commit(&work, &bare, "cmesh render");
+    code(m, &rendered, 0);
+    let head = repo.commit("cmesh render");
 
     let mut fluxes: Vec<Flux> = (0..n).map(|i| Flux::start(m, i)).collect();
     let started = Instant::now();
@@ -355,14 +286,14 @@ pub(crate) fn flux_syncs_the_committed_tree(m: &Mesh) {
     let before: Vec<_> = (0..n)
         .map(|i| snapshot(m, i, &secrets_by_cluster[i]))
         .collect();
-    render(m, &work, &[]);
+    code(m, &repo.render(m, bin(), &[]), 0);
     assert_eq!(
         git(&work, &["status", "--porcelain"]),
         "",
         "a second render changed the committed tree"
     );
     let again = Instant::now();
-    let head2 = commit(&work, &bare, "cmesh render (nothing changed)");
+    let head2 = repo.commit("cmesh render (nothing changed)");
     assert_ne!(head, head2);
     let token = format!("cmesh-lab-{}", head2);
     for i in 0..n {
