@@ -9,10 +9,8 @@
 //! is killed when the [`ArgoCd`] is dropped.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
@@ -20,7 +18,7 @@ use crate::flux::documents;
 use crate::lab::components;
 use crate::lab::kubelet::lab_bin;
 use crate::lab::name;
-use crate::lab::proc::{Proc, ProcSpec};
+use crate::lab::proc::{Group, Proc, ProcSpec};
 use crate::mesh::Mesh;
 
 /// Where the git host listens inside the first cluster's network namespace.
@@ -34,7 +32,7 @@ pub struct ArgoCd {
     pub dir: PathBuf,
     /// `http://127.0.0.1:8090`, as seen inside the first cluster's namespace.
     pub url: String,
-    procs: Vec<Proc>,
+    procs: Group,
 }
 
 /// A kubeconfig's file reference `key` (`certificate-authority`, `client-certificate`,
@@ -86,27 +84,7 @@ impl ArgoCd {
             .collect();
         m.kube(0, async |c| {
             let pp = PatchParams::apply("cmesh-lab-argocd").force();
-            let crd_api: Api<CustomResourceDefinition> = Api::all(c.clone());
-            for crd in &crds {
-                let n = crd["metadata"]["name"].as_str().unwrap_or_default();
-                crd_api.patch(n, &pp, &Patch::Apply(crd)).await?;
-            }
-            let deadline = Instant::now() + Duration::from_secs(60);
-            for crd in &crds {
-                let n = crd["metadata"]["name"].as_str().unwrap_or_default();
-                while !crd_api
-                    .get(n)
-                    .await?
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                {
-                    assert!(Instant::now() < deadline, "CRD {n} not established");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+            crate::lab::install_crds(c.clone(), &crds, "cmesh-lab-argocd").await?;
             let ns: Api<Namespace> = Api::all(c.clone());
             ns.patch(
                 "argocd",
@@ -238,10 +216,12 @@ impl ArgoCd {
                 ],
             ),
         ];
-        let procs = specs
-            .into_iter()
-            .map(|s| Proc::start(m.lab.spawner(), s))
-            .collect();
+        let procs = Group(
+            specs
+                .into_iter()
+                .map(|s| Proc::start(m.lab.spawner(), s))
+                .collect(),
+        );
         ArgoCd {
             dir,
             url: format!("http://{GIT_ADDR}"),
@@ -251,19 +231,12 @@ impl ArgoCd {
 
     /// The last `lines` lines of each process's log.
     pub fn logs(&self, lines: usize) -> String {
-        self.procs
-            .iter()
-            .map(|p| format!("--- {} ---\n{}\n", p.spec.name, p.log_tail(lines)))
-            .collect()
+        self.procs.logs(lines)
     }
 
     /// Panics with the logs when a process has exited.
     pub fn assert_running(&mut self) {
-        for p in &mut self.procs {
-            if let Some(s) = p.exited() {
-                panic!("{} exited ({s}):\n{}", p.spec.name, p.log_tail(40));
-            }
-        }
+        self.procs.assert_running();
     }
 }
 

@@ -8,16 +8,14 @@
 //! thread, see [`crate::lab::proc`]).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::lab::components::{self, FLUX_CONTROLLERS};
 use crate::lab::name;
-use crate::lab::proc::{Proc, ProcSpec};
+use crate::lab::proc::{Group, Proc, ProcSpec};
 use crate::mesh::Mesh;
 
 /// YAML documents of `text` as JSON (empty documents left out).
@@ -49,7 +47,7 @@ pub struct Flux {
     pub cluster: usize,
     /// Logs and source-controller's storage.
     pub dir: PathBuf,
-    procs: Vec<Proc>,
+    procs: Group,
 }
 
 impl Flux {
@@ -66,31 +64,8 @@ impl Flux {
             .flat_map(|p| documents(&std::fs::read_to_string(p).expect("CRD file")))
             .collect();
         m.kube(i, async |c| {
-            let api: Api<CustomResourceDefinition> = Api::all(c.clone());
+            crate::lab::install_crds(c.clone(), &crds, "cmesh-lab-flux").await?;
             let pp = PatchParams::apply("cmesh-lab-flux").force();
-            for crd in &crds {
-                let n = crd["metadata"]["name"].as_str().unwrap_or_default();
-                api.patch(n, &pp, &Patch::Apply(crd)).await?;
-            }
-            let deadline = Instant::now() + Duration::from_secs(60);
-            for crd in &crds {
-                let n = crd["metadata"]["name"].as_str().unwrap_or_default();
-                loop {
-                    let established = api
-                        .get(n)
-                        .await?
-                        .status
-                        .and_then(|s| s.conditions)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    if established {
-                        break;
-                    }
-                    assert!(Instant::now() < deadline, "CRD {n} not established");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
             let ns: Api<Namespace> = Api::all(c);
             ns.patch(
                 "flux-system",
@@ -147,32 +122,23 @@ impl Flux {
         Flux {
             cluster: i,
             dir,
-            procs,
+            procs: Group(procs),
         }
     }
 
     /// The last `lines` lines of each controller's log.
     pub fn logs(&self, lines: usize) -> String {
-        self.procs
-            .iter()
-            .map(|p| format!("--- {} ---\n{}\n", p.spec.name, p.log_tail(lines)))
-            .collect()
+        self.procs.logs(lines)
     }
 
     /// Panics with the logs when a controller has exited.
     pub fn assert_running(&mut self) {
-        for p in &mut self.procs {
-            if let Some(s) = p.exited() {
-                panic!("{} exited ({s}):\n{}", p.spec.name, p.log_tail(40));
-            }
-        }
+        self.procs.assert_running();
     }
 
     /// Stops the controllers (what is reconciled stays as it is).
     pub fn stop(&mut self) {
-        for p in &mut self.procs {
-            p.kill();
-        }
+        self.procs.stop();
     }
 
     /// A controller's whole log.

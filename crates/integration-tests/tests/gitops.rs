@@ -10,7 +10,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use integration_tests::cli::bin;
 use integration_tests::cli::{self, Run};
@@ -18,7 +17,6 @@ use integration_tests::flux::documents;
 use integration_tests::lab::components::{self, GITOPS_CRDS, GitOps};
 use integration_tests::lab::{Lab, LabOptions};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, ValidationDirective,
 };
@@ -62,35 +60,9 @@ impl Server {
             .collect();
         let client = self.client();
         self.lab.rt.block_on(async move {
-            let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-            for crd in &crds {
-                let name = crd["metadata"]["name"].as_str().unwrap();
-                api.patch(
-                    name,
-                    &PatchParams::apply("cmesh-gitops-test").force(),
-                    &Patch::Apply(crd),
-                )
+            integration_tests::lab::install_crds(client.clone(), &crds, "cmesh-gitops-test")
                 .await
-                .unwrap_or_else(|e| panic!("installing CRD {name}: {e}"));
-            }
-            let deadline = Instant::now() + Duration::from_secs(60);
-            for crd in &crds {
-                let name = crd["metadata"]["name"].as_str().unwrap();
-                loop {
-                    let c = api.get(name).await.expect("CRD");
-                    let established = c
-                        .status
-                        .and_then(|s| s.conditions)
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    if established {
-                        break;
-                    }
-                    assert!(Instant::now() < deadline, "CRD {name} not established");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+                .unwrap_or_else(|e| panic!("installing CRDs: {e}"));
             let ns: Api<Namespace> = Api::all(client);
             for n in ["argocd", "flux-system"] {
                 ns.patch(

@@ -925,3 +925,42 @@ async fn wait_nodes_ready(c: &Cluster, timeout: Duration) -> Result<(), String> 
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
+
+/// Server-side applies `crds` (as `manager`) and waits up to a minute until each is
+/// Established: what an installer does before its controllers start.
+///
+/// # Errors
+/// API errors.
+///
+/// # Panics
+/// When a CRD is not established within a minute.
+pub async fn install_crds(
+    client: kube::Client,
+    crds: &[serde_json::Value],
+    manager: &str,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    let pp = kube::api::PatchParams::apply(manager).force();
+    for crd in crds {
+        let n = crd["metadata"]["name"].as_str().unwrap_or_default();
+        api.patch(n, &pp, &kube::api::Patch::Apply(crd)).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for crd in crds {
+        let n = crd["metadata"]["name"].as_str().unwrap_or_default();
+        while !api
+            .get(n)
+            .await?
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+        {
+            assert!(Instant::now() < deadline, "CRD {n} not established");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

@@ -197,3 +197,33 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// Processes started together (one controller set), reported together.
+#[derive(Default)]
+pub struct Group(pub Vec<Proc>);
+
+impl Group {
+    /// The last `lines` lines of each process's log.
+    pub fn logs(&self, lines: usize) -> String {
+        self.0
+            .iter()
+            .map(|p| format!("--- {} ---\n{}\n", p.spec.name, p.log_tail(lines)))
+            .collect()
+    }
+
+    /// Panics with its log when a process has exited.
+    pub fn assert_running(&mut self) {
+        for p in &mut self.0 {
+            if let Some(s) = p.exited() {
+                panic!("{} exited ({s}):\n{}", p.spec.name, p.log_tail(40));
+            }
+        }
+    }
+
+    /// Kills every process.
+    pub fn stop(&mut self) {
+        for p in &mut self.0 {
+            p.kill();
+        }
+    }
+}

@@ -22,19 +22,24 @@ const HR: &str = "helm.toolkit.fluxcd.io/v2";
 const KS: &str = "kustomize.toolkit.fluxcd.io/v1";
 const SRC: &str = "source.toolkit.fluxcd.io/v1";
 
+/// The Flux objects of cluster `c`'s sync.yaml and release.yaml: (apiVersion, kind, name).
+fn flux_objects(c: &str) -> [(&'static str, &'static str, String); 5] {
+    [
+        (SRC, "GitRepository", "cilium-lab".to_string()),
+        (SRC, "HelmRepository", "cilium".to_string()),
+        (KS, "Kustomization", format!("cilium-{c}-secrets")),
+        (KS, "Kustomization", format!("cilium-{c}")),
+        (HR, "HelmRelease", format!("cilium-{c}")),
+    ]
+}
+
 /// Everything that a reconciliation changing nothing must leave as it is, per cluster: the Flux
 /// objects' generations, the values ConfigMap, the Helm release Secret, the cluster Secrets
 /// from the sealed path, and the chart's main objects.
 fn snapshot(m: &Mesh, i: usize, secrets: &[String]) -> BTreeMap<String, String> {
     let c = name(i);
     let mut out = BTreeMap::new();
-    for (api, kind, n) in [
-        (SRC, "GitRepository", "cilium-lab".to_string()),
-        (SRC, "HelmRepository", "cilium".to_string()),
-        (KS, "Kustomization", format!("cilium-{c}-secrets")),
-        (KS, "Kustomization", format!("cilium-{c}")),
-        (HR, "HelmRelease", format!("cilium-{c}")),
-    ] {
+    for (api, kind, n) in flux_objects(&c) {
         let o = flux::get(m, i, api, kind, "flux-system", &n)
             .unwrap_or_else(|| panic!("{c}: no {kind} {n}"));
         out.insert(
@@ -108,13 +113,7 @@ fn until(m: &Mesh, fluxes: &mut [Flux], what: &str, secs: u64, done: impl Fn(usi
             let mut why = String::new();
             for (i, f) in fluxes.iter().enumerate() {
                 let c = name(i);
-                for (api, kind, n) in [
-                    (SRC, "GitRepository", "cilium-lab".to_string()),
-                    (SRC, "HelmRepository", "cilium".to_string()),
-                    (KS, "Kustomization", format!("cilium-{c}-secrets")),
-                    (KS, "Kustomization", format!("cilium-{c}")),
-                    (HR, "HelmRelease", format!("cilium-{c}")),
-                ] {
+                for (api, kind, n) in flux_objects(&c) {
                     let o = flux::get(m, i, api, kind, "flux-system", &n);
                     why.push_str(&format!(
                         "{c} {kind}/{n}: {}\n",
