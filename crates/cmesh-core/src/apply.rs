@@ -240,6 +240,27 @@ pub fn workloads(phase: Phase) -> Vec<Workload> {
     w
 }
 
+/// How many of a DaemonSet's `desired` pods a restart deletes at once: its rolling update's
+/// `maxUnavailable` (`"2"` or `"25%"`, rounded down as Kubernetes does), at least one; one when
+/// it has none.
+///
+/// apply restarts the agents by deleting their pods in such batches, not by patching the pod
+/// template as `kubectl rollout restart` does: the charts render the template's `annotations:`
+/// empty, so Helm's next upgrade removes a `restartedAt` annotation again and rolls every agent
+/// a second time, unplanned (seen on the lab with 1.16.19: the upgrade that dropped a peer
+/// rolled the agents of the one cluster a restart had annotated before).
+pub fn restart_batch(max_unavailable: Option<&str>, desired: i64) -> usize {
+    let n = match max_unavailable.map(str::trim) {
+        Some(p) if p.ends_with('%') => p
+            .trim_end_matches('%')
+            .parse::<i64>()
+            .map_or(1, |pct| desired.saturating_mul(pct) / 100),
+        Some(n) => n.parse::<i64>().unwrap_or(1),
+        None => 1,
+    };
+    usize::try_from(n.max(1)).unwrap_or(1)
+}
+
 /// The restart-relevant paths where `values` differ from the release's `previous` values.
 pub fn restart_changes(previous: Option<&Value>, values: &Value) -> Vec<String> {
     previous
@@ -251,6 +272,113 @@ pub fn restart_changes(previous: Option<&Value>, values: &Value) -> Vec<String> 
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The peers in `clustermesh.config.clusters` by name, each with its entry: a list of
+/// `{name: …}`, or from 1.19 a map by name (an entry `enabled: false` is no peer).
+pub fn peer_entries(values: Option<&Value>) -> BTreeMap<String, &Value> {
+    match values.and_then(|v| v.get(&["clustermesh", "config", "clusters"])) {
+        Some(Value::Seq(items)) => items
+            .iter()
+            .filter_map(|i| Some((i.get(&["name"]).and_then(Value::as_str)?.to_owned(), i)))
+            .collect(),
+        Some(Value::Map(m)) => m
+            .iter()
+            .filter(|(_, v)| v.get(&["enabled"]).and_then(Value::as_bool) != Some(false))
+            .map(|(k, v)| (k.clone(), v))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// The peers `values` drops when that is all that changes for the agents: the restart-relevant
+/// differences from `previous` are all in `clustermesh.config.clusters`, some peers are gone
+/// and every peer left is exactly as it was. `None` otherwise.
+///
+/// Such a change needs no restart, and a restart is what hurts: an agent watches its
+/// clustermesh configuration directory and lets a removed peer go by itself once kubelet
+/// updates the Secret's volume (Cilium's `pkg/clustermesh/common/config.go`), withdrawing
+/// that peer's Service backends before the routes to its pods; an agent restarted instead
+/// restores the dropped peer's backends from its maps and keeps sending requests to them, with
+/// no route left, until it prunes them (on the lab: up to 3 failed requests in 1,100 while a
+/// cluster left, docs/day2.md). Apply then waits until the agents no longer list the peer.
+pub fn dropped_peers(previous: Option<&Value>, values: &Value) -> Option<Vec<String>> {
+    let previous = previous?;
+    let outside = restart_changes(Some(previous), values)
+        .into_iter()
+        .filter(|p| !is_certificate_value(p))
+        .any(|p| {
+            p != "clustermesh.config.clusters" && !p.starts_with("clustermesh.config.clusters.")
+        });
+    if outside {
+        return None;
+    }
+    let (before, after) = (peer_entries(Some(previous)), peer_entries(Some(values)));
+    let kept = after.iter().all(|(n, e)| before.get(n) == Some(e));
+    let gone: Vec<String> = before
+        .keys()
+        .filter(|n| !after.contains_key(*n))
+        .cloned()
+        .collect();
+    (kept && !gone.is_empty()).then_some(gone)
+}
+
+/// What one agent (`cilium-dbg status`, JSON or text) or KVStoreMesh (`kvstoremesh-dbg
+/// status -o json`) pod reported, for [`holding_dropped`].
+#[derive(Debug, Clone)]
+pub struct PeerReport {
+    /// The pod.
+    pub pod: String,
+    /// A KVStoreMesh report rather than an agent's.
+    pub kvstoremesh: bool,
+    /// Its output, or why it could not be read.
+    pub output: Result<String, String>,
+}
+
+/// Who still holds on to a dropped peer: one line per pod whose report names one of
+/// `dropped`, lists more than `peers` remote clusters (the text form of Cilium 1.14 names
+/// only the clusters that are not ready), or could not be read. Empty once every agent and
+/// KVStoreMesh let them go.
+pub fn holding_dropped(dropped: &[String], peers: usize, reports: &[PeerReport]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in reports {
+        let what = if r.kvstoremesh {
+            "KVStoreMesh"
+        } else {
+            "agent"
+        };
+        let listed: Result<(Vec<String>, usize), String> = match &r.output {
+            Err(e) => Err(e.clone()),
+            Ok(text) if r.kvstoremesh => crate::status::parse::kvstoremesh_status(text)
+                .map(|l| (l.iter().map(|m| m.name.clone()).collect(), l.len())),
+            Ok(text) => Ok(crate::status::parse::cilium_status_any(text).map_or(
+                (Vec::new(), 0),
+                |s| {
+                    let n = s.total as usize;
+                    (s.clusters.into_iter().map(|c| c.name).collect(), n)
+                },
+            )),
+        };
+        match listed {
+            Err(e) => out.push(format!("{what} {}: {e}", r.pod)),
+            Ok((names, total)) => {
+                let held: Vec<&str> = dropped
+                    .iter()
+                    .filter(|d| names.contains(d))
+                    .map(String::as_str)
+                    .collect();
+                if !held.is_empty() {
+                    out.push(format!("{what} {} still lists {}", r.pod, held.join(", ")));
+                } else if total > peers {
+                    out.push(format!(
+                        "{what} {} lists {total} remote clusters, {peers} expected",
+                        r.pod
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Whether to restart the agents after the rollout.
@@ -289,6 +417,12 @@ pub fn restart(
     }
     if rolled_by_chart {
         return Restart::Skip("the chart's upgrade already restarted every agent".into());
+    }
+    if let Some(gone) = dropped_peers(previous, values) {
+        return Restart::Skip(format!(
+            "only peers dropped ({}): the agents let them go without a restart",
+            gone.join(", ")
+        ));
     }
     Restart::Restart(format!("{} changed", first_paths(&changed)))
 }
@@ -580,6 +714,155 @@ pub(crate) mod tests {
             restart(Some(&base), &debug, none, true),
             Restart::Skip("no change".into())
         );
+    }
+
+    #[test]
+    fn agents_let_dropped_peers_go_without_a_restart() {
+        let mesh = |peers: serde_json::Value| {
+            v(serde_json::json!({
+                "cluster": {"name": "k8s01", "id": 1},
+                "clustermesh": {"useAPIServer": true, "config": {"clusters": peers}}
+            }))
+        };
+        let p = |n: &str, ip: &str| serde_json::json!({"name": n, "port": 2379, "ips": [ip]});
+        let three = mesh(serde_json::json!([
+            p("k8s02", "10.0.0.2"),
+            p("k8s03", "10.0.0.3")
+        ]));
+        let two = mesh(serde_json::json!([p("k8s03", "10.0.0.3")]));
+        let none = SecretChange::default();
+        assert_eq!(
+            dropped_peers(Some(&three), &two),
+            Some(vec!["k8s02".into()])
+        );
+        assert_eq!(
+            restart(Some(&three), &two, none, false),
+            Restart::Skip(
+                "only peers dropped (k8s02): the agents let them go without a restart".into()
+            )
+        );
+        // Certificates changing along with the drop change nothing to that.
+        let mut rotated = two.clone();
+        rotated.set(&["tls", "ca", "cert"], "Ym90aA==");
+        assert_eq!(
+            dropped_peers(Some(&three), &rotated),
+            Some(vec!["k8s02".into()])
+        );
+        // A peer gained, a peer that stays but changed, or anything else the agents read at
+        // start: a restart, as before.
+        let swapped = mesh(serde_json::json!([
+            p("k8s03", "10.0.0.3"),
+            p("k8s04", "10.0.0.4")
+        ]));
+        let moved = mesh(serde_json::json!([p("k8s03", "10.0.0.9")]));
+        let mut renamed = two.clone();
+        renamed.set(&["cluster", "id"], 7u32);
+        for (what, after) in [
+            ("a peer gained", &swapped),
+            ("a peer moved", &moved),
+            ("cluster.id", &renamed),
+        ] {
+            assert_eq!(dropped_peers(Some(&three), after), None, "{what}");
+            assert!(
+                matches!(
+                    restart(Some(&three), after, none, false),
+                    Restart::Restart(_)
+                ),
+                "{what}"
+            );
+        }
+        // Gaining a peer is no drop; no release before is no drop.
+        assert_eq!(dropped_peers(Some(&two), &three), None);
+        assert_eq!(dropped_peers(None, &two), None);
+        // The 1.19+ map form, where a peer may also be disabled.
+        let map = |peers: serde_json::Value| {
+            v(serde_json::json!({"clustermesh": {"config": {"clusters": peers}}}))
+        };
+        let e = |ip: &str| serde_json::json!({"port": 2379, "ips": [ip]});
+        let before = map(serde_json::json!({"k8s02": e("10.0.0.2"), "k8s03": e("10.0.0.3")}));
+        let after = map(serde_json::json!({"k8s03": e("10.0.0.3")}));
+        assert_eq!(
+            dropped_peers(Some(&before), &after),
+            Some(vec!["k8s02".into()])
+        );
+        let mut disabled = before.clone();
+        disabled.set(
+            &["clustermesh", "config", "clusters", "k8s02", "enabled"],
+            false,
+        );
+        assert_eq!(peer_entries(Some(&disabled)).len(), 1);
+    }
+
+    #[test]
+    fn a_dropped_peer_is_let_go_once_no_agent_or_kvstoremesh_lists_it() {
+        let dropped = vec!["k8s02".to_owned()];
+        let agent = |pod: &str, out: &str| PeerReport {
+            pod: pod.into(),
+            kvstoremesh: false,
+            output: Ok(out.into()),
+        };
+        let json = |names: &[&str]| {
+            let clusters: Vec<_> = names
+                .iter()
+                .map(|n| serde_json::json!({"name": n, "ready": true, "connected": true}))
+                .collect();
+            serde_json::json!({"cluster-mesh": {"clusters": clusters}}).to_string()
+        };
+        let kvs = |pod: &str, names: &[&str]| PeerReport {
+            pod: pod.into(),
+            kvstoremesh: true,
+            output: Ok(serde_json::Value::Array(
+                names
+                    .iter()
+                    .map(|n| serde_json::json!({"name": n, "ready": true}))
+                    .collect(),
+            )
+            .to_string()),
+        };
+        let done = [
+            agent("cilium-a", &json(&["k8s03"])),
+            kvs("clustermesh-apiserver-x", &["k8s03"]),
+        ];
+        assert!(holding_dropped(&dropped, 1, &done).is_empty());
+        let held = [
+            agent("cilium-a", &json(&["k8s02", "k8s03"])),
+            agent(
+                "cilium-b",
+                "ClusterMesh:   2/2 remote clusters ready, 0 global-services\n",
+            ),
+            kvs("clustermesh-apiserver-x", &["k8s02", "k8s03"]),
+            PeerReport {
+                pod: "cilium-c".into(),
+                kvstoremesh: false,
+                output: Err("exec timed out".into()),
+            },
+        ];
+        assert_eq!(
+            holding_dropped(&dropped, 1, &held),
+            [
+                "agent cilium-a still lists k8s02",
+                "agent cilium-b lists 2 remote clusters, 1 expected",
+                "KVStoreMesh clustermesh-apiserver-x still lists k8s02",
+                "agent cilium-c: exec timed out",
+            ]
+        );
+        // The text form names no ready cluster: its count decides.
+        let text = [agent(
+            "cilium-b",
+            "ClusterMesh:   1/1 remote clusters ready, 0 global-services\n",
+        )];
+        assert!(holding_dropped(&dropped, 1, &text).is_empty());
+    }
+
+    #[test]
+    fn a_restart_deletes_as_many_pods_at_once_as_may_be_unavailable() {
+        assert_eq!(restart_batch(None, 10), 1);
+        assert_eq!(restart_batch(Some("2"), 10), 2);
+        assert_eq!(restart_batch(Some("25%"), 10), 2);
+        assert_eq!(restart_batch(Some("10%"), 3), 1, "at least one");
+        assert_eq!(restart_batch(Some("0"), 3), 1, "at least one");
+        assert_eq!(restart_batch(Some("100%"), 4), 4);
+        assert_eq!(restart_batch(Some("x"), 4), 1);
     }
 
     #[test]

@@ -509,19 +509,7 @@ pub fn value_changes(old: Option<&Value>, new: &Value) -> Vec<ValueChange> {
 /// The peers named in `clustermesh.config.clusters` (a list of `{name: …}`, or from 1.19 a
 /// map by name).
 pub fn peer_names(values: Option<&Value>) -> BTreeSet<String> {
-    match values.and_then(|v| v.get(&["clustermesh", "config", "clusters"])) {
-        Some(Value::Seq(items)) => items
-            .iter()
-            .filter_map(|i| i.get(&["name"]).and_then(Value::as_str))
-            .map(str::to_owned)
-            .collect(),
-        Some(Value::Map(m)) => m
-            .iter()
-            .filter(|(_, v)| v.get(&["enabled"]).and_then(Value::as_bool) != Some(false))
-            .map(|(k, _)| k.clone())
-            .collect(),
-        _ => BTreeSet::new(),
-    }
+    decide::peer_entries(values).into_keys().collect()
 }
 
 fn peer_changes(old: Option<&Value>, new: &Value) -> (Vec<String>, Vec<String>) {

@@ -154,7 +154,7 @@ fn a_meshed_cluster_with_nothing_to_change_plans_nothing() {
 }
 
 #[test]
-fn a_peer_joining_or_leaving_changes_the_list_and_restarts_the_agents() {
+fn a_peer_joining_changes_the_list_and_restarts_the_agents_one_leaving_does_not() {
     let mesh = artifacts(mesh_values(&["b", "d"]), vec![]);
     let observed = Observed {
         release: deployed(),
@@ -172,6 +172,12 @@ fn a_peer_joining_or_leaving_changes_the_list_and_restarts_the_agents() {
         ["clustermesh.config.clusters"]
     );
     assert_eq!(restarts(&p), [(Some(Phase::Mesh), "cilium")]);
+    // A peer only dropped: the agents let it go without a restart.
+    let fewer = artifacts(mesh_values(&["b"]), vec![]);
+    let p = plan_cluster("a", &[(Phase::Mesh, &fewer)], Ok(&observed), &OPTS);
+    assert_eq!(actions(&p), [(Some(Phase::Mesh), "upgrade")]);
+    assert_eq!(p.peers_removed, ["c"]);
+    assert!(restarts(&p).is_empty(), "{:?}", p.restarts);
 }
 
 #[test]

@@ -186,6 +186,7 @@ pub(crate) fn run(
         request_timeout: args.request_timeout.0,
         skip_base_when_meshed: args.phase.is_none(),
         trust_replaced: false,
+        ask_kvstoremesh: crate::live::status::asks_kvstoremesh(spec).is_some(),
     };
     let runtime = super::common::runtime()?;
     let base_dir = loaded.input.base_dir.clone();
@@ -758,6 +759,7 @@ pub(crate) fn disconnect(
         request_timeout: args.request_timeout.0,
         skip_base_when_meshed: false,
         trust_replaced: false,
+        ask_kvstoremesh: false,
     };
     let names = vec![args.name.clone()];
     let reporter = Arc::new(ui::progress::Reporter::new(

@@ -1,8 +1,9 @@
 //! `cmesh apply`, the effects: for each phase in order (base completes on every cluster before
 //! mesh starts on any), for every cluster concurrently: pre-create Secrets by server-side
 //! apply, `helm upgrade --install`, wait for the rollouts, and restart the agents when an
-//! existing release's mesh configuration or certificates changed (the article deletes the
-//! pods by hand). A cluster that fails is reported; the others carry on.
+//! existing release's mesh configuration changed, by deleting their pods as the article does
+//! (not through the pod template, which Helm's next upgrade would reset, rolling them again).
+//! A cluster that fails is reported; the others carry on.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ pub(crate) struct Options {
     /// The trusted CAs are being replaced with no CA in common: agents restart after
     /// clustermesh-apiserver ([`decide::restart_after_replacement`]).
     pub trust_replaced: bool,
+    /// KVStoreMesh runs and answers `kvstoremesh-dbg`: a dropped peer is waited for there too.
+    pub ask_kvstoremesh: bool,
 }
 
 /// What to install per cluster and phase.
@@ -273,6 +276,25 @@ async fn apply_phase(
         )
     {
         return (steps, None);
+    }
+    // 4b. Peers dropped without a restart: the agents let them go once kubelet updates their
+    // clustermesh Secret's volume; the peers' disconnection waits for that.
+    if let Some(dropped) = decide::dropped_peers(chart.previous.as_ref(), &a.values) {
+        let peers = decide::peer_entries(Some(&a.values)).len();
+        let t = Instant::now();
+        let waited = wait_dropped(conn, &dropped, peers, opts, progress, Some(phase)).await;
+        let ok = waited.is_ok();
+        if push(
+            at.step(
+                "drop-peers",
+                StepOutcome::of(ok),
+                waited.unwrap_or_else(|e| e),
+                t,
+            ),
+            &mut steps,
+        ) {
+            return (steps, None);
+        }
     }
     // 5. clustermesh-apiserver's etcd reads the trusted CAs only at start.
     if phase == Phase::Mesh {
@@ -509,8 +531,9 @@ async fn upgrade_install(
         .map_err(|e| e.to_string())
 }
 
-/// Carries out a restart decision for `workload`: `kubectl rollout restart`, then waits for
-/// the rollout.
+/// Carries out a restart decision for `workload`: the agents' pods deleted batch by batch
+/// ([`restart_pods`]), a Deployment restarted as `kubectl rollout restart` does; then waits
+/// for the rollout.
 async fn restart_workload(
     at: &At<'_>,
     step: &'static str,
@@ -529,17 +552,79 @@ async fn restart_workload(
     };
     at.working(&format!("restarting {}", workload.name));
     let t = Instant::now();
-    let stamp = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let result = match at.conn.rollout_restart(workload, &stamp).await {
-        Ok(()) => wait_rollouts(at.conn, &[workload], opts, at.progress, at.phase)
+    let restarted = if workload.daemonset {
+        restart_pods(at, workload, opts)
             .await
-            .map(|d| format!("{why}: restarted, {d}")),
-        Err(e) => Err(format!("rollout restart: {e}")),
+            .map(|n| format!("restarted ({n} pods)"))
+    } else {
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        at.conn
+            .rollout_restart_deployment(workload.name, &stamp)
+            .await
+            .map(|()| "restarted".to_owned())
+            .map_err(|e| format!("rollout restart: {e}"))
+    };
+    let result = match restarted {
+        Ok(done) => wait_rollouts(at.conn, &[workload], opts, at.progress, at.phase)
+            .await
+            .map(|d| format!("{why}: {done}, {d}")),
+        Err(e) => Err(e),
     };
     let ok = result.is_ok();
     at.step(step, StepOutcome::of(ok), result.unwrap_or_else(|e| e), t)
+}
+
+/// Restarts DaemonSet `workload` by deleting its pods, as many at a time as may be unavailable
+/// ([`decide::restart_batch`]), each batch replaced and the DaemonSet ready again before the
+/// next; the pod template is left as the chart made it. Returns how many pods were deleted.
+async fn restart_pods(at: &At<'_>, workload: Workload, opts: &Options) -> Result<usize, String> {
+    let deadline = Instant::now() + opts.timeout;
+    let (pods, batch) = at
+        .conn
+        .daemonset_pods(workload.name)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (i, chunk) in pods.chunks(batch).enumerate() {
+        for (name, uid) in chunk {
+            at.conn
+                .delete_pod(name, uid)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        loop {
+            let (now, _) = at
+                .conn
+                .daemonset_pods(workload.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let old_left = now.iter().any(|(_, u)| chunk.iter().any(|(_, c)| c == u));
+            let ready = matches!(
+                at.conn.daemonset(workload.name).await,
+                Ok(Some(r)) if r.complete()
+            );
+            if !old_left && ready {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{}: pods of batch {} not replaced and ready after {}s",
+                    workload.name,
+                    i + 1,
+                    opts.timeout.as_secs()
+                ));
+            }
+            at.working(&format!(
+                "restarting {}: {} of {} pods",
+                workload.name,
+                (i * batch + chunk.len()).min(pods.len()),
+                pods.len()
+            ));
+            tokio::time::sleep(opts.poll).await;
+        }
+    }
+    Ok(pods.len())
 }
 
 /// Waits until every workload has rolled out and is ready; `Err` names what is not.
@@ -590,6 +675,82 @@ async fn wait_rollouts(
         progress.working(
             &conn.name,
             &format!("{}: waiting for {text}", phase_word(phase)),
+        );
+        tokio::time::sleep(opts.poll).await;
+    }
+}
+
+/// Waits until no agent (and no KVStoreMesh, when asked) of `conn`'s cluster lists a peer of
+/// `dropped` and none lists more than `peers`; `Err` names who still does after `--timeout`.
+async fn wait_dropped(
+    conn: &Conn,
+    dropped: &[String],
+    peers: usize,
+    opts: &Options,
+    progress: &dyn Progress,
+    phase: Option<Phase>,
+) -> Result<String, String> {
+    let t = Instant::now();
+    let deadline = t + opts.timeout;
+    loop {
+        let mut reports = Vec::new();
+        match conn.agent_pods().await {
+            Ok(pods) => {
+                use futures_util::StreamExt;
+                let asked: Vec<decide::PeerReport> = futures_util::stream::iter(pods)
+                    .map(|(pod, _)| async move {
+                        let output = crate::live::status::cilium_json(conn, &pod, &["status"])
+                            .await
+                            .map_err(|e| e.to_string());
+                        decide::PeerReport {
+                            pod,
+                            kvstoremesh: false,
+                            output,
+                        }
+                    })
+                    .buffered(8)
+                    .collect()
+                    .await;
+                reports.extend(asked);
+            }
+            Err(e) => reports.push(decide::PeerReport {
+                pod: "(listing agents)".into(),
+                kvstoremesh: false,
+                output: Err(e.to_string()),
+            }),
+        }
+        if opts.ask_kvstoremesh {
+            reports.extend(crate::live::status::kvstoremesh_status(conn).await);
+        }
+        let held = decide::holding_dropped(dropped, peers, &reports);
+        if held.is_empty() {
+            return Ok(format!(
+                "{} let go by every agent{} after {:.1}s, without a restart",
+                dropped.join(", "),
+                if opts.ask_kvstoremesh {
+                    " and KVStoreMesh"
+                } else {
+                    ""
+                },
+                t.elapsed().as_secs_f64()
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} still held after {}s: {}; kubelet has not updated the clustermesh Secret's volume: restart the agents (`kubectl -n kube-system rollout restart ds/cilium`) and re-run",
+                dropped.join(", "),
+                opts.timeout.as_secs(),
+                held.join("; ")
+            ));
+        }
+        progress.working(
+            &conn.name,
+            &format!(
+                "{}: waiting for the agents to let {} go ({})",
+                phase_word(phase),
+                dropped.join(", "),
+                held.join("; ")
+            ),
         );
         tokio::time::sleep(opts.poll).await;
     }

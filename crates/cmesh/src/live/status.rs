@@ -21,6 +21,15 @@ use cmesh_core::value::Value;
 use crate::live::helm::{Helm, Target};
 use crate::live::kube::{Conn, KubeError};
 
+/// What KVStoreMesh is asked, as cilium-cli asks it.
+const KVSTOREMESH_STATUS: [&str; 5] = [
+    "clustermesh-apiserver",
+    "kvstoremesh-dbg",
+    "status",
+    "-o",
+    "json",
+];
+
 /// How many agents are asked at the same time, per cluster.
 const AGENTS_AT_ONCE: usize = 8;
 
@@ -47,7 +56,11 @@ async fn cilium(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, KubeErr
 
 /// A cilium CLI command in Cilium's machine-readable form (`-o json`), its text form when the
 /// agent cannot give JSON.
-async fn cilium_json(conn: &Conn, pod: &str, args: &[&str]) -> Result<String, KubeError> {
+pub(crate) async fn cilium_json(
+    conn: &Conn,
+    pod: &str,
+    args: &[&str],
+) -> Result<String, KubeError> {
     let mut json = args.to_vec();
     json.extend_from_slice(&["-o", "json"]);
     match cilium(conn, pod, &json).await {
@@ -99,19 +112,7 @@ async fn kvstoremesh(conn: &Conn, peers: usize) -> Vec<MeshObs> {
         Ok(pods) => {
             let mut out = Vec::new();
             for p in pods.into_iter().filter(|p| !p.terminating) {
-                let status = conn
-                    .exec(
-                        &p.name,
-                        "kvstoremesh",
-                        &[
-                            "clustermesh-apiserver",
-                            "kvstoremesh-dbg",
-                            "status",
-                            "-o",
-                            "json",
-                        ],
-                    )
-                    .await;
+                let status = conn.exec(&p.name, "kvstoremesh", &KVSTOREMESH_STATUS).await;
                 // Each unreachable peer costs its own dial timeout.
                 let bound = conn.timeout + Duration::from_secs(3 * peers as u64 + 2);
                 let troubleshoot = conn
@@ -141,6 +142,32 @@ async fn kvstoremesh(conn: &Conn, peers: usize) -> Vec<MeshObs> {
             status: Err(e.to_string()),
             troubleshoot: Err(e.to_string()),
         }],
+    }
+}
+
+/// Each clustermesh-apiserver pod's `kvstoremesh-dbg status -o json`, as one report each.
+pub(crate) async fn kvstoremesh_status(conn: &Conn) -> Vec<cmesh_core::apply::PeerReport> {
+    let report = |pod: String, output| cmesh_core::apply::PeerReport {
+        pod,
+        kvstoremesh: true,
+        output,
+    };
+    match conn
+        .pods(CILIUM_NAMESPACE, "k8s-app=clustermesh-apiserver")
+        .await
+    {
+        Ok(pods) => {
+            let mut out = Vec::new();
+            for p in pods.into_iter().filter(|p| !p.terminating) {
+                let status = conn
+                    .exec(&p.name, "kvstoremesh", &KVSTOREMESH_STATUS)
+                    .await
+                    .map_err(|e| e.to_string());
+                out.push(report(p.name, status));
+            }
+            out
+        }
+        Err(e) => vec![report("(listing pods)".into(), Err(e.to_string()))],
     }
 }
 

@@ -8,19 +8,22 @@ use integration_tests::mesh::{Mesh, check};
 
 use super::{ALL, all_pass, bin, code};
 
-/// The agents' `kubectl.kubernetes.io/restartedAt` on cluster `i`: when cmesh last restarted
-/// them.
-pub(crate) fn restarted_at(m: &Mesh, i: usize) -> Option<String> {
+/// The UIDs of cluster `i`'s agent pods, sorted: they change when the agents restart, whoever
+/// restarts them (the chart's rollout, or cmesh deleting the pods).
+pub(crate) fn agent_pod_uids(m: &Mesh, i: usize) -> Vec<String> {
     m.kube(i, async |c| {
-        let api: kube::Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
             kube::Api::namespaced(c, "kube-system");
-        let ds = api.get("cilium").await?;
-        Ok(ds
-            .spec
-            .template
-            .metadata
-            .and_then(|m| m.annotations)
-            .and_then(|a| a.get("kubectl.kubernetes.io/restartedAt").cloned()))
+        let mut uids: Vec<String> = api
+            .list(&kube::api::ListParams::default().labels("k8s-app=cilium"))
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.uid)
+            .collect();
+        uids.sort();
+        Ok(uids)
     })
 }
 
@@ -62,16 +65,21 @@ pub(crate) fn base_alone(m: &Mesh) {
 /// restarts nothing.
 pub(crate) fn mesh_after_base(m: &Mesh, version: &str) {
     let before = agents_generation(m, 0);
-    let restarted_before = restarted_at(m, 0);
+    let pods_before = agent_pod_uids(m, 0);
     let r = m.apply(bin(), &["--phase", "mesh"]);
     code(m, &r, 0);
     let rolled = agents_generation(m, 0);
-    // The agents read the mesh configuration only at start, so they must be rolled, and
+    let restarted = agent_pod_uids(m, 0);
+    // The agents read the mesh configuration only at start, so they must be restarted, and
     // exactly once: by the chart's upgrade when it changes their pod template, otherwise by
-    // cmesh's restart (never both, which would cut traffic twice).
-    assert_eq!(rolled, before + 1, "{}", r.stderr);
-    let restarted = restarted_at(m, 0);
-    if restarted == restarted_before {
+    // cmesh deleting their pods, which leaves the template (and so the generation) alone
+    // (never both, which would cut traffic twice).
+    assert!(
+        restarted.iter().all(|u| !pods_before.contains(u)),
+        "agents not restarted: {pods_before:?} -> {restarted:?}\n{}",
+        r.stderr
+    );
+    if rolled == before + 1 {
         assert!(
             r.stderr
                 .contains("mesh  restart  skip: the chart's upgrade already restarted every agent"),
@@ -79,6 +87,7 @@ pub(crate) fn mesh_after_base(m: &Mesh, version: &str) {
             r.stderr
         );
     } else {
+        assert_eq!(rolled, before, "{}", r.stderr);
         assert!(
             r.stderr.contains("k8s01  mesh  restart  ok:"),
             "{}",
@@ -118,7 +127,7 @@ pub(crate) fn mesh_after_base(m: &Mesh, version: &str) {
         "{}",
         r.stderr
     );
-    assert_eq!(restarted_at(m, 0), restarted);
+    assert_eq!(agent_pod_uids(m, 0), restarted);
     assert_eq!(agents_generation(m, 0), rolled);
     let r = m.cmesh(bin(), &["status"]);
     code(m, &r, 0);

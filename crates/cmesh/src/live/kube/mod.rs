@@ -372,30 +372,97 @@ impl Conn {
         }
     }
 
-    /// Restarts a DaemonSet's or Deployment's pods as `kubectl rollout restart` does.
+    /// The pods of DaemonSet `name` (its selector's), by name and UID, and how many of them
+    /// may be down at once (its `maxUnavailable`, [`cmesh_core::apply::restart_batch`]).
+    ///
+    /// # Errors
+    /// API errors, a DaemonSet that does not exist or selects nothing.
+    pub(crate) async fn daemonset_pods(
+        &self,
+        name: &str,
+    ) -> Result<(Vec<(String, String)>, usize), KubeError> {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let missing = |why: &str| KubeError::Object {
+            what: format!("DaemonSet {name}"),
+            reason: why.into(),
+        };
+        let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        let d = api
+            .get_opt(name)
+            .await
+            .map_err(KubeError::api(""))?
+            .ok_or_else(|| missing("not found"))?;
+        let desired = d.status.as_ref().map_or(0, |s| s.desired_number_scheduled);
+        let max = d
+            .spec
+            .update_strategy
+            .as_ref()
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.max_unavailable.as_ref())
+            .map(|m| match m {
+                IntOrString::Int(n) => n.to_string(),
+                IntOrString::String(s) => s.clone(),
+            });
+        let batch = cmesh_core::apply::restart_batch(max.as_deref(), i64::from(desired));
+        let labels = d.spec.selector.match_labels.unwrap_or_default();
+        if labels.is_empty() {
+            return Err(missing("has no matchLabels selector"));
+        }
+        let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        let pods = pods
+            .list(&ListParams::default().labels(&selector.join(",")))
+            .await
+            .map_err(KubeError::api(""))?
+            .items
+            .into_iter()
+            .filter_map(|p| Some((p.metadata.name?, p.metadata.uid?)))
+            .collect();
+        Ok((pods, batch))
+    }
+
+    /// Restarts Deployment `name` as `kubectl rollout restart` does (its pod template
+    /// annotated): the Deployment's surge starts the new pod before the old one stops, which
+    /// clustermesh-apiserver needs. The price: the charts render that template's annotations
+    /// empty, so the next `helm upgrade` removes the annotation and rolls it once more.
     ///
     /// # Errors
     /// API errors.
-    pub(crate) async fn rollout_restart(
+    pub(crate) async fn rollout_restart_deployment(
         &self,
-        workload: cmesh_core::apply::Workload,
+        name: &str,
         stamp: &str,
     ) -> Result<(), KubeError> {
         let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}});
-        let pp = PatchParams::default();
-        let r = if workload.daemonset {
-            let api: Api<DaemonSet> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
-            api.patch(workload.name, &pp, &Patch::Merge(&patch))
-                .await
-                .map(|_| ())
-        } else {
-            let api: Api<k8s_openapi::api::apps::v1::Deployment> =
-                Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
-            api.patch(workload.name, &pp, &Patch::Merge(&patch))
-                .await
-                .map(|_| ())
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(KubeError::api(""))
+    }
+
+    /// Deletes pod `name` if it is still the one with `uid` (a replacement of the same name,
+    /// as a StatefulSet would make, is left alone). `Ok` when it is already gone.
+    ///
+    /// # Errors
+    /// API errors.
+    pub(crate) async fn delete_pod(&self, name: &str, uid: &str) -> Result<(), KubeError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), CILIUM_NAMESPACE);
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
         };
-        r.map_err(KubeError::api(""))
+        match api.delete(name, &dp).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(KubeError::Api {
+                context: format!("delete pod {name}"),
+                source: e,
+            }),
+        }
     }
 
     /// Agent pods (`k8s-app=cilium`) with their Ready condition.
