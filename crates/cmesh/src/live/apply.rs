@@ -708,7 +708,7 @@ async fn wait_dropped(
                             output,
                         }
                     })
-                    .buffered(8)
+                    .buffered(crate::live::status::AGENTS_AT_ONCE)
                     .collect()
                     .await;
                 reports.extend(asked);

@@ -31,7 +31,7 @@ const KVSTOREMESH_STATUS: [&str; 5] = [
 ];
 
 /// How many agents are asked at the same time, per cluster.
-const AGENTS_AT_ONCE: usize = 8;
+pub(crate) const AGENTS_AT_ONCE: usize = 8;
 
 /// The bound on reading one cluster: a few request timeouts, plus the time KVStoreMesh's
 /// troubleshoot may take to dial every peer. docs/status.md states it.
