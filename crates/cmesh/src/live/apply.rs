@@ -216,12 +216,7 @@ async fn apply_phase(
     // 3. Rollouts.
     let t = Instant::now();
     let waited = wait_rollouts(conn, &decide::workloads(phase), opts, progress, Some(phase)).await;
-    let ok = waited.is_ok();
-    let detail = waited.unwrap_or_else(|e| e);
-    if push(
-        at.step("rollout", StepOutcome::of(ok), detail, t),
-        &mut steps,
-    ) {
+    if push(at.result("rollout", waited, t), &mut steps) {
         return (steps, None);
     }
     // 4. Agents read the mesh configuration only at start.
@@ -283,16 +278,7 @@ async fn apply_phase(
         let peers = decide::peer_entries(Some(&a.values)).len();
         let t = Instant::now();
         let waited = wait_dropped(conn, &dropped, peers, opts, progress, Some(phase)).await;
-        let ok = waited.is_ok();
-        if push(
-            at.step(
-                "drop-peers",
-                StepOutcome::of(ok),
-                waited.unwrap_or_else(|e| e),
-                t,
-            ),
-            &mut steps,
-        ) {
+        if push(at.result("drop-peers", waited, t), &mut steps) {
             return (steps, None);
         }
     }
@@ -369,6 +355,12 @@ impl At<'_> {
             detail,
             millis: ms(t),
         }
+    }
+
+    /// A step that succeeded with `Ok`'s text or failed with `Err`'s.
+    fn result(&self, step: &'static str, r: Result<String, String>, t: Instant) -> Step {
+        let outcome = StepOutcome::of(r.is_ok());
+        self.step(step, outcome, r.unwrap_or_else(|e| e), t)
     }
 
     fn working(&self, what: &str) {
@@ -572,8 +564,7 @@ async fn restart_workload(
             .map(|d| format!("{why}: {done}, {d}")),
         Err(e) => Err(e),
     };
-    let ok = result.is_ok();
-    at.step(step, StepOutcome::of(ok), result.unwrap_or_else(|e| e), t)
+    at.result(step, result, t)
 }
 
 /// Restarts DaemonSet `workload` by deleting its pods, as many at a time as may be unavailable
@@ -851,16 +842,7 @@ pub(crate) async fn disconnect(
     }
     let t = Instant::now();
     let waited = wait_rollouts(conn, &decide::workloads(Phase::Base), opts, progress, None).await;
-    let ok = waited.is_ok();
-    if push(
-        at.step(
-            "rollout",
-            StepOutcome::of(ok),
-            waited.unwrap_or_else(|e| e),
-            t,
-        ),
-        &mut steps,
-    ) {
+    if push(at.result("rollout", waited, t), &mut steps) {
         return steps;
     }
     if push(delete_mesh_secrets(&at).await, &mut steps) {

@@ -102,22 +102,33 @@ async fn troubleshoot(
     )
 }
 
+/// The clustermesh-apiserver pods that are not terminating, by name; `Err` with why they could
+/// not be listed.
+async fn apiserver_pods(conn: &Conn) -> Result<Vec<String>, String> {
+    conn.pods(CILIUM_NAMESPACE, "k8s-app=clustermesh-apiserver")
+        .await
+        .map(|pods| {
+            pods.into_iter()
+                .filter(|p| !p.terminating)
+                .map(|p| p.name)
+                .collect()
+        })
+        .map_err(|e| e.to_string())
+}
+
 /// What each clustermesh-apiserver pod's KVStoreMesh reports, as cilium-cli asks it
 /// (`clustermesh-apiserver kvstoremesh-dbg status -o json` in the `kvstoremesh` container).
 async fn kvstoremesh(conn: &Conn, peers: usize) -> Vec<MeshObs> {
-    match conn
-        .pods(CILIUM_NAMESPACE, "k8s-app=clustermesh-apiserver")
-        .await
-    {
+    match apiserver_pods(conn).await {
         Ok(pods) => {
             let mut out = Vec::new();
-            for p in pods.into_iter().filter(|p| !p.terminating) {
-                let status = conn.exec(&p.name, "kvstoremesh", &KVSTOREMESH_STATUS).await;
+            for pod in pods {
+                let status = conn.exec(&pod, "kvstoremesh", &KVSTOREMESH_STATUS).await;
                 // Each unreachable peer costs its own dial timeout.
                 let bound = conn.timeout + Duration::from_secs(3 * peers as u64 + 2);
                 let troubleshoot = conn
                     .exec_within(
-                        &p.name,
+                        &pod,
                         "kvstoremesh",
                         &[
                             "clustermesh-apiserver",
@@ -130,7 +141,7 @@ async fn kvstoremesh(conn: &Conn, peers: usize) -> Vec<MeshObs> {
                     )
                     .await;
                 out.push(MeshObs {
-                    pod: p.name,
+                    pod,
                     status: status.map_err(|e| e.to_string()),
                     troubleshoot: troubleshoot.map_err(|e| e.to_string()),
                 });
@@ -139,8 +150,8 @@ async fn kvstoremesh(conn: &Conn, peers: usize) -> Vec<MeshObs> {
         }
         Err(e) => vec![MeshObs {
             pod: "(listing pods)".into(),
-            status: Err(e.to_string()),
-            troubleshoot: Err(e.to_string()),
+            status: Err(e.clone()),
+            troubleshoot: Err(e),
         }],
     }
 }
@@ -152,22 +163,19 @@ pub(crate) async fn kvstoremesh_status(conn: &Conn) -> Vec<cmesh_core::apply::Pe
         kvstoremesh: true,
         output,
     };
-    match conn
-        .pods(CILIUM_NAMESPACE, "k8s-app=clustermesh-apiserver")
-        .await
-    {
+    match apiserver_pods(conn).await {
         Ok(pods) => {
             let mut out = Vec::new();
-            for p in pods.into_iter().filter(|p| !p.terminating) {
+            for pod in pods {
                 let status = conn
-                    .exec(&p.name, "kvstoremesh", &KVSTOREMESH_STATUS)
+                    .exec(&pod, "kvstoremesh", &KVSTOREMESH_STATUS)
                     .await
                     .map_err(|e| e.to_string());
-                out.push(report(p.name, status));
+                out.push(report(pod, status));
             }
             out
         }
-        Err(e) => vec![report("(listing pods)".into(), Err(e.to_string()))],
+        Err(e) => vec![report("(listing pods)".into(), Err(e))],
     }
 }
 
