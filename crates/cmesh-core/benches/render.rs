@@ -19,6 +19,7 @@ fn opts() -> ReconcileOptions {
         clusters: None,
         leaves: true,
         ca_policy: CaPolicy::CreateIfMissing,
+        verified: Default::default(),
     }
 }
 

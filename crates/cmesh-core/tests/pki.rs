@@ -61,6 +61,7 @@ fn opts() -> ReconcileOptions {
         clusters: None,
         leaves: true,
         ca_policy: CaPolicy::CreateIfMissing,
+        verified: Default::default(),
     }
 }
 
@@ -246,6 +247,112 @@ fn second_reconcile_reuses_everything_and_never_recreates_the_ca() {
     )
     .unwrap_err();
     assert!(matches!(err, PkiError::NoCa));
+}
+
+#[test]
+fn verified_signatures_are_reported_kept_and_only_apply_to_their_ca() {
+    let spec = lab();
+    let mut files = PkiFiles::new();
+    let first = store::reconcile(&spec, &files, &opts()).unwrap();
+    apply(&mut files, &first);
+    // Every leaf issued is recorded under the CA that signed it.
+    assert_eq!(first.verified.len(), first.leaves.len());
+    for leaf in first.leaves.values() {
+        assert!(first.verified.contains(first.ca.info(), &leaf.info));
+    }
+    // The cache file's text reads back whole; anything else reads as nothing.
+    let text = first.verified.to_text();
+    assert_eq!(store::Verified::parse(&text), first.verified);
+    assert!(store::Verified::parse("garbage\nca 00\n").is_empty());
+    let cut = &text[..text.len() - 40];
+    assert_eq!(store::Verified::parse(cut).len(), first.verified.len() - 1);
+
+    // A run with the cache reports the same set (so the edge does not rewrite it).
+    let second = store::reconcile(
+        &spec,
+        &files,
+        &ReconcileOptions {
+            verified: first.verified.clone(),
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert!(second.writes.is_empty());
+    assert_eq!(second.verified, first.verified);
+
+    // A listed pair is trusted without verifying (what saves the time): a leaf whose
+    // signature is broken stays only while the cache names it.
+    let (k, leaf) = first.leaves.iter().next().unwrap();
+    let (crt, _) = store::leaf_paths(&k.0, k.1);
+    let der = {
+        let mut d = leaf.info.der.clone();
+        let last = d.len() - 1;
+        d[last] ^= 1;
+        d
+    };
+    let broken = pem_cert(&der);
+    files.insert(crt.clone(), broken.into_bytes());
+    let info =
+        cmesh_core::pki::CertInfo::from_pem(std::str::from_utf8(&files[&crt]).unwrap()).unwrap();
+    let mut cache = first.verified.clone();
+    cache.insert(first.ca.info(), &info);
+    let trusted = store::reconcile(
+        &spec,
+        &files,
+        &ReconcileOptions {
+            verified: cache.clone(),
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert!(trusted.writes.is_empty(), "{:?}", trusted.events);
+    let checked = store::reconcile(&spec, &files, &opts()).unwrap();
+    assert_eq!(checked.writes.len(), 2, "{:?}", checked.events);
+    assert!(
+        checked
+            .events
+            .iter()
+            .any(|e| e.reason == "signed by a different CA")
+    );
+
+    // Entries under another CA do not count: a new CA re-issues every leaf.
+    let mut other = PkiFiles::new();
+    let fresh = store::reconcile(&spec, &other, &opts()).unwrap();
+    apply(&mut other, &fresh);
+    for (path, bytes) in &files {
+        if path.starts_with("clusters/") {
+            other.insert(path.clone(), bytes.clone());
+        }
+    }
+    let moved = store::reconcile(
+        &spec,
+        &other,
+        &ReconcileOptions {
+            verified: cache,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(moved.writes.len(), 2 * first.leaves.len());
+    assert_eq!(moved.verified.len(), first.leaves.len());
+    assert!(
+        moved
+            .leaves
+            .values()
+            .all(|l| moved.verified.contains(moved.ca.info(), &l.info))
+    );
+}
+
+fn pem_cert(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 #[test]

@@ -40,6 +40,7 @@ fn reconcile_opts(
         clusters: None,
         leaves: spec.clustermesh.certificates == spec::CertMethod::Cmesh,
         ca_policy,
+        verified: Default::default(),
     }
 }
 

@@ -40,6 +40,7 @@ fn opts(spec: &MeshSpec, now: OffsetDateTime) -> ReconcileOptions {
         clusters: None,
         leaves: spec.clustermesh.certificates == spec::CertMethod::Cmesh,
         ca_policy: CaPolicy::CreateIfMissing,
+        verified: Default::default(),
     }
 }
 

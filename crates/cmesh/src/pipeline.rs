@@ -336,6 +336,7 @@ fn reconcile_options(
         clusters: None,
         leaves: spec.clustermesh.certificates == CertMethod::Cmesh,
         ca_policy: policy,
+        verified: store::Verified::default(),
     }
 }
 
@@ -354,11 +355,15 @@ pub(crate) fn reconcile(
         return Ok(None);
     }
     let files = pki.read()?;
-    let opts = reconcile_options(spec, policy, renew_before, force);
-    store::reconcile(spec, &files, &opts)
-        .map(Some)
-        .map_err(|source| ExpectedError::Pki {
-            context: format!("PKI in {}", pki.path().display()),
-            source,
-        })
+    let mut opts = reconcile_options(spec, policy, renew_before, force);
+    opts.verified = pki.read_verified();
+    let r = store::reconcile(spec, &files, &opts).map_err(|source| ExpectedError::Pki {
+        context: format!("PKI in {}", pki.path().display()),
+        source,
+    })?;
+    // With files to write, the caller keeps the cache once they are written.
+    if r.writes.is_empty() && r.verified != opts.verified {
+        pki.save_verified(&r.verified);
+    }
+    Ok(Some(r))
 }

@@ -311,6 +311,7 @@ fn reconcile_options(spec: &MeshSpec) -> ReconcileOptions {
         clusters: None,
         leaves: spec.clustermesh.certificates == CertMethod::Cmesh,
         ca_policy: CaPolicy::CreateIfMissing,
+        verified: Default::default(),
     }
 }
 

@@ -345,6 +345,7 @@ fn regression_17_kill_9_at_every_write_step_leaves_a_state_the_next_run_repairs(
         ("pki-ca-staged", false, &[]),
         ("pki-ca-key-placed", false, &[]),
         ("pki-leaf-written", false, &[]),
+        ("pki-keys-synced", false, &[]),
         ("tree-staged", true, &[]),
         ("tree-swapped", true, &[]),
         (
@@ -377,6 +378,15 @@ fn regression_17_kill_9_at_every_write_step_leaves_a_state_the_next_run_repairs(
         // neither file is), or the pair was committed to `.cmesh-ca-pending`, whence the
         // next run (any command that opens pki.dir) places it.
         let has = |f: &str| std::fs::symlink_metadata(p.join("pki").join(f)).is_ok();
+        if *point == "pki-keys-synced" {
+            // Keys are written and synced before any certificate that names them.
+            assert!(has("clusters/k8s01/clustermesh-server.key"), "no key yet");
+            assert!(
+                !has("clusters/k8s01/clustermesh-server.crt")
+                    && !has("clusters/k8s02/clustermesh-server.crt"),
+                "a certificate before its key was synced"
+            );
+        }
         let committed = ["ca.crt", "ca.key"]
             .iter()
             .all(|f| p.join("pki/.cmesh-ca-pending").join(f).is_file());

@@ -5,7 +5,7 @@
 //! This is pure: the edge reads the directory into [`PkiFiles`], calls [`reconcile`], and
 //! writes the returned files (keys with mode 0600).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
@@ -55,6 +55,98 @@ pub struct ReconcileOptions {
     pub leaves: bool,
     /// What to do without a CA.
     pub ca_policy: CaPolicy,
+    /// Signatures verified by an earlier run (the edge's cache): a leaf listed under its
+    /// issuer's fingerprint is not verified again.
+    pub verified: Verified,
+}
+
+/// Certificate signatures known to verify: for each CA certificate (by the SHA-256 of its DER),
+/// the leaf certificates (likewise) whose signature its key made. Verifying a P-256 signature
+/// costs about 90 µs, 2,555 of them at 511 clusters a fifth of a render's CPU; a fingerprint
+/// names the exact bytes, so a listed pair needs no second verification. Anything else about
+/// the leaf (names, validity, its key) is still judged at every run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verified {
+    by_ca: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The first line of [`Verified::to_text`].
+const VERIFIED_HEADER: &str =
+    "# cmesh: certificate signatures verified, by SHA-256 of the DER (a cache, safe to delete)";
+
+impl Verified {
+    /// True when `leaf`'s signature is known to verify with `ca`'s key.
+    pub fn contains(&self, ca: &CertInfo, leaf: &CertInfo) -> bool {
+        self.by_ca
+            .get(&ca.sha256)
+            .is_some_and(|l| l.contains(&leaf.sha256))
+    }
+
+    /// Records that `leaf`'s signature verifies with `ca`'s key.
+    pub fn insert(&mut self, ca: &CertInfo, leaf: &CertInfo) {
+        self.by_ca
+            .entry(ca.sha256.clone())
+            .or_default()
+            .insert(leaf.sha256.clone());
+    }
+
+    /// Pairs recorded.
+    pub fn len(&self) -> usize {
+        self.by_ca.values().map(BTreeSet::len).sum()
+    }
+
+    /// True when nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.by_ca.is_empty()
+    }
+
+    /// Reads what [`Verified::to_text`] wrote. Anything else (another version's format, a
+    /// truncated file) yields fewer entries, never an error: a lost entry only costs a
+    /// verification.
+    pub fn parse(text: &str) -> Verified {
+        let mut v = Verified::default();
+        let mut lines = text.lines();
+        if lines.next() != Some(VERIFIED_HEADER) {
+            return v;
+        }
+        let mut ca: Option<&str> = None;
+        for line in lines {
+            let fingerprint =
+                |s: &str| s.len() == 95 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b':');
+            match line.strip_prefix("ca ") {
+                Some(fp) if fingerprint(fp) => ca = Some(fp),
+                Some(_) => ca = None,
+                None => {
+                    if let Some(ca) = ca
+                        && fingerprint(line)
+                    {
+                        v.by_ca
+                            .entry(ca.to_owned())
+                            .or_default()
+                            .insert(line.to_owned());
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// The cache file's text: a header, then each CA's line followed by its leaves.
+    pub fn to_text(&self) -> String {
+        let mut out = String::with_capacity(96 * (self.len() + self.by_ca.len() + 1));
+        out.push_str(VERIFIED_HEADER);
+        out.push('\n');
+        for (ca, leaves) in &self.by_ca {
+            out.push_str("ca ");
+            out.push_str(ca);
+            out.push('\n');
+            for l in leaves {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
 }
 
 /// A leaf certificate ready for use.
@@ -124,6 +216,9 @@ pub struct Reconciled {
     pub writes: Vec<PkiWrite>,
     /// What happened, in order.
     pub events: Vec<PkiEvent>,
+    /// The signatures of every leaf in `leaves` that the issuer made (checked now, found in
+    /// [`ReconcileOptions::verified`], or just issued): what the edge keeps for the next run.
+    pub verified: Verified,
 }
 
 /// A pki.dir file as text (`None` when absent); bytes that are not UTF-8 are an error naming it.
@@ -213,6 +308,7 @@ pub fn reconcile(
     let trust = super::rotation::trust_view(files, ca.cert_pem())?;
     let ca = super::rotation::load_issuer(files, ca, opts.now)?;
     let mut leaves = BTreeMap::new();
+    let mut verified = Verified::default();
     if opts.leaves {
         // Clusters are independent: check and issue them on every core, merged in order.
         let per_cluster = crate::par::try_map(&spec.clusters, |c| {
@@ -221,6 +317,11 @@ pub fn reconcile(
         for c in per_cluster {
             events.extend(c.events);
             writes.extend(c.writes);
+            for (_, m) in &c.leaves {
+                if c.signed.contains(&m.info.sha256) {
+                    verified.insert(ca.info(), &m.info);
+                }
+            }
             leaves.extend(c.leaves);
         }
     }
@@ -230,6 +331,7 @@ pub fn reconcile(
         leaves,
         writes,
         events,
+        verified,
     })
 }
 
@@ -238,6 +340,9 @@ struct ClusterPki {
     events: Vec<PkiEvent>,
     writes: Vec<PkiWrite>,
     leaves: Vec<((String, LeafKind), LeafMaterial)>,
+    /// Fingerprints of the leaves the issuer signed (kept after the check, or issued now);
+    /// not those kept outside a `--cluster` selection without a check.
+    signed: BTreeSet<String>,
 }
 
 fn reconcile_cluster(
@@ -251,6 +356,7 @@ fn reconcile_cluster(
         events: Vec::new(),
         writes: Vec::new(),
         leaves: Vec::new(),
+        signed: BTreeSet::new(),
     };
     let selected = opts
         .clusters
@@ -279,6 +385,7 @@ fn reconcile_cluster(
                     reason,
                     not_after: material.info.not_after,
                 });
+                out.signed.insert(material.info.sha256.clone());
                 out.leaves.push(((cluster.name.clone(), kind), material));
                 continue;
             }
@@ -333,6 +440,7 @@ fn reconcile_cluster(
             reason,
             not_after: info.not_after,
         });
+        out.signed.insert(info.sha256.clone());
         out.leaves.push((
             (cluster.name.clone(), kind),
             LeafMaterial {
@@ -386,7 +494,7 @@ pub(crate) fn assess_cert(
     spec: &MeshSpec,
     opts: &ReconcileOptions,
 ) -> Result<(), String> {
-    if !info.is_signed_by(ca) {
+    if !opts.verified.contains(ca, info) && !info.is_signed_by(ca) {
         return Err("signed by a different CA".into());
     }
     if info.key_algorithm != spec.pki.key_algorithm.as_str() {

@@ -153,7 +153,7 @@ pub(crate) fn run(
         if !args.dry_run
             && let Some(r) = &pki
         {
-            pki_dir.write(&r.writes)?;
+            pki_dir.write(r)?;
         }
         (pki, pki_dir.read_membership()?)
     };

@@ -516,10 +516,11 @@ fn renew(
             clusters: Some(cluster.to_vec()),
             leaves: true,
             ca_policy: CaPolicy::MustExist,
+            verified: Default::default(),
         };
         r = store::reconcile(spec, &files, &opts).map_err(|e| cx.err(e))?;
     }
-    dir.write(&r.writes)?;
+    dir.write(&r)?;
     let mut s = ui::pki::events_summary(shown, &r.events);
     if r.writes.is_empty() {
         s.push_str(&format!(

@@ -224,7 +224,7 @@ pub(crate) fn run(
     }
 
     if let Some(r) = &pki {
-        pki_dir.write(&r.writes)?;
+        pki_dir.write(r)?;
     }
     if crate::host::signals::interrupted() {
         return Err(ExpectedError::Interrupted);

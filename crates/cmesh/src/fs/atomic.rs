@@ -80,6 +80,31 @@ pub(crate) fn write_atomic(
     Ok(())
 }
 
+/// Replaces `path` atomically with `bytes` in `mode`, without syncing: readers see the old or
+/// the new file, and the caller makes a batch of such writes durable at once (pki.dir's
+/// leaves, synced with one `syncfs`).
+///
+/// # Errors
+/// [`ExpectedError::Write`].
+pub(crate) fn write_atomic_unsynced(
+    path: &Path,
+    bytes: &[u8],
+    mode: Mode,
+) -> Result<(), ExpectedError> {
+    let werr = |source| ExpectedError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .permissions(permissions(mode))
+        .tempfile_in(parent_of(path))
+        .map_err(werr)?;
+    tmp.write_all(bytes).map_err(werr)?;
+    tmp.persist(path).map_err(|e| werr(e.error))?;
+    Ok(())
+}
+
 /// Creates `path` (which must not exist) with `mode` and writes `bytes`, without syncing:
 /// for files inside a temporary directory that is renamed into place as a whole. The tree is
 /// derived data (mesh.yaml and pki.dir can always render it again), so the atomic rename is

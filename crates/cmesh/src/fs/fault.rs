@@ -8,6 +8,7 @@ pub(crate) const POINTS: &[&str] = &[
     "pki-ca-staged",
     "pki-ca-key-placed",
     "pki-leaf-written",
+    "pki-keys-synced",
     "pki-rotation-promoted",
     "tree-staged",
     "tree-swapped",

@@ -538,3 +538,50 @@ fn render_and_check_as_json() {
     );
     assert_eq!(drift[0]["kind"], "changed");
 }
+
+/// Issue 24: the signatures a render verified are kept in pki.dir's `.verified-signatures` (each
+/// leaf's fingerprint under its CA's), so the next render does not verify them again; a check
+/// never writes it, and a cache that is lost or damaged only costs the verifications.
+#[test]
+fn verified_signatures_are_cached_in_pki_and_rebuilt_when_lost() {
+    let d = cli::scratch();
+    let p = d.path();
+    assert_code(&cmesh(p, &["init"]), 0);
+    assert_code(&cmesh(p, &["render"]), 0);
+    let cache = p.join("pki/.verified-signatures");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("# cmesh:"), "{text}");
+    let ca = cli::cmesh(p, &["pki", "show", "-o", "json"]);
+    assert_code(&ca, 0);
+    let v: serde_json::Value = serde_json::from_str(&ca.stdout).unwrap();
+    let ca_fp = v["ca"]["sha256"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(lines[1], format!("ca {ca_fp}"), "{}", ca.stdout);
+    // One line per certificate the render reused (12 here), nothing secret.
+    assert_eq!(lines.len(), 2 + 12, "{text}");
+    assert!(!text.contains("PRIVATE"));
+    assert_eq!(mode(&cache), 0o644);
+
+    // A check reads it but never writes it.
+    std::fs::remove_file(&cache).unwrap();
+    assert_code(&cmesh(p, &["render", "--check"]), 0);
+    assert!(!cache.exists(), "render --check wrote the cache");
+
+    // Lost or damaged, it is rebuilt by the next render, which keeps every certificate.
+    for damage in [
+        "",
+        "# cmesh: certificate signatures\nca zz\nnot a fingerprint\n",
+    ] {
+        if !damage.is_empty() {
+            std::fs::write(&cache, damage).unwrap();
+        }
+        let r = cmesh(p, &["render"]);
+        assert_code(&r, 0);
+        assert!(
+            r.stdout.contains("reused 12 certificate(s)"),
+            "{}",
+            r.stdout
+        );
+        assert_eq!(std::fs::read_to_string(&cache).unwrap(), text);
+    }
+}
