@@ -123,11 +123,11 @@ async fn kvstoremesh(conn: &Conn, peers: usize) -> Vec<MeshObs> {
         Ok(pods) => {
             let mut out = Vec::new();
             for pod in pods {
-                let status = conn.exec(&pod, "kvstoremesh", &KVSTOREMESH_STATUS).await;
                 // Each unreachable peer costs its own dial timeout.
                 let bound = conn.timeout + Duration::from_secs(3 * peers as u64 + 2);
-                let troubleshoot = conn
-                    .exec_within(
+                let (status, troubleshoot) = tokio::join!(
+                    conn.exec(&pod, "kvstoremesh", &KVSTOREMESH_STATUS),
+                    conn.exec_within(
                         &pod,
                         "kvstoremesh",
                         &[
@@ -139,7 +139,7 @@ async fn kvstoremesh(conn: &Conn, peers: usize) -> Vec<MeshObs> {
                         ],
                         bound,
                     )
-                    .await;
+                );
                 out.push(MeshObs {
                     pod,
                     status: status.map_err(|e| e.to_string()),
@@ -196,14 +196,75 @@ pub(crate) async fn observe(
     if let Err(e) = api {
         return Observed::unreachable(e);
     }
-    let mut agent_reports = Vec::new();
+    // The four groups of reads are independent: asked at once, a cluster costs its slowest
+    // group, not their sum (the agents' execs, KVStoreMesh's status and fresh dials, helm's
+    // read of the release, a dozen objects).
+    let (agent_reports, kvstoremesh_reports, release_values, objects) = tokio::join!(
+        agents(&conn, peers),
+        async {
+            match ask_kvstoremesh {
+                Some(peers) => kvstoremesh(&conn, peers).await,
+                None => Vec::new(),
+            }
+        },
+        async {
+            match helm {
+                Ok(h) => {
+                    let target = Target::of(&conn);
+                    h.get_values("cilium", CILIUM_NAMESPACE, &target, timeout)
+                        .await
+                        .map(|v| v.map(|j| Value::from_json(&j)))
+                        .map_err(|e| e.to_string())
+                }
+                Err(why) => Err(format!(
+                    "helm unavailable ({why}): cannot compare the release's values"
+                )),
+            }
+        },
+        objects(&conn),
+    );
+    let release_values_none = matches!(release_values, Ok(None));
+    let Objects {
+        agents,
+        operator,
+        apiserver,
+        service,
+        ca_crt,
+        certs,
+        trust_bundle,
+        clustermesh,
+        kvstoremesh,
+    } = objects;
+    Observed {
+        api,
+        agents,
+        operator,
+        apiserver,
+        service,
+        ca_crt,
+        certs,
+        trust_bundle,
+        clustermesh,
+        kvstoremesh,
+        agent_reports,
+        kvstoremesh_reports,
+        release_values,
+        // Only asked when there is no release: it explains the missing release.
+        argocd_application: if release_values_none {
+            conn.argocd_application("cilium").await.ok().flatten()
+        } else {
+            None
+        },
+    }
+}
+
+/// What every agent reports (status, node list, and a troubleshoot when a peer is not ready),
+/// a few agents at a time: one by one, 20 agents whose execs hang would cost 20 timeouts.
+async fn agents(conn: &Conn, peers: usize) -> Vec<AgentObs> {
+    use futures_util::StreamExt;
     match conn.agent_pods().await {
         Ok(pods) => {
-            // Every agent at once, a few at a time: one by one, 20 agents whose execs hang
-            // would cost 20 timeouts.
-            use futures_util::StreamExt;
-            let conn = &conn;
-            agent_reports = futures_util::stream::iter(pods)
+            futures_util::stream::iter(pods)
                 .map(|(pod, ready)| async move {
                     let (status, nodes) = tokio::join!(
                         cilium_json(conn, &pod, &["status"]),
@@ -220,63 +281,70 @@ pub(crate) async fn observe(
                 })
                 .buffered(AGENTS_AT_ONCE)
                 .collect()
-                .await;
+                .await
         }
-        Err(e) => agent_reports.push(AgentObs {
+        Err(e) => vec![AgentObs {
             pod: "(listing pods)".into(),
             ready: false,
             status: Err(e.to_string()),
             nodes: Err(e.to_string()),
             troubleshoot: None,
-        }),
+        }],
     }
-    let kvstoremesh_reports = match ask_kvstoremesh {
-        Some(peers) => kvstoremesh(&conn, peers).await,
-        None => Vec::new(),
-    };
-    let release_values = match helm {
-        Ok(h) => {
-            let target = Target::of(&conn);
-            h.get_values("cilium", CILIUM_NAMESPACE, &target, timeout)
-                .await
-                .map(|v| v.map(|j| Value::from_json(&j)))
-                .map_err(|e| e.to_string())
-        }
-        Err(why) => Err(format!(
-            "helm unavailable ({why}): cannot compare the release's values"
-        )),
-    };
-    let release_values_none = matches!(release_values, Ok(None));
+}
+
+/// The objects `status` judges, each read or the reason it could not be.
+struct Objects {
+    agents: Result<Option<status::Rollout>, String>,
+    operator: Result<Option<status::Rollout>, String>,
+    apiserver: Result<Option<status::Rollout>, String>,
+    service: Result<Option<status::ServiceObs>, String>,
+    ca_crt: Result<Option<String>, String>,
+    certs: Result<BTreeMap<String, status::trust::SecretCerts>, String>,
+    trust_bundle: Result<Option<String>, String>,
+    clustermesh: Result<Option<BTreeMap<String, String>>, String>,
+    kvstoremesh: Result<Option<BTreeMap<String, String>>, String>,
+}
+
+/// Reads the objects at once (each within the request timeout).
+async fn objects(conn: &Conn) -> Objects {
     // The core judges observations as text: each error becomes its message here.
     let text = |e: KubeError| e.to_string();
-    Observed {
-        api,
-        agents: conn.daemonset("cilium").await.map_err(text),
-        operator: conn.deployment("cilium-operator").await.map_err(text),
-        apiserver: conn.deployment("clustermesh-apiserver").await.map_err(text),
-        service: conn.apiserver_service().await.map_err(text),
-        ca_crt: conn
-            .secret_data("cilium-ca")
-            .await
+    let (
+        agents,
+        operator,
+        apiserver,
+        service,
+        ca_crt,
+        certs,
+        trust_bundle,
+        clustermesh,
+        kvstoremesh,
+    ) = tokio::join!(
+        conn.daemonset("cilium"),
+        conn.deployment("cilium-operator"),
+        conn.deployment("clustermesh-apiserver"),
+        conn.apiserver_service(),
+        conn.secret_data("cilium-ca"),
+        cert_secrets(conn),
+        conn.configmap_data(status::trust::BUNDLE_CONFIGMAP),
+        conn.secret_data("cilium-clustermesh"),
+        conn.secret_data("cilium-kvstoremesh"),
+    );
+    Objects {
+        agents: agents.map_err(text),
+        operator: operator.map_err(text),
+        apiserver: apiserver.map_err(text),
+        service: service.map_err(text),
+        ca_crt: ca_crt
             .map(|d| d.and_then(|m| m.get("ca.crt").cloned()))
             .map_err(text),
-        certs: cert_secrets(&conn).await.map_err(text),
-        trust_bundle: conn
-            .configmap_data(status::trust::BUNDLE_CONFIGMAP)
-            .await
+        certs: certs.map_err(text),
+        trust_bundle: trust_bundle
             .map(|d| d.and_then(|m| m.get("ca.crt").cloned()))
             .map_err(text),
-        clustermesh: conn.secret_data("cilium-clustermesh").await.map_err(text),
-        kvstoremesh: conn.secret_data("cilium-kvstoremesh").await.map_err(text),
-        agent_reports,
-        kvstoremesh_reports,
-        release_values,
-        // Only asked when there is no release: it explains the missing release.
-        argocd_application: if release_values_none {
-            conn.argocd_application("cilium").await.ok().flatten()
-        } else {
-            None
-        },
+        clustermesh: clustermesh.map_err(text),
+        kvstoremesh: kvstoremesh.map_err(text),
     }
 }
 
