@@ -1,9 +1,9 @@
 //go:build tools
 
-// Package tools pins the Argo CD build the lab's GitOps story runs (scripts/install-test-deps):
-// Argo CD's one binary (`cmd`), whose role follows the name it is started under
-// (argocd-application-controller, argocd-repo-server, argocd-applicationset-controller).
-// Nothing here is shipped: cmesh itself is one Rust binary.
+// Package tools pins the Argo CD release the lab's GitOps story runs (scripts/install-test-deps
+// builds ./cmd: Argo CD's role switch with only the roles the lab starts,
+// argocd-application-controller, argocd-repo-server, argocd-applicationset-controller and git's
+// askpass helper). Nothing here is shipped: cmesh itself is one Rust binary.
 package tools
 
 import (
