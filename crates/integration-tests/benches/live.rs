@@ -170,8 +170,8 @@ fn size(bin: &Path, n: usize, runs: usize) -> Vec<Row> {
         n,
         "status",
         runs,
-        || status(&[]),
-        || status(&["--cluster", "k8s01"]),
+        &mut |e| status(e),
+        &["--cluster", "k8s01"],
     ));
 
     let probe = |extra: &[&str]| {
@@ -183,8 +183,8 @@ fn size(bin: &Path, n: usize, runs: usize) -> Vec<Row> {
         n,
         "probe",
         runs,
-        || probe(&[]),
-        || probe(&["--cluster", "k8s01", "--from", "k8s02"]),
+        &mut |e| probe(e),
+        &["--cluster", "k8s01", "--from", "k8s02"],
     ));
 
     let apply = |extra: &[&str]| {
@@ -208,8 +208,8 @@ fn size(bin: &Path, n: usize, runs: usize) -> Vec<Row> {
         n,
         "apply (no change)",
         runs,
-        || apply(&[]),
-        || apply(&["--cluster", "k8s01"]),
+        &mut |e| apply(e),
+        &["--cluster", "k8s01"],
     ));
 
     let mut cells = 0;
@@ -234,7 +234,14 @@ fn size(bin: &Path, n: usize, runs: usize) -> Vec<Row> {
         }
     };
     // `test` creates and deletes pods in every cluster: fewer runs.
-    let mut row = measure_mut(n, "test", runs.div_ceil(2), &mut test);
+    // `test` needs two clusters: its smallest run is one pair.
+    let mut row = measure(
+        n,
+        "test",
+        runs.div_ceil(2),
+        &mut test,
+        &["--cluster", "k8s01", "--cluster", "k8s02"],
+    );
     row.cells = cells;
     rows.push(row);
     eprintln!("bench-live: {n} clusters done in {:.1?}", started.elapsed());
@@ -243,15 +250,25 @@ fn size(bin: &Path, n: usize, runs: usize) -> Vec<Row> {
 
 /// Times `all` and `one` `runs` times each, alternating, so that a slow moment of the machine
 /// falls on both.
-fn measure(n: usize, command: &'static str, runs: usize, all: impl Fn(), one: impl Fn()) -> Row {
+fn measure(
+    n: usize,
+    command: &'static str,
+    runs: usize,
+    run: &mut impl FnMut(&[&str]),
+    one: &[&str],
+) -> Row {
     let mut a = Vec::new();
     let mut o = Vec::new();
     let mut busy = Busy::default();
     for _ in 0..runs {
         let cpu = cpu_seconds();
-        a.push(timed(&all));
-        busy.add(cpu, *a.last().expect("a run"));
-        o.push(timed(&one));
+        let t = Instant::now();
+        run(&[]);
+        a.push(t.elapsed());
+        busy.add(cpu, t.elapsed());
+        let t = Instant::now();
+        run(one);
+        o.push(t.elapsed());
     }
     row(n, command, a, o, busy)
 }
@@ -289,31 +306,6 @@ fn cpu_seconds() -> f64 {
         .collect();
     // user nice system idle iowait irq softirq steal
     (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / 100.0
-}
-
-/// [`measure`] for a command that records what it saw.
-fn measure_mut(n: usize, command: &'static str, runs: usize, f: &mut impl FnMut(&[&str])) -> Row {
-    let mut a = Vec::new();
-    let mut o = Vec::new();
-    let mut busy = Busy::default();
-    for _ in 0..runs {
-        let cpu = cpu_seconds();
-        let t = Instant::now();
-        f(&[]);
-        a.push(t.elapsed());
-        busy.add(cpu, t.elapsed());
-        // `test` needs two clusters: its smallest run is one pair.
-        let t = Instant::now();
-        f(&["--cluster", "k8s01", "--cluster", "k8s02"]);
-        o.push(t.elapsed());
-    }
-    row(n, command, a, o, busy)
-}
-
-fn timed(f: &impl Fn()) -> Duration {
-    let t = Instant::now();
-    f();
-    t.elapsed()
 }
 
 fn row(

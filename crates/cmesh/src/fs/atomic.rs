@@ -56,14 +56,7 @@ pub(crate) fn write_atomic(
         path: path.to_path_buf(),
         source,
     };
-    let dir = parent_of(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .permissions(permissions(mode))
-        .tempfile_in(&dir)
-        .map_err(werr)?;
-    tmp.write_all(bytes).map_err(werr)?;
-    tmp.as_file().sync_all().map_err(werr)?;
+    let tmp = staged(path, bytes, mode, true)?;
     if overwrite {
         tmp.persist(path).map_err(|e| werr(e.error))?;
     } else {
@@ -91,6 +84,23 @@ pub(crate) fn write_atomic_unsynced(
     bytes: &[u8],
     mode: Mode,
 ) -> Result<(), ExpectedError> {
+    staged(path, bytes, mode, false)?
+        .persist(path)
+        .map_err(|e| ExpectedError::Write {
+            path: path.to_path_buf(),
+            source: e.error,
+        })?;
+    Ok(())
+}
+
+/// `bytes` in a temporary file with `mode` beside `path`, synced if `sync`, ready to be
+/// renamed into place.
+fn staged(
+    path: &Path,
+    bytes: &[u8],
+    mode: Mode,
+    sync: bool,
+) -> Result<tempfile::NamedTempFile, ExpectedError> {
     let werr = |source| ExpectedError::Write {
         path: path.to_path_buf(),
         source,
@@ -101,8 +111,10 @@ pub(crate) fn write_atomic_unsynced(
         .tempfile_in(parent_of(path))
         .map_err(werr)?;
     tmp.write_all(bytes).map_err(werr)?;
-    tmp.persist(path).map_err(|e| werr(e.error))?;
-    Ok(())
+    if sync {
+        tmp.as_file().sync_all().map_err(werr)?;
+    }
+    Ok(tmp)
 }
 
 /// Creates `path` (which must not exist) with `mode` and writes `bytes`, without syncing:

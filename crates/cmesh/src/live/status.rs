@@ -205,7 +205,21 @@ pub(crate) async fn observe(
         Some(peers) => kvstoremesh(&conn, peers).await,
         None => Vec::new(),
     };
-    let (release_values, objects) = tokio::join!(
+    // The core judges observations as text: each error becomes its message here.
+    let text = |e: KubeError| e.to_string();
+    let bundle = |d: Option<BTreeMap<String, String>>| d.and_then(|m| m.get("ca.crt").cloned());
+    let (
+        release_values,
+        agents,
+        operator,
+        apiserver,
+        service,
+        ca_crt,
+        certs,
+        trust_bundle,
+        clustermesh,
+        kvstoremesh,
+    ) = tokio::join!(
         async {
             match helm {
                 Ok(h) => {
@@ -220,31 +234,28 @@ pub(crate) async fn observe(
                 )),
             }
         },
-        objects(&conn),
+        conn.daemonset("cilium"),
+        conn.deployment("cilium-operator"),
+        conn.deployment("clustermesh-apiserver"),
+        conn.apiserver_service(),
+        conn.secret_data("cilium-ca"),
+        cert_secrets(&conn),
+        conn.configmap_data(status::trust::BUNDLE_CONFIGMAP),
+        conn.secret_data("cilium-clustermesh"),
+        conn.secret_data("cilium-kvstoremesh"),
     );
     let release_values_none = matches!(release_values, Ok(None));
-    let Objects {
-        agents,
-        operator,
-        apiserver,
-        service,
-        ca_crt,
-        certs,
-        trust_bundle,
-        clustermesh,
-        kvstoremesh,
-    } = objects;
     Observed {
         api,
-        agents,
-        operator,
-        apiserver,
-        service,
-        ca_crt,
-        certs,
-        trust_bundle,
-        clustermesh,
-        kvstoremesh,
+        agents: agents.map_err(text),
+        operator: operator.map_err(text),
+        apiserver: apiserver.map_err(text),
+        service: service.map_err(text),
+        ca_crt: ca_crt.map(bundle).map_err(text),
+        certs: certs.map_err(text),
+        trust_bundle: trust_bundle.map(bundle).map_err(text),
+        clustermesh: clustermesh.map_err(text),
+        kvstoremesh: kvstoremesh.map_err(text),
         agent_reports,
         kvstoremesh_reports,
         release_values,
@@ -289,61 +300,6 @@ async fn agents(conn: &Conn, peers: usize) -> Vec<AgentObs> {
             nodes: Err(e.to_string()),
             troubleshoot: None,
         }],
-    }
-}
-
-/// The objects `status` judges, each read or the reason it could not be.
-struct Objects {
-    agents: Result<Option<status::Rollout>, String>,
-    operator: Result<Option<status::Rollout>, String>,
-    apiserver: Result<Option<status::Rollout>, String>,
-    service: Result<Option<status::ServiceObs>, String>,
-    ca_crt: Result<Option<String>, String>,
-    certs: Result<BTreeMap<String, status::trust::SecretCerts>, String>,
-    trust_bundle: Result<Option<String>, String>,
-    clustermesh: Result<Option<BTreeMap<String, String>>, String>,
-    kvstoremesh: Result<Option<BTreeMap<String, String>>, String>,
-}
-
-/// Reads the objects at once (each within the request timeout).
-async fn objects(conn: &Conn) -> Objects {
-    // The core judges observations as text: each error becomes its message here.
-    let text = |e: KubeError| e.to_string();
-    let (
-        agents,
-        operator,
-        apiserver,
-        service,
-        ca_crt,
-        certs,
-        trust_bundle,
-        clustermesh,
-        kvstoremesh,
-    ) = tokio::join!(
-        conn.daemonset("cilium"),
-        conn.deployment("cilium-operator"),
-        conn.deployment("clustermesh-apiserver"),
-        conn.apiserver_service(),
-        conn.secret_data("cilium-ca"),
-        cert_secrets(conn),
-        conn.configmap_data(status::trust::BUNDLE_CONFIGMAP),
-        conn.secret_data("cilium-clustermesh"),
-        conn.secret_data("cilium-kvstoremesh"),
-    );
-    Objects {
-        agents: agents.map_err(text),
-        operator: operator.map_err(text),
-        apiserver: apiserver.map_err(text),
-        service: service.map_err(text),
-        ca_crt: ca_crt
-            .map(|d| d.and_then(|m| m.get("ca.crt").cloned()))
-            .map_err(text),
-        certs: certs.map_err(text),
-        trust_bundle: trust_bundle
-            .map(|d| d.and_then(|m| m.get("ca.crt").cloned()))
-            .map_err(text),
-        clustermesh: clustermesh.map_err(text),
-        kvstoremesh: kvstoremesh.map_err(text),
     }
 }
 
