@@ -144,7 +144,8 @@ pub fn installed_cilium(version: &str) -> Option<Cilium> {
     let dir = tools_dir().join("cilium").join(format!("v{version}"));
     let ok = dir.join("chart/Chart.yaml").is_file()
         && dir.join("image/usr/bin/clustermesh-apiserver").is_file()
-        && dir.join("agent/usr/bin/cilium-agent").is_file();
+        && dir.join("agent/usr/bin/cilium-agent").is_file()
+        && dir.join("agent/usr/bin/cilium-health-responder").is_file();
     ok.then(|| Cilium {
         version: version.into(),
         dir,

@@ -195,8 +195,9 @@ pub(super) fn container_env(
             } else if let Some(r) = &vf.field_ref {
                 Some(field(p, host_ip, &r.field_path))
             } else {
-                // resourceFieldRef: the limits kwok does not enforce.
-                Some("0".into())
+                vf.resource_field_ref
+                    .as_ref()
+                    .map(|r| resource_field(k, &r.resource, r.divisor.as_ref().map(|d| &*d.0)))
             }
         } else {
             Some(String::new())
@@ -208,6 +209,84 @@ pub(super) fn container_env(
         }
     }
     env
+}
+
+/// A `resourceFieldRef` as kubelet resolves it: the container's request or limit of the
+/// resource, in units of `divisor` rounded up; a limit the container does not set is the
+/// node's allocatable, which for a lab node is this machine's CPUs and memory (what a kubelet
+/// here would report). Nothing enforces the limits; the value matters to what reads it:
+/// Cilium's chart sets the agent's `GOMEMLIMIT` to `limits.memory`, and a value of 0 there
+/// has the Go runtime collecting garbage without pause (a third of a core per idle agent).
+fn resource_field(k: &Container, resource: &str, divisor: Option<&str>) -> String {
+    let Some((kind, name)) = resource.split_once('.') else {
+        return "0".into();
+    };
+    let set = k.resources.as_ref().and_then(|r| match kind {
+        "limits" => r.limits.as_ref(),
+        _ => r.requests.as_ref(),
+    });
+    let quantity = set
+        .and_then(|m| m.get(name))
+        .and_then(|q| parse_quantity(&q.0));
+    let value = match (quantity, kind) {
+        (Some(v), _) => v,
+        (None, "limits") => node_allocatable(name),
+        (None, _) => 0.0,
+    };
+    let divisor = divisor.and_then(parse_quantity).filter(|d| *d > 0.0);
+    let divisor = divisor.unwrap_or(1.0);
+    // Integer units rounded up, as kubelet's ConvertResourceCPUToString and friends do (CPU
+    // counts in millicores there, which the ratio below gives the same way).
+    // The ratio is first rounded to a millionth so that float noise (0.001 is not exact)
+    // does not round 1500m / 1m up to 1501.
+    let units = ((value / divisor) * 1e6).round() / 1e6;
+    format!("{}", units.ceil().max(0.0) as u64)
+}
+
+/// This machine's CPUs or memory in bytes, the allocatable of a node without reservations.
+fn node_allocatable(name: &str) -> f64 {
+    match name {
+        "cpu" => std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+        "memory" => std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .map_or(0.0, |kib| kib * 1024.0),
+        _ => 0.0,
+    }
+}
+
+/// A Kubernetes quantity (`500m`, `128Mi`, `1G`, `2`, `1e3`) as a number of base units.
+fn parse_quantity(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        e => 10f64.powi(e.strip_prefix(['e', 'E'])?.parse().ok()?),
+    };
+    Some(number * factor)
 }
 
 pub(super) fn write_if_changed(path: &Path, data: &[u8], mode: u32) -> Result<bool, String> {
@@ -427,7 +506,48 @@ async fn request_token(
 
 #[cfg(test)]
 mod tests {
-    use super::expand;
+    use super::{expand, parse_quantity, resource_field};
+    use k8s_openapi::api::core::v1::Container;
+
+    #[test]
+    fn quantities_parse_as_kubernetes_writes_them() {
+        assert_eq!(parse_quantity("500m"), Some(0.5));
+        assert_eq!(parse_quantity("128Mi"), Some(128.0 * 1024.0 * 1024.0));
+        assert_eq!(parse_quantity("1G"), Some(1e9));
+        assert_eq!(parse_quantity("1e3"), Some(1000.0));
+        assert_eq!(parse_quantity("2"), Some(2.0));
+        assert_eq!(parse_quantity("1.5Gi"), Some(1.5 * 1024f64.powi(3)));
+        assert_eq!(parse_quantity("12Qi"), None);
+        assert_eq!(parse_quantity(""), None);
+    }
+
+    #[test]
+    fn resource_fields_are_the_container_s_or_the_node_s() {
+        let k: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "resources": {"limits": {"memory": "512Mi", "cpu": "1500m"}, "requests": {"cpu": "250m"}},
+        }))
+        .unwrap();
+        assert_eq!(resource_field(&k, "limits.memory", None), "536870912");
+        assert_eq!(resource_field(&k, "limits.memory", Some("1Mi")), "512");
+        // Rounded up to whole units of the divisor, as kubelet does.
+        assert_eq!(resource_field(&k, "limits.cpu", None), "2");
+        assert_eq!(resource_field(&k, "limits.cpu", Some("1m")), "1500");
+        assert_eq!(resource_field(&k, "requests.cpu", Some("1m")), "250");
+        assert_eq!(resource_field(&k, "requests.memory", None), "0");
+        // No limit: the node's allocatable, here this machine's memory and CPUs. Never 0,
+        // which as Cilium's GOMEMLIMIT has the agent collect garbage without pause.
+        let bare = Container {
+            name: "c".into(),
+            ..Container::default()
+        };
+        let memory: u64 = resource_field(&bare, "limits.memory", Some("1"))
+            .parse()
+            .unwrap();
+        assert!(memory > 256 * 1024 * 1024, "{memory}");
+        let cpus: usize = resource_field(&bare, "limits.cpu", None).parse().unwrap();
+        assert_eq!(cpus, std::thread::available_parallelism().unwrap().get());
+    }
 
     #[test]
     fn expansion_follows_kubernetes() {
