@@ -233,12 +233,13 @@ fn resource_field(k: &Container, resource: &str, divisor: Option<&str>) -> Strin
         (None, "limits") => node_allocatable(name),
         (None, _) => 0.0,
     };
-    let divisor = divisor.and_then(parse_quantity).filter(|d| *d > 0.0);
-    let divisor = divisor.unwrap_or(1.0);
-    // Integer units rounded up, as kubelet's ConvertResourceCPUToString and friends do (CPU
-    // counts in millicores there, which the ratio below gives the same way).
-    // The ratio is first rounded to a millionth so that float noise (0.001 is not exact)
-    // does not round 1500m / 1m up to 1501.
+    let divisor = divisor
+        .and_then(parse_quantity)
+        .filter(|d| *d > 0.0)
+        .unwrap_or(1.0);
+    // Whole units rounded up, as kubelet's ConvertResourceCPUToString and friends do; the ratio
+    // is first rounded to a millionth so that float noise (0.001 is not exact) does not turn
+    // 1500m / 1m into 1501.
     let units = ((value / divisor) * 1e6).round() / 1e6;
     format!("{}", units.ceil().max(0.0) as u64)
 }
